@@ -1,0 +1,51 @@
+"""Per-dataset stage settings: top-level defaults merged with a dataset's own overrides.
+
+Snakemake validates the whole file (and fills defaults) with `snakemake.utils.validate`. Overrides under
+`datasets.<name>.<stage>` are partial, so they are checked here, after merging, against the same
+stage schema; an error names the full key path so the user knows which line of config.yaml to fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_schema(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def stage_config(config: dict[str, Any], schema: dict[str, Any], dataset: str, stage: str) -> dict[str, Any]:
+    """The settings of `stage` for `dataset`: what a rule receives through `params:`."""
+    if dataset not in config["datasets"]:
+        known = ", ".join(sorted(config["datasets"]))
+        raise ConfigError(f"unknown dataset {dataset!r}: config.yaml defines {known}")
+    override = config["datasets"][dataset].get(stage, {})
+    merged = deep_merge(config.get(stage, {}), override)
+    stage_schema = {"$defs": schema["$defs"], **schema["$defs"][stage]}
+    errors = sorted(jsonschema.Draft202012Validator(stage_schema).iter_errors(merged), key=str)
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.absolute_path)
+        origin = f"datasets.{dataset}.{stage}" if override else stage
+        raise ConfigError(f"config key {origin}{'.' + where if where else ''}: {first.message}")
+    return merged

@@ -1,0 +1,120 @@
+"""Artifact I/O: atomic writes, checksums and the provenance manifest every stage directory holds."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+MANIFEST_SCHEMA_VERSION = 1
+TRACKED_PACKAGES = ("torch", "transformers", "peft", "polars", "pyarrow", "numpy", "snakemake", "bitsandbytes")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` and move it into place only if the block succeeds.
+
+    A killed job therefore never leaves a half-written file that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(path: str | os.PathLike, frame: pl.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def code_revision(repo: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The git commit of the code that made an artifact, and whether the tree had uncommitted edits."""
+    cwd = Path(repo) if repo else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_manifest(
+    path: str | os.PathLike,
+    *,
+    stage: str,
+    config: Any,
+    inputs: Iterable[str | os.PathLike],
+    outputs: Iterable[str | os.PathLike] = (),
+    started: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Record how an artifact was made, so a result can be traced back and stale inputs detected."""
+    manifest = {
+        "stage": stage,
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "config": config,
+        "inputs": {str(p): sha256_file(p) for p in inputs},
+        "outputs": {str(p): sha256_file(p) for p in outputs},
+        "packages": package_versions(),
+        "code": code_revision(),
+        "host": platform.node(),
+        "started": started,
+        "finished": utc_now(),
+    }
+    if extra:
+        manifest.update(extra)
+    write_json(path, manifest)
+    return manifest

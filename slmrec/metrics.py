@@ -1,0 +1,135 @@
+"""Ranking metrics shared by every model (SASRec, LLM teacher, distilled student).
+
+All models go through the same two steps: turn scores into a 0-based rank of the
+positive item (``sampled_ranks`` for the stored 1 + 999 candidates, ``full_ranks``
+over every item), then turn ranks into percent metrics (``metrics_from_ranks``).
+
+Rank contract: the rank of the positive is the number of competing candidates whose
+score is **greater than or equal to** the positive's score. Ties count against the
+model, so a degenerate model that scores every candidate the same ranks last, not
+first, and cannot look good by collapsing its outputs.
+
+NaN scores raise ``ValueError``: a NaN compares false with everything, so it would
+otherwise silently rank a NaN positive first, or drop a NaN competitor out of the
+count, and report numbers better than the model deserves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+METRIC_NAMES = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+
+ArrayLike = Tensor | np.ndarray
+
+
+def _raise_on_nan_rows(bad_rows: Tensor, what: str) -> None:
+    """Raise with the number of offending rows, so the caller sees how widespread it is."""
+    n_bad = int(bad_rows.sum())
+    if n_bad:
+        raise ValueError(
+            f"{what}: {n_bad} of {bad_rows.numel()} rows contain NaN scores; "
+            "NaN would silently rank as better than it is, fix the model output"
+        )
+
+
+def sampled_ranks(pos_scores: ArrayLike, neg_scores: ArrayLike) -> Tensor:
+    """0-based rank of each positive among its own sampled negatives.
+
+    ``pos_scores`` is [N], ``neg_scores`` is [N, K]; returns int64 [N] with values
+    in 0..K, where rank = #negatives scoring >= the positive (ties count against).
+    """
+    pos = torch.as_tensor(pos_scores)
+    neg = torch.as_tensor(neg_scores, device=pos.device)
+    if pos.dim() != 1:
+        raise ValueError(f"pos_scores must be 1-D [N], got shape {tuple(pos.shape)}")
+    if neg.dim() != 2:
+        raise ValueError(f"neg_scores must be 2-D [N, K], got shape {tuple(neg.shape)}")
+    if neg.shape[0] != pos.shape[0]:
+        raise ValueError(f"pos_scores [N={pos.shape[0]}] and neg_scores [N={neg.shape[0]}, K] disagree on N")
+    if pos.shape[0] == 0:
+        raise ValueError("empty input: no rows to rank")
+    if neg.shape[1] == 0:
+        raise ValueError("neg_scores has K=0 negatives; a rank among no candidates is meaningless")
+    _raise_on_nan_rows(pos.isnan() | neg.isnan().any(dim=1), "sampled_ranks")
+    return (neg >= pos.unsqueeze(1)).sum(dim=1, dtype=torch.int64)
+
+
+def full_ranks(scores: ArrayLike, targets: ArrayLike, exclude: ArrayLike | None = None) -> Tensor:
+    """0-based rank of each target among all real items (full ranking).
+
+    ``scores`` is [N, I+1] over item ids 0..I; column 0 is the padding id and never
+    competes. ``targets`` is [N] with ids in 1..I. ``exclude`` is an optional bool
+    [N, I+1] mask of history items to leave out of the competition (the usual
+    "history masked" protocol); the target itself is never excluded, because a
+    user may legitimately re-interact with an item, and dropping it would make the
+    row unrankable. Same >= tie rule as ``sampled_ranks``.
+
+    Memory is a few bool tensors the size of ``scores``: call it per batch of users.
+    """
+    scores = torch.as_tensor(scores)
+    targets = torch.as_tensor(targets, device=scores.device)
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be 2-D [N, I+1], got shape {tuple(scores.shape)}")
+    n, n_cols = scores.shape
+    if n == 0:
+        raise ValueError("empty input: no rows to rank")
+    if n_cols < 2:
+        raise ValueError(f"scores needs column 0 (padding) plus at least one item, got {n_cols} columns")
+    if targets.shape != (n,):
+        raise ValueError(f"targets must be 1-D [N={n}], got shape {tuple(targets.shape)}")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be integer item ids, got dtype {targets.dtype}")
+    if int(targets.min()) < 1 or int(targets.max()) >= n_cols:
+        raise ValueError(
+            f"targets must be item ids in 1..{n_cols - 1} (0 is padding), "
+            f"got range {int(targets.min())}..{int(targets.max())}"
+        )
+    if exclude is not None:
+        exclude = torch.as_tensor(exclude, device=scores.device)
+        if exclude.shape != scores.shape:
+            raise ValueError(f"exclude must have the shape of scores {tuple(scores.shape)}, got {tuple(exclude.shape)}")
+        if exclude.dtype != torch.bool:
+            raise ValueError(f"exclude must be a bool mask, got dtype {exclude.dtype}")
+
+    rows = torch.arange(n, device=scores.device)
+    pos = scores[rows, targets]
+
+    # Competitors: every real item except the target itself and excluded history.
+    competes = torch.ones_like(scores, dtype=torch.bool)
+    competes[:, 0] = False
+    if exclude is not None:
+        competes.masked_fill_(exclude, False)
+    competes[rows, targets] = False
+
+    _raise_on_nan_rows(pos.isnan() | (scores.isnan() & competes).any(dim=1), "full_ranks")
+    return ((scores >= pos.unsqueeze(1)) & competes).sum(dim=1, dtype=torch.int64)
+
+
+def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
+    """HR@{1,5,10}, NDCG@{5,10} and MRR in percent (0..100), from 0-based ranks.
+
+    Percent matches the paper's tables. With a single relevant item the ideal DCG
+    is 1, so NDCG@k = 1/log2(rank+2) inside the cut-off, else 0.
+    """
+    r = torch.as_tensor(ranks)
+    if r.dim() != 1:
+        raise ValueError(f"ranks must be 1-D [N], got shape {tuple(r.shape)}")
+    if r.numel() == 0:
+        raise ValueError("empty input: no ranks")
+    if r.is_floating_point() or r.is_complex() or r.dtype == torch.bool:
+        raise ValueError(f"ranks must be integers, got dtype {r.dtype}")
+    if int(r.min()) < 0:
+        raise ValueError(f"ranks must be >= 0, got minimum {int(r.min())}")
+
+    r = r.to(torch.float64)
+    gain = 1.0 / torch.log2(r + 2.0)
+    out: dict[str, float] = {}
+    for k in (1, 5, 10):
+        out[f"HR@{k}"] = 100.0 * float((r < k).to(torch.float64).mean())
+    for k in (5, 10):
+        out[f"NDCG@{k}"] = 100.0 * float(torch.where(r < k, gain, 0.0).mean())
+    out["MRR"] = 100.0 * float((1.0 / (r + 1.0)).mean())
+    return {name: out[name] for name in METRIC_NAMES}

@@ -1,0 +1,40 @@
+"""Shared fixtures: a private copy of the workflow to run Snakemake in, so tests never touch results/."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "config.schema.yaml", "rules", "workflow_scripts", "envs", "profiles")
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def copy_workflow(dest: Path) -> Path:
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name)
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run snakemake in `workdir`; on an unexpected failure show its output and the failing rule's log."""
+    proc = subprocess.run(
+        [SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True, timeout=900
+    )
+    if check and proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/*/logs/*.log")))
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
+    return proc
+
+
+@pytest.fixture
+def workflow(tmp_path: Path) -> Path:
+    return copy_workflow(tmp_path)

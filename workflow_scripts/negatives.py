@@ -1,0 +1,8 @@
+"""Rule `negatives`: draw the fixed evaluation negatives once, for every model to share."""
+
+from slmrec.data.negatives import run
+from slmrec.workflow import rule_logging
+
+with rule_logging(snakemake.log[0]):
+    s = snakemake
+    run(s.input.splits, s.input.stats, s.input.user_ids, s.params.negatives, s.output)
