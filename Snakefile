@@ -20,9 +20,11 @@ wildcard_constraints:
 
 
 include: "rules/data.smk"
+include: "rules/sasrec.smk"
 
 
 rule all:
     input:
-        expand("results/{dataset}/data/negatives.parquet", dataset=DEMO_DATASETS),
+        expand("results/{dataset}/sasrec/metrics.json", dataset=DEMO_DATASETS),
+        expand("results/{dataset}/popularity/metrics.json", dataset=DEMO_DATASETS),
     default_target: True

@@ -10,6 +10,12 @@ from slmrec.config import load_schema, stage_config
 SCHEMA = load_schema(Path(workflow.basedir) / "config.schema.yaml")
 DATASETS = sorted(config["datasets"])
 DEMO_DATASETS = [d for d in DATASETS if config["datasets"][d]["source"]["kind"] == "synthetic"]
+STAGES = [key for key in SCHEMA["$defs"] if key != "source" and key in SCHEMA["properties"]]
+
+# Check every dataset's overrides now, so a typo fails before any job runs, whatever the target.
+for _dataset in DATASETS:
+    for _stage in STAGES:
+        stage_config(config, SCHEMA, _dataset, _stage)
 
 
 def settings(stage):

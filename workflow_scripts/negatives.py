@@ -3,6 +3,6 @@
 from slmrec.data.negatives import run
 from slmrec.workflow import rule_logging
 
-with rule_logging(snakemake.log[0]):
-    s = snakemake
+s = snakemake
+with rule_logging(s.log[0]):
     run(s.input.splits, s.input.stats, s.input.user_ids, s.params.negatives, s.output)

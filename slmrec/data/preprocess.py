@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -98,7 +98,7 @@ def _explain_bad_json_line(text: str) -> str:
 
 
 def _handle_bad_rows(
-    parsed: pl.DataFrame, path: Path, on_bad_line: str, explain: Any, text_column: str | None
+    parsed: pl.DataFrame, path: Path, on_bad_line: str, explain: Callable[[dict[str, Any]], str], expected: str
 ) -> tuple[pl.DataFrame, int]:
     """Fail on the first bad row with a precise message, or drop and count bad rows."""
     bad = parsed.filter(pl.any_horizontal(pl.col(list(RAW_SCHEMA)).is_null()))
@@ -107,10 +107,8 @@ def _handle_bad_rows(
     if on_bad_line == "skip":
         return parsed.filter(pl.all_horizontal(pl.col(list(RAW_SCHEMA)).is_not_null())), bad.height
     first = bad.row(0, named=True)
-    reason = explain(first[text_column] if text_column else first)
     raise DataError(
-        f"{path}, line {first['line']}: {reason}. Expected fields "
-        f"{', '.join(AMAZON_FIELDS.values())} with numeric rating and timestamp "
+        f"{path}, line {first['line']}: {explain(first)}. Expected {expected} "
         "(set preprocess.on_bad_line: skip to drop such lines)"
     )
 
@@ -141,7 +139,13 @@ def read_amazon2018(path: str | os.PathLike, on_bad_line: str = "error") -> Revi
             ],
         )
         rows_read += parsed.height
-        parsed, bad = _handle_bad_rows(parsed, path, on_bad_line, _explain_bad_json_line, "text")
+        parsed, bad = _handle_bad_rows(
+            parsed,
+            path,
+            on_bad_line,
+            lambda row: _explain_bad_json_line(row["text"]),
+            f"a JSON object with {', '.join(AMAZON_FIELDS.values())}, rating and timestamp numeric",
+        )
         bad_lines += bad
         frames.append(parsed.drop("text"))
     frame = pl.concat(frames) if frames else pl.DataFrame(schema={"line": pl.UInt32, **RAW_SCHEMA})
@@ -168,7 +172,9 @@ def read_ratings_csv(
         )
     except pl.exceptions.PolarsError as err:
         raise DataError(f"{path}: not a {len(columns)}-column CSV ({', '.join(columns)}): {err}") from err
-    raw = raw.with_row_index("line", offset=2 if header else 1)
+    raw = raw.with_row_index("line", offset=2 if header else 1).filter(
+        pl.any_horizontal(pl.col(list(names.values())).is_not_null())
+    )
     parsed = raw.with_columns(
         pl.col("rating").cast(pl.Float64, strict=False),
         pl.col("timestamp").cast(pl.Float64, strict=False).cast(pl.Int64, strict=False),
@@ -184,7 +190,8 @@ def read_ratings_csv(
                 return f"column {column!r} is not a number: {original[column]!r}"
         return "unreadable row"
 
-    parsed, bad = _handle_bad_rows(parsed, path, on_bad_line, explain, None)
+    expected = f"{len(columns)} comma-separated columns ({', '.join(columns)}), rating and timestamp numeric"
+    parsed, bad = _handle_bad_rows(parsed, path, on_bad_line, explain, expected)
     frame = parsed.select("line", *RAW_SCHEMA).with_columns(pl.col("line").cast(pl.Int64))
     return Reviews(frame, raw.height, bad)
 

@@ -1,0 +1,57 @@
+# SASRec pretraining and the popularity reference, both scored by the shared evaluation routine.
+
+
+rule sasrec:
+    input:
+        splits="results/{dataset}/data/splits.parquet",
+        negatives="results/{dataset}/data/negatives.parquet",
+        stats="results/{dataset}/data/stats.json",
+    output:
+        model="results/{dataset}/sasrec/model.safetensors",
+        item_embeddings="results/{dataset}/sasrec/item_embeddings.safetensors",
+        metrics="results/{dataset}/sasrec/metrics.json",
+        train_log="results/{dataset}/sasrec/train_log.csv",
+        manifest="results/{dataset}/sasrec/manifest.json",
+    params:
+        sasrec=settings("sasrec"),
+        max_len=lambda wildcards: settings("preprocess")(wildcards)["max_len"],
+        evaluate=settings("evaluate"),
+        checkpoints=lambda wildcards: f"results/{wildcards.dataset}/checkpoints/sasrec",
+    log:
+        "results/{dataset}/logs/sasrec.log",
+    benchmark:
+        "results/{dataset}/logs/sasrec.benchmark.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+        eval_batch_size=512,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/sasrec.py"
+
+
+rule popularity:
+    input:
+        splits="results/{dataset}/data/splits.parquet",
+        negatives="results/{dataset}/data/negatives.parquet",
+        stats="results/{dataset}/data/stats.json",
+    output:
+        metrics="results/{dataset}/popularity/metrics.json",
+        manifest="results/{dataset}/popularity/manifest.json",
+    params:
+        evaluate=settings("evaluate"),
+    log:
+        "results/{dataset}/logs/popularity.log",
+    benchmark:
+        "results/{dataset}/logs/popularity.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/popularity.py"

@@ -1,0 +1,140 @@
+"""The one evaluation protocol every model goes through, so that comparisons cannot drift.
+
+Validation feeds `train` and asks for `valid`; test feeds `train + [valid]` and asks for `test`. The
+candidates are the target plus the negatives stored by the `negatives` rule. A model enters only as
+an `encode` function (histories -> user vectors) and an item table; the score of an item is the dot
+product of the two.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+
+from slmrec.data.preprocess import DataError
+from slmrec.metrics import full_ranks, metrics_from_ranks, sampled_ranks
+
+Encoder = Callable[[Tensor], Tensor]
+SPLITS = ("valid", "test")
+
+
+@dataclass
+class EvalSplit:
+    """Histories, targets and stored negatives of one split, aligned by row."""
+
+    name: str
+    users: np.ndarray
+    histories: list[list[int]]
+    targets: np.ndarray
+    negatives: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def pad_left(histories: list[list[int]], max_len: int) -> Tensor:
+    """The last `max_len` items of each history, left-padded with 0, so the newest item is always last."""
+    batch = torch.zeros(len(histories), max_len, dtype=torch.long)
+    for row, history in enumerate(histories):
+        tail = history[-max_len:]
+        if tail:
+            batch[row, max_len - len(tail) :] = torch.as_tensor(tail, dtype=torch.long)
+    return batch
+
+
+def load_eval_splits(splits_path: str | Path, negatives_path: str | Path, num_items: int) -> dict[str, EvalSplit]:
+    """Read and cross-check the splits and their negatives; a mismatch means they come from different runs."""
+    splits = pl.read_parquet(splits_path)
+    negatives = pl.read_parquet(negatives_path)
+    if splits["user"].to_list() != negatives["user"].to_list():
+        raise DataError(
+            f"{negatives_path} does not hold the users of {splits_path} in the same order: "
+            "the negatives come from another dataset or an older preprocess run; rerun the negatives rule"
+        )
+    train = splits["train"].to_list()
+    valid = splits["valid"].to_numpy()
+    result = {
+        "valid": EvalSplit("valid", splits["user"].to_numpy(), train, valid, _negative_matrix(negatives, "valid")),
+        "test": EvalSplit(
+            "test",
+            splits["user"].to_numpy(),
+            [h + [v] for h, v in zip(train, valid.tolist(), strict=True)],
+            splits["test"].to_numpy(),
+            _negative_matrix(negatives, "test"),
+        ),
+    }
+    for split in result.values():
+        largest = max(int(split.negatives.max()), int(split.targets.max()))
+        if largest > num_items:
+            raise DataError(
+                f"{negatives_path}: item id {largest} in the {split.name} candidates is larger than the item "
+                f"table ({num_items} items); the files come from different preprocess runs"
+            )
+        clash = (split.negatives == split.targets[:, None]).any(axis=1)
+        if clash.any():
+            user = int(split.users[np.argmax(clash)])
+            raise DataError(
+                f"{negatives_path}: user {user}'s {split.name} negatives contain its own {split.name} item; "
+                "the negatives were drawn for other splits"
+            )
+    return result
+
+
+def _negative_matrix(negatives: pl.DataFrame, split: str) -> np.ndarray:
+    lengths = negatives[split].list.len().unique()
+    if lengths.len() != 1:
+        raise DataError(f"negatives for {split} have uneven lengths {sorted(lengths.to_list())}")
+    return np.asarray(negatives[split].to_list(), dtype=np.int64)
+
+
+@torch.no_grad()
+def evaluate(
+    encode: Encoder,
+    item_table: Tensor,
+    split: EvalSplit,
+    max_len: int,
+    batch_size: int = 256,
+    full_ranking: bool = False,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Metrics in percent on the stored candidates (and, optionally, over all items with history masked).
+
+    Also reports `seconds`: the wall time to score every user of the split, i.e. inference time.
+    """
+    start = time.perf_counter()
+    sampled, full = [], []
+    for begin in range(0, len(split), batch_size):
+        rows = slice(begin, begin + batch_size)
+        histories = split.histories[rows]
+        users = encode(pad_left(histories, max_len).to(device)).float()
+        table = item_table.to(users.device, torch.float32)
+        targets = torch.as_tensor(split.targets[rows], device=users.device)
+        negatives = torch.as_tensor(split.negatives[rows], device=users.device)
+        pos = (users * table[targets]).sum(-1)
+        neg = torch.einsum("bd,bkd->bk", users, table[negatives])
+        sampled.append(sampled_ranks(pos, neg).cpu())
+        if full_ranking:
+            scores = users @ table.T
+            seen = torch.zeros_like(scores, dtype=torch.bool)
+            for row, history in enumerate(histories):
+                seen[row, history] = True
+            full.append(full_ranks(scores, targets, seen).cpu())
+    metrics = metrics_from_ranks(torch.cat(sampled))
+    if full_ranking:
+        metrics.update({f"full_{k}": v for k, v in metrics_from_ranks(torch.cat(full)).items()})
+    metrics["seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def evaluate_splits(
+    encode: Encoder, item_table: Tensor, splits: dict[str, EvalSplit], max_len: int, **options: Any
+) -> dict[str, dict[str, float]]:
+    return {name: evaluate(encode, item_table, split, max_len, **options) for name, split in splits.items()}

@@ -1,0 +1,108 @@
+"""SASRec (Kang & McAuley, 2018): causal self-attention over a user's item sequence.
+
+Its item-embedding table is what the LLM recommenders later freeze and reuse, so the model is
+trained with a full softmax over all items at every position of a sequence in one forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class SASRecConfig:
+    num_items: int
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    max_len: int = 50
+
+    def to_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+class SASRecBlock(nn.Module):
+    """Pre-norm attention and point-wise feed-forward, each with a residual connection."""
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        if config.hidden % config.heads:
+            raise ValueError(f"sasrec.hidden ({config.hidden}) must be divisible by sasrec.heads ({config.heads})")
+        self.heads = config.heads
+        self.attn_norm = nn.LayerNorm(config.hidden, eps=1e-8)
+        self.qkv = nn.Linear(config.hidden, 3 * config.hidden)
+        self.out = nn.Linear(config.hidden, config.hidden)
+        self.ffn_norm = nn.LayerNorm(config.hidden, eps=1e-8)
+        self.ffn = nn.Sequential(
+            nn.Linear(config.hidden, config.hidden),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, config.hidden),
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.attn_dropout = config.dropout
+
+    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
+        batch, length, hidden = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        x = x + self.dropout(self.out(attn.transpose(1, 2).reshape(batch, length, hidden)))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+class SASRec(nn.Module):
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_embeddings = nn.Embedding(config.num_items + 1, config.hidden, padding_idx=0)
+        self.position_embeddings = nn.Embedding(config.max_len, config.hidden)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.layers))
+        self.final_norm = nn.LayerNorm(config.hidden, eps=1e-8)
+        nn.init.normal_(self.item_embeddings.weight, std=config.hidden**-0.5)
+        with torch.no_grad():
+            self.item_embeddings.weight[0].zero_()
+
+    def encode(self, items: Tensor) -> Tensor:
+        """Hidden states [B, L, d] of left-padded item ids [B, L]; padded positions come out as zeros.
+
+        Positions count back from the newest item, so extra left padding changes nothing. A padded
+        query attends only to itself (its output is then zeroed); real queries never see padding.
+        """
+        if items.shape[1] > self.config.max_len:
+            items = items[:, -self.config.max_len :]
+        real = items > 0
+        positions = (real.flip(1).cumsum(1).flip(1) - 1).clamp(min=0)
+        x = self.item_embeddings(items) * self.config.hidden**0.5 + self.position_embeddings(positions)
+        x = self.dropout(x) * real.unsqueeze(-1)
+        length = items.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+        eye = torch.eye(length, dtype=torch.bool, device=items.device)
+        attn_mask = ((causal & real.unsqueeze(1)) | eye).unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, attn_mask) * real.unsqueeze(-1)
+        return self.final_norm(x) * real.unsqueeze(-1)
+
+    def user_vectors(self, items: Tensor) -> Tensor:
+        """The representation of each user: the hidden state at the newest (last) position."""
+        return self.encode(items)[:, -1]
+
+    def item_table(self) -> Tensor:
+        return self.item_embeddings.weight
+
+    def forward(self, input_ids: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """Next-item cross-entropy over all items at every real position (labels 0 = ignored)."""
+        hidden = self.encode(input_ids)
+        if labels is None:
+            return {"hidden": hidden}
+        keep = labels > 0
+        logits = hidden[keep] @ self.item_embeddings.weight.T
+        logits[:, 0] = float("-inf")
+        return {"loss": F.cross_entropy(logits, labels[keep]), "hidden": hidden}

@@ -1,0 +1,144 @@
+"""What every trained model shares: a `transformers.Trainer` that selects by ranking metrics.
+
+`RankingTrainer` swaps Trainer's loss-based evaluation for the shared ranking protocol
+(`slmrec.evaluate`) on the stored validation negatives, so `metric_for_best_model: mrr`, early
+stopping and "load the best model at the end" all work on validation MRR. It also refuses to
+continue past a non-finite loss, and keeps a per-evaluation log for `train_log.csv`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from slmrec.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+Evaluator = Callable[[nn.Module], dict[str, float]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def metric_key(name: str) -> str:
+    """Metric names as Trainer keys: `HR@10` -> `hr@10`, so `metric_for_best_model: mrr` reads naturally."""
+    return name.lower()
+
+
+class RankingTrainer(Trainer):
+    """A Trainer whose evaluation is the shared ranking protocol instead of an eval loss.
+
+    Pass the validation `EvalSplit` as `eval_dataset` (Trainer checks one is there) and an
+    `evaluator` that scores a model on it.
+    """
+
+    def __init__(self, *args: Any, evaluator: Evaluator, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.evaluator = evaluator
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        outputs = model(**inputs)
+        loss = outputs["loss"]
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.state.epoch or 0:.2f}, step "
+                f"{self.state.global_step + 1}; lower the learning rate or check the inputs. No model was written."
+            )
+        return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            scores = self.evaluator(model)
+        finally:
+            model.train(was_training)
+        metrics = {f"{metric_key_prefix}_{metric_key(k)}": v for k, v in scores.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class TrainLog(TrainerCallback):
+    """One row per evaluation (training loss terms since the last one, validation metrics, seconds)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self._pending: dict[str, list[float]] = {}
+        self._last = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
+        for key, value in (logs or {}).items():
+            if key.startswith("loss") and isinstance(value, int | float):
+                self._pending.setdefault(key, []).append(float(value))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: D102
+        now = time.perf_counter()
+        row: dict[str, float] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        row.update({key: sum(values) / len(values) for key, values in self._pending.items()})
+        row.update({k.removeprefix("eval_"): v for k, v in (metrics or {}).items() if k != "eval_seconds"})
+        row["seconds"] = now - self._last
+        self.rows.append(row)
+        self._pending, self._last = {}, now
+        logger.info(
+            "epoch %.2f step %d: loss %s, valid MRR %.3f, %.1f s",
+            row["epoch"],
+            row["step"],
+            f"{row['loss']:.4f}" if "loss" in row else "n/a",
+            row.get("mrr", math.nan),
+            row["seconds"],
+        )
+
+    def write_csv(self, path: str | Path) -> None:
+        frame = pl.DataFrame(self.rows) if self.rows else pl.DataFrame({"step": [], "epoch": []})
+        first = ("step", "epoch")
+        frame = frame.select(*first, *sorted(c for c in frame.columns if c not in first))
+        with atomic_path(path) as tmp:
+            frame.write_csv(tmp)
+
+
+def train(trainer: Trainer, checkpoint_dir: str | Path) -> None:
+    """Train, resuming from the newest checkpoint in `checkpoint_dir` when a killed run left one."""
+    last = get_last_checkpoint(str(checkpoint_dir)) if Path(checkpoint_dir).is_dir() else None
+    if last:
+        logger.info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def base_arguments(output_dir: str | Path, seed: int, **overrides: Any) -> TrainingArguments:
+    """TrainingArguments with the project's fixed choices; stage settings come in as overrides."""
+    options: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "seed": seed,
+        "data_seed": seed,
+        "report_to": [],
+        "metric_for_best_model": "mrr",
+        "greater_is_better": True,
+        "load_best_model_at_end": True,
+        "save_total_limit": 2,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": False,
+        "save_only_model": False,
+    }
+    options.update(overrides)
+    return TrainingArguments(**options)

@@ -1,0 +1,267 @@
+"""config.yaml against config.schema.yaml: defaults, errors that name the key, per-dataset overrides."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, SNAKEMAKE, copy_workflow
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from slmrec.config import ConfigError, load_schema, stage_config
+
+SCHEMA_PATH = str(ROOT / "config.schema.yaml")
+SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.fixture
+def config() -> dict:
+    return copy.deepcopy(SHIPPED)
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return load_schema(SCHEMA_PATH)
+
+
+def invalid(config: dict) -> str:
+    with pytest.raises(WorkflowError) as err:
+        validate(config, SCHEMA_PATH)
+    return str(err.value)
+
+
+# --- the shipped file and defaults ----------------------------------------------------------------------------
+
+
+def test_shipped_config_validates_and_gets_defaults(config):
+    validate(config, SCHEMA_PATH)
+    assert config["preprocess"] == {"min_rating": 3, "kcore": 5, "max_len": 50, "on_bad_line": "error"}
+    assert config["negatives"] == {"num_negatives": 999, "seed": 2025}
+    assert sorted(config["datasets"]) == ["cloth", "demo", "movie", "music", "sport"]
+    demo = config["datasets"]["demo"]["source"]
+    # Filled in by the schema: nothing of this is written in config.yaml.
+    assert demo["min_length"] == 8 and demo["max_length"] == 30 and demo["successors"] == 3
+    assert demo["transition_prob"] == 0.7 and demo["popularity_exponent"] == 1.0 and demo["low_rating_prob"] == 0.1
+    cloth = config["datasets"]["cloth"]["source"]
+    assert cloth["file"] == "Clothing_Shoes_and_Jewelry_5.json.gz"
+    assert cloth["sha256"] is None
+    assert len(cloth["urls"]) == 3 and cloth["urls"][0].startswith("https://mcauleylab.ucsd.edu/")
+
+
+def test_missing_sections_are_filled_with_defaults():
+    config = {"datasets": {"tiny": {"source": {"kind": "synthetic"}}}}
+    validate(config, SCHEMA_PATH)
+    assert config["preprocess"]["kcore"] == 5
+    assert config["preprocess"]["min_rating"] == 3
+    assert config["preprocess"]["on_bad_line"] == "error"
+    assert config["negatives"]["num_negatives"] == 999
+    assert config["negatives"]["seed"] == 2025
+    assert config["datasets"]["tiny"]["source"] == {
+        "kind": "synthetic",
+        "users": 2000,
+        "items": 2000,
+        "seed": 7,
+        "min_length": 8,
+        "max_length": 30,
+        "successors": 3,
+        "transition_prob": 0.7,
+        "popularity_exponent": 1.0,
+        "low_rating_prob": 0.1,
+    }
+
+
+def test_local_sources_get_their_defaults():
+    config = {
+        "datasets": {
+            "mine": {"source": {"kind": "amazon2018", "path": "/data/x_5.json.gz"}},
+            "csv": {"source": {"kind": "ratings_csv", "path": "/data/x.csv"}},
+        }
+    }
+    validate(config, SCHEMA_PATH)
+    assert config["datasets"]["mine"]["source"] == {"kind": "amazon2018", "path": "/data/x_5.json.gz", "sha256": None}
+    csv = config["datasets"]["csv"]["source"]
+    assert csv["columns"] == ["item", "user", "rating", "timestamp"] and csv["header"] is False
+
+
+# --- errors name the key --------------------------------------------------------------------------------------
+
+
+def test_wrong_type_names_key_and_value(config):
+    config["preprocess"]["kcore"] = "five"
+    message = invalid(config)
+    assert "kcore" in message and "'five'" in message and "integer" in message
+
+
+def test_unknown_source_kind_names_the_value(config):
+    config["datasets"]["demo"]["source"]["kind"] = "parquetz"
+    message = invalid(config)
+    assert "parquetz" in message and "kind" in message
+
+
+def test_missing_source_names_the_key(config):
+    del config["datasets"]["music"]["source"]
+    message = invalid(config)
+    assert "'source' is a required property" in message
+    assert "music" in message
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [((), "sasrecc"), (("preprocess",), "kcoer"), (("datasets", "demo"), "sasrec_typo"), (("negatives",), "seeds")],
+)
+def test_unknown_key_is_named(config, where, key):
+    section = config
+    for part in where:
+        section = section[part]
+    section[key] = 1
+    message = invalid(config)
+    assert f"'{key}' was unexpected" in message
+
+
+def test_unknown_synthetic_option_is_named(config):
+    config["datasets"]["demo"]["source"]["userz"] = 10
+    assert "'userz' was unexpected" in invalid(config)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("preprocess", "kcore", 2),  # below 3 there is no train/valid/test for every user
+        ("preprocess", "on_bad_line", "ignore"),
+        ("preprocess", "max_len", 0),
+        ("negatives", "num_negatives", 0),
+        ("negatives", "seed", 1.5),
+    ],
+)
+def test_out_of_range_values_are_named(config, section, key, value):
+    config[section][key] = value
+    message = invalid(config)
+    assert key in message and repr(value) in message
+
+
+def test_amazon_source_needs_a_path_or_urls_and_file(config):
+    config["datasets"]["cloth"]["source"] = {"kind": "amazon2018", "file": "x.json.gz"}
+    assert "cloth" in invalid(config)
+    config["datasets"]["cloth"]["source"] = {"kind": "amazon2018", "path": "/x", "urls": ["https://a/b"], "file": "b"}
+    assert "cloth" in invalid(config)
+
+
+def test_bad_url_and_bad_checksum_are_refused(config):
+    bad_url = copy.deepcopy(config)
+    bad_url["datasets"]["cloth"]["source"]["urls"] = ["ftp://example.org/x.json.gz"]
+    assert "ftp://example.org/x.json.gz" in invalid(bad_url)
+    config["datasets"]["cloth"]["source"]["sha256"] = "not-a-digest"
+    assert "not-a-digest" in invalid(config)
+
+
+def test_schema_uses_only_json_schema_keywords(schema):
+    keywords = {
+        "$schema", "$defs", "$ref", "$id", "description", "type", "enum", "const", "default", "properties",
+        "additionalProperties", "required", "items", "minItems", "maxItems", "uniqueItems", "minimum", "maximum",
+        "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "pattern", "propertyNames",
+        "minProperties", "maxProperties", "patternProperties", "allOf", "oneOf", "anyOf", "not", "if", "then", "else",
+        "title", "examples", "$comment", "deprecated", "format",
+    }  # fmt: skip
+
+    stray: list[str] = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            stray.extend(f"{path}: {key!r}" for key in sorted(set(node) - keywords))
+            for key, value in node.items():
+                if key in ("properties", "$defs"):
+                    for name, sub in value.items():
+                        walk(sub, f"{path}.{key}.{name}")
+                elif key in ("additionalProperties", "items", "if", "then", "else", "not", "propertyNames"):
+                    walk(value, f"{path}.{key}")
+                elif key in ("allOf", "oneOf", "anyOf"):
+                    for i, sub in enumerate(value):
+                        walk(sub, f"{path}.{key}[{i}]")
+
+    walk(schema, "schema")
+    assert stray == []
+
+
+# --- per-dataset overrides ------------------------------------------------------------------------------------
+
+
+def test_stage_config_merges_dataset_overrides(config, schema):
+    config["datasets"]["demo"]["preprocess"] = {"kcore": 10}
+    config["datasets"]["demo"]["negatives"] = {"num_negatives": 99}
+    validate(config, SCHEMA_PATH)
+    assert stage_config(config, schema, "demo", "preprocess") == {
+        "min_rating": 3,
+        "kcore": 10,
+        "max_len": 50,
+        "on_bad_line": "error",
+    }
+    assert stage_config(config, schema, "demo", "negatives") == {"num_negatives": 99, "seed": 2025}
+    # Other datasets keep the top-level settings, and the top-level section itself is untouched.
+    assert stage_config(config, schema, "cloth", "preprocess")["kcore"] == 5
+    assert config["preprocess"]["kcore"] == 5
+
+
+def test_stage_config_without_override_is_the_top_level_section(config, schema):
+    validate(config, SCHEMA_PATH)
+    assert stage_config(config, schema, "music", "preprocess") == config["preprocess"]
+    assert stage_config(config, schema, "music", "preprocess") is not config["preprocess"]
+
+
+def test_bad_override_names_the_full_key(config, schema):
+    config["datasets"]["demo"]["preprocess"] = {"kcore": "ten"}
+    validate(config, SCHEMA_PATH)  # overrides are partial; they are checked after merging
+    with pytest.raises(ConfigError) as err:
+        stage_config(config, schema, "demo", "preprocess")
+    assert "datasets.demo.preprocess.kcore" in str(err.value)
+    assert "'ten'" in str(err.value)
+
+
+def test_unknown_override_key_names_the_section(config, schema):
+    config["datasets"]["sport"]["negatives"] = {"num_negativez": 5}
+    validate(config, SCHEMA_PATH)
+    with pytest.raises(ConfigError) as err:
+        stage_config(config, schema, "sport", "negatives")
+    assert "datasets.sport.negatives" in str(err.value) and "num_negativez" in str(err.value)
+
+
+def test_unknown_dataset_lists_the_known_ones(config, schema):
+    validate(config, SCHEMA_PATH)
+    with pytest.raises(ConfigError, match=r"unknown dataset 'books'.*cloth, demo, movie, music, sport"):
+        stage_config(config, schema, "books", "preprocess")
+
+
+# --- snakemake itself refuses a bad config before any job runs ------------------------------------------------
+
+
+def dry_run(workdir: Path, config: dict) -> subprocess.CompletedProcess[str]:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run([SNAKEMAKE, "-n", "--cores", "1"], cwd=workdir, capture_output=True, text=True, timeout=120)
+
+
+def test_snakemake_dry_run_of_the_shipped_config_succeeds(tmp_path, config):
+    proc = dry_run(copy_workflow(tmp_path), config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "synthesize" in proc.stdout + proc.stderr
+
+
+def test_snakemake_refuses_a_wrong_type_before_any_job(tmp_path, config):
+    config["preprocess"]["kcore"] = "x"
+    proc = dry_run(copy_workflow(tmp_path), config)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "kcore" in output and "'x' is not of type 'integer'" in output
+    assert "Building DAG" not in output
+    assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_refuses_a_bad_dataset_override(tmp_path, config):
+    config["datasets"]["demo"]["preprocess"] = {"kcore": "x"}
+    proc = dry_run(copy_workflow(tmp_path), config)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "datasets.demo.preprocess.kcore" in output
+    assert not (tmp_path / "results").exists()

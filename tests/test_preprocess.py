@@ -1,0 +1,475 @@
+"""Preprocess stage on small hand-made files: filters, iterative k-core, ordering, ids, splits, stats, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from slmrec.data.preprocess import DataError, kcore, preprocess, read_amazon2018, read_ratings_csv, run
+
+K = 3  # the smallest k-core the stage accepts; keeps the hand case small
+
+# The hand case, one review per line, in file order: (reviewerID, asin, overall, unixReviewTime).
+# - u4 reviews A, B and X. X has a single reviewer, so the first k-core pass drops it; that leaves u4 with
+#   two reviews, below k, so only a second pass drops u4. A one-pass filter would keep u4.
+# - (u1, A) appears twice: at t=50 early in the file and at t=10 later; the earliest (t=10) must win.
+# - u1 reviews C and B at the same t=20, C first in the file: C must come before B (file order, not id order).
+# - (u2, E) has rating 3 and is dropped (rating > 3 is kept); u3's C has rating 4 and is kept. Were it
+#   dropped, u3 would fall below k and the case would collapse differently.
+HAND = [
+    ("u1", "A", 5.0, 50),
+    ("u2", "A", 5.0, 11),
+    ("u3", "A", 4.0, 12),
+    ("u4", "A", 5.0, 13),
+    ("u1", "C", 5.0, 20),
+    ("u2", "B", 5.0, 21),
+    ("u1", "B", 5.0, 20),
+    ("u3", "B", 5.0, 22),
+    ("u4", "B", 5.0, 23),
+    ("u2", "C", 5.0, 31),
+    ("u3", "C", 4.0, 32),
+    ("u4", "X", 5.0, 33),
+    ("u1", "A", 5.0, 10),
+    ("u2", "E", 3.0, 40),
+    ("u5", "A", 5.0, 15),
+    ("u5", "B", 4.0, 25),
+    ("u5", "D", 5.0, 35),
+    ("u1", "D", 5.0, 5),
+    ("u2", "D", 5.0, 41),
+]
+# After filtering: users u1, u2, u3, u5 -> 1, 2, 3, 4 and items A, B, C, D -> 1, 2, 3, 4 (sorted original ids).
+# u1: D(5) A(10) C(20) B(20); u2: A B C D; u3: A B C; u5: A B D.
+EXPECTED_SPLITS = {
+    1: ([4, 1], 3, 2),
+    2: ([1, 2], 3, 4),
+    3: ([1], 2, 3),
+    4: ([1], 2, 4),
+}
+EXPECTED_STATS = {
+    "rows_read": 19,
+    "bad_lines": 0,
+    "after_rating_filter": 18,  # (u2, E, 3.0) dropped
+    "after_dedup": 17,  # the later (u1, A) dropped
+    "after_kcore": 14,  # (u4, X), then (u4, A) and (u4, B)
+    "kcore_iterations": 3,  # drop X; drop u4; nothing left to drop
+    "users": 4,
+    "items": 4,
+    "interactions": 14,
+    "density": 14 / 16,
+}
+CFG = {"min_rating": 3, "kcore": K, "max_len": 50, "on_bad_line": "error"}
+
+
+def review(user: str, item: str, rating: float, time: int) -> str:
+    return json.dumps(
+        {"reviewerID": user, "asin": item, "overall": rating, "unixReviewTime": time, "reviewText": 'fine, "ok"'}
+    )
+
+
+def write_lines(path: Path, lines: list[str], gzipped: bool = False) -> Path:
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    return path
+
+
+def hand_file(tmp_path: Path, name: str = "hand.json", rows=HAND, **kwargs) -> Path:
+    return write_lines(tmp_path / name, [review(*row) for row in rows], **kwargs)
+
+
+def splits_dict(splits: pl.DataFrame) -> dict[int, tuple[list[int], int, int]]:
+    return {user: (train, valid, test) for user, train, valid, test in splits.iter_rows()}
+
+
+def one_pass(frame: pl.DataFrame, k: int) -> pl.DataFrame:
+    return frame.filter((pl.len().over("user_id") >= k) & (pl.len().over("item_id") >= k))
+
+
+# --- k-core -------------------------------------------------------------------------------------------------
+
+
+def test_kcore_is_iterative_where_one_pass_is_not_enough():
+    pairs = [(u, i) for u in ("u1", "u2", "u3") for i in ("A", "B", "C")] + [("u4", "A"), ("u4", "B"), ("u4", "X")]
+    frame = pl.DataFrame(pairs, schema=["user_id", "item_id"], orient="row")
+
+    single = one_pass(frame, K)
+    # One pass drops only (u4, X), and leaves u4 with two interactions: below k.
+    assert single.height == frame.height - 1
+    left = single.group_by("user_id").len().filter(pl.col("user_id") == "u4")["len"].to_list()
+    assert left == [2]
+
+    cored, iterations = kcore(frame, K)
+    assert iterations > 1
+    assert iterations == 3
+    assert sorted(cored["user_id"].unique()) == ["u1", "u2", "u3"]
+    assert sorted(cored["item_id"].unique()) == ["A", "B", "C"]
+    assert cored.group_by("user_id").len()["len"].min() >= K
+    assert cored.group_by("item_id").len()["len"].min() >= K
+
+
+def test_kcore_chain_reaction_needs_several_passes():
+    # A 2-core where each removal exposes the next: a path u0-i0-u1-i1-u2-i2 hanging off a dense block.
+    dense = [(f"d{u}", f"D{i}") for u in range(3) for i in range(3)]
+    chain = [("d0", "i0"), ("p1", "i0"), ("p1", "i1"), ("p2", "i1"), ("p2", "i2")]
+    frame = pl.DataFrame(dense + chain, schema=["user_id", "item_id"], orient="row")
+    cored, iterations = kcore(frame, 2)
+    assert sorted(map(tuple, cored.select("user_id", "item_id").rows())) == sorted(dense)
+    assert iterations >= 4
+    assert one_pass(frame, 2).height > cored.height
+
+
+def test_kcore_of_a_stable_frame_is_one_pass():
+    frame = pl.DataFrame([(u, i) for u in "abc" for i in "xyz"], schema=["user_id", "item_id"], orient="row")
+    cored, iterations = kcore(frame, 3)
+    assert iterations == 1
+    assert cored.height == 9
+
+
+# --- the hand case through preprocess -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hand(tmp_path: Path):
+    return preprocess(read_amazon2018(hand_file(tmp_path)), min_rating=3, kcore_k=K)
+
+
+def test_stats_on_the_hand_case(hand):
+    assert set(EXPECTED_STATS) <= set(hand.stats)
+    for key, value in EXPECTED_STATS.items():
+        assert hand.stats[key] == pytest.approx(value), key
+
+
+def test_kcore_in_preprocess_leaves_no_one_below_k(hand):
+    counts_u = hand.interactions.group_by("user").len()["len"]
+    counts_i = hand.interactions.group_by("item").len()["len"]
+    assert counts_u.min() >= K and counts_i.min() >= K
+    assert "u4" not in hand.users["user_id"].to_list()
+    assert "X" not in hand.items["item_id"].to_list()
+
+
+def test_rating_filter_keeps_above_min_rating_only(hand, tmp_path):
+    assert "E" not in hand.items["item_id"].to_list()  # its only review had rating 3
+    assert hand.interactions["rating"].min() == 4.0  # rating 4 kept
+    assert sorted(hand.interactions["rating"].unique()) == [4.0, 5.0]
+    # min_rating is configurable: with rating > 2 the rating-3 review survives the filter (k-core drops it later).
+    lenient = preprocess(read_amazon2018(hand_file(tmp_path, "lenient.json")), min_rating=2, kcore_k=K)
+    assert lenient.stats["after_rating_filter"] == len(HAND)
+    assert lenient.stats["after_kcore"] == EXPECTED_STATS["after_kcore"]
+
+
+def test_dedup_keeps_the_earliest_review(hand):
+    u1 = hand.users.filter(pl.col("user_id") == "u1")["user"].item()
+    a = hand.items.filter(pl.col("item_id") == "A")["item"].item()
+    rows = hand.interactions.filter((pl.col("user") == u1) & (pl.col("item") == a))
+    assert rows["timestamp"].to_list() == [10]
+    assert hand.interactions.select("user", "item").is_duplicated().sum() == 0
+
+
+def test_timestamp_ties_keep_file_order(hand):
+    # u1 reviewed C (line 5) and B (line 7) both at t=20; C is first in the file, so C is valid and B is test.
+    train, valid, test = splits_dict(hand.splits)[1]
+    assert (valid, test) == (3, 2)
+    u1 = hand.interactions.filter(pl.col("user") == 1)
+    assert u1["item"].to_list() == [4, 1, 3, 2]
+    assert u1["timestamp"].to_list() == [5, 10, 20, 20]
+
+
+def test_timestamp_ties_follow_file_order_when_it_is_swapped(tmp_path):
+    swapped = list(HAND)
+    swapped[4], swapped[6] = swapped[6], swapped[4]  # now B (line 5) precedes C (line 7), same timestamp
+    result = preprocess(read_amazon2018(hand_file(tmp_path, rows=swapped)), kcore_k=K)
+    train, valid, test = splits_dict(result.splits)[1]
+    assert (train, valid, test) == ([4, 1], 2, 3)
+
+
+def test_leave_one_out_split(hand):
+    assert hand.splits.columns == ["user", "train", "valid", "test"]
+    assert splits_dict(hand.splits) == EXPECTED_SPLITS
+    assert hand.splits["user"].to_list() == [1, 2, 3, 4]  # every user exactly once
+    # train + valid + test is each user's whole history, oldest first.
+    for user, train, valid, test in hand.splits.iter_rows():
+        history = hand.interactions.filter(pl.col("user") == user)
+        assert history["timestamp"].is_sorted()
+        assert history["item"].to_list() == [*train, valid, test]
+
+
+def test_ids_are_sorted_original_ids_from_one(hand):
+    assert hand.users.columns == ["user", "user_id"] and hand.items.columns == ["item", "item_id"]
+    assert hand.users.rows() == [(1, "u1"), (2, "u2"), (3, "u3"), (4, "u5")]
+    assert hand.items.rows() == [(1, "A"), (2, "B"), (3, "C"), (4, "D")]
+    assert hand.interactions.columns == ["user", "item", "timestamp", "rating"]
+    assert hand.interactions["user"].min() == 1 and hand.interactions["item"].min() == 1
+
+
+def test_ids_do_not_depend_on_line_order(tmp_path, hand):
+    rows = list(HAND)
+    random.Random(3).shuffle(rows)
+    assert rows != HAND
+    shuffled = preprocess(read_amazon2018(hand_file(tmp_path, "shuffled.json", rows=rows)), kcore_k=K)
+    assert_frame_equal(shuffled.users, hand.users)
+    assert_frame_equal(shuffled.items, hand.items)
+    key = ["user", "item"]
+    assert_frame_equal(shuffled.interactions.sort(key), hand.interactions.sort(key))
+    # Users without timestamp ties get the very same split whatever the line order.
+    assert {u: s for u, s in splits_dict(shuffled.splits).items() if u != 1} == {
+        u: s for u, s in EXPECTED_SPLITS.items() if u != 1
+    }
+    assert shuffled.stats == hand.stats
+
+
+def test_ids_are_contiguous_on_a_larger_shuffled_file(tmp_path):
+    rng = random.Random(0)
+    rows = [
+        (f"user{u:03d}", f"item{rng.randrange(40):03d}", 5.0, rng.randrange(10**6)) for u in range(60) for _ in range(8)
+    ]
+    first = preprocess(read_amazon2018(hand_file(tmp_path, "big1.json", rows=rows)), kcore_k=K)
+    rng.shuffle(rows)
+    second = preprocess(read_amazon2018(hand_file(tmp_path, "big2.json", rows=rows)), kcore_k=K)
+    for result in (first, second):
+        assert result.users["user"].to_list() == list(range(1, result.users.height + 1))
+        assert result.items["item"].to_list() == list(range(1, result.items.height + 1))
+        assert result.users["user_id"].is_sorted() and result.items["item_id"].is_sorted()
+    assert_frame_equal(first.users, second.users)
+    assert_frame_equal(first.items, second.items)
+
+
+# --- file formats --------------------------------------------------------------------------------------------
+
+
+def test_gzipped_and_plain_files_with_blank_lines_read_the_same(tmp_path, hand):
+    lines = [review(*row) for row in HAND]
+    with_blanks = lines[:3] + ["", "   "] + lines[3:10] + [""] + lines[10:] + [""]
+    plain = read_amazon2018(write_lines(tmp_path / "plain.json", with_blanks))
+    zipped = read_amazon2018(write_lines(tmp_path / "zipped.json.gz", with_blanks, gzipped=True))
+    assert plain.rows_read == zipped.rows_read == len(HAND)
+    assert plain.bad_lines == zipped.bad_lines == 0
+    assert_frame_equal(plain.frame, zipped.frame)
+    # Line numbers count the blank lines: the 4th review sits on line 6.
+    assert plain.frame["line"].to_list()[:5] == [1, 2, 3, 6, 7]
+    for reviews in (plain, zipped):
+        result = preprocess(reviews, kcore_k=K)
+        assert_frame_equal(result.interactions, hand.interactions)
+        assert_frame_equal(result.splits, hand.splits)
+
+
+def test_file_without_trailing_newline(tmp_path):
+    path = tmp_path / "no_newline.json"
+    path.write_text("\n".join(review(*row) for row in HAND[:3]))
+    reviews = read_amazon2018(path)
+    assert reviews.rows_read == 3
+    assert reviews.frame["item_id"].to_list() == ["A", "A", "A"]
+
+
+def test_read_amazon2018_values(tmp_path):
+    reviews = read_amazon2018(hand_file(tmp_path))
+    assert reviews.frame.columns == ["line", "user_id", "item_id", "rating", "timestamp"]
+    assert reviews.frame.row(0) == (1, "u1", "A", 5.0, 50)
+    assert reviews.frame.row(13) == (14, "u2", "E", 3.0, 40)
+
+
+CSV_HAND = "".join(f"{item},{user},{rating},{time}\n" for user, item, rating, time in HAND)
+
+
+def test_ratings_csv_default_layout(tmp_path, hand):
+    path = tmp_path / "ratings.csv"
+    path.write_text(CSV_HAND)
+    reviews = read_ratings_csv(path)
+    assert reviews.rows_read == len(HAND)
+    assert reviews.frame.row(0) == (1, "u1", "A", 5.0, 50)
+    result = preprocess(reviews, kcore_k=K)
+    assert result.stats == hand.stats
+    assert_frame_equal(result.splits, hand.splits)
+    assert_frame_equal(result.users, hand.users)
+
+
+def test_ratings_csv_custom_columns_with_header(tmp_path, hand):
+    path = tmp_path / "custom.csv"
+    body = "".join(f"{time},{user},{rating},{item}\n" for user, item, rating, time in HAND)
+    path.write_text("when,who,stars,what\n" + body)
+    reviews = read_ratings_csv(path, columns=["timestamp", "user", "rating", "item"], header=True)
+    assert reviews.rows_read == len(HAND)
+    assert reviews.frame.row(0) == (2, "u1", "A", 5.0, 50)  # line 1 is the header
+    assert_frame_equal(preprocess(reviews, kcore_k=K).splits, hand.splits)
+
+
+def test_ratings_csv_bad_rating_names_the_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("A,u1,5.0,10\nB,u1,4.0,11\nC,u1,great,12\nD,u1,5.0,13\n")
+    with pytest.raises(DataError) as err:
+        read_ratings_csv(path)
+    message = str(err.value)
+    assert str(path) in message and "line 3" in message and "rating" in message and "great" in message
+    skipped = read_ratings_csv(path, on_bad_line="skip")
+    assert (skipped.rows_read, skipped.bad_lines, skipped.frame.height) == (4, 1, 3)
+    assert skipped.frame["line"].to_list() == [1, 2, 4]
+
+
+def test_ratings_csv_bad_line_number_counts_the_header(tmp_path):
+    path = tmp_path / "bad_header.csv"
+    path.write_text("item,user,rating,timestamp\nA,u1,5.0,10\nB,u1,4.0,soon\n")
+    with pytest.raises(DataError, match=r"line 3\b.*timestamp"):
+        read_ratings_csv(path, header=True)
+
+
+def test_ratings_csv_ignores_a_trailing_blank_line(tmp_path):
+    path = tmp_path / "trailing.csv"
+    path.write_text("A,u1,5.0,10\nB,u1,4.0,11\n\n")
+    assert read_ratings_csv(path).frame.height == 2
+
+
+def test_ratings_csv_error_does_not_mention_json_fields(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("A,u1,great,10\n")
+    with pytest.raises(DataError) as err:
+        read_ratings_csv(path)
+    assert "reviewerID" not in str(err.value)
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+BAD_LINES = {
+    "malformed": ('{"reviewerID": "u9", "asin": "Z", "overall": 5.0, ', "malformed JSON"),
+    "missing_asin": ('{"reviewerID": "u9", "overall": 5.0, "unixReviewTime": 7}', "'asin'"),
+    "missing_time": ('{"reviewerID": "u9", "asin": "Z", "overall": 5.0}', "'unixReviewTime'"),
+    "text_rating": ('{"reviewerID": "u9", "asin": "Z", "overall": "five", "unixReviewTime": 7}', "'overall'"),
+    "null_rating": ('{"reviewerID": "u9", "asin": "Z", "overall": null, "unixReviewTime": 7}', "'overall'"),
+    "not_object": ("[1, 2, 3]", "JSON object"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LINES))
+def test_bad_line_error_names_file_line_and_field(tmp_path, kind):
+    bad, fragment = BAD_LINES[kind]
+    lines = [review(*row) for row in HAND]
+    lines = lines[:4] + [""] + [bad] + lines[4:]  # the bad line is line 6 (a blank line 5 counts)
+    path = write_lines(tmp_path / "bad.json", lines)
+    with pytest.raises(DataError) as err:
+        read_amazon2018(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "line 6:" in message
+    assert fragment in message
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_skip_counts_bad_lines(tmp_path, gzipped, hand):
+    lines = [review(*row) for row in HAND]
+    bads = [bad for bad, _ in BAD_LINES.values()]
+    mixed = lines[:2] + bads[:3] + lines[2:12] + bads[3:] + lines[12:]
+    path = write_lines(tmp_path / "mixed.json", mixed, gzipped=gzipped)
+    reviews = read_amazon2018(path, on_bad_line="skip")
+    assert reviews.bad_lines == len(bads)
+    assert reviews.rows_read == len(HAND) + len(bads)
+    result = preprocess(reviews, kcore_k=K)
+    assert result.stats["bad_lines"] == len(bads)
+    assert result.stats["rows_read"] == len(HAND) + len(bads)
+    assert result.stats["after_rating_filter"] == EXPECTED_STATS["after_rating_filter"]
+    assert_frame_equal(result.splits, hand.splits)
+
+
+def test_empty_after_rating_filter_names_the_filter_and_count(tmp_path):
+    rows = [(f"u{u}", f"i{i}", 3.0, u * 10 + i) for u in range(4) for i in range(4)]
+    reviews = read_amazon2018(hand_file(tmp_path, rows=rows))
+    with pytest.raises(DataError) as err:
+        preprocess(reviews, kcore_k=K)
+    message = str(err.value)
+    assert "rating filter" in message and "rating > 3" in message
+    assert "16 before" in message
+
+
+def test_empty_after_kcore_names_the_filter_and_count(tmp_path):
+    rows = [("u1", "A", 5.0, 1), ("u1", "B", 5.0, 2), ("u2", "A", 5.0, 3), ("u2", "A", 5.0, 4), ("u3", "C", 1.0, 5)]
+    reviews = read_amazon2018(hand_file(tmp_path, rows=rows))
+    with pytest.raises(DataError) as err:
+        preprocess(reviews, kcore_k=K)
+    message = str(err.value)
+    assert "3-core" in message
+    assert "3 before" in message  # 5 read, 4 after the rating filter, 3 after de-duplication
+
+
+def test_empty_file_is_an_error(tmp_path):
+    path = write_lines(tmp_path / "empty.json", ["", ""])
+    with pytest.raises(DataError, match="no valid reviews"):
+        preprocess(read_amazon2018(path), kcore_k=K)
+
+
+def test_kcore_below_three_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="at least 3"):
+        preprocess(read_amazon2018(hand_file(tmp_path)), kcore_k=2)
+
+
+# --- the rule entry point -------------------------------------------------------------------------------------
+
+
+def outputs(folder: Path) -> SimpleNamespace:
+    return SimpleNamespace(
+        interactions=str(folder / "interactions.parquet"),
+        user_ids=str(folder / "users.parquet"),
+        item_ids=str(folder / "items.parquet"),
+        splits=str(folder / "splits.parquet"),
+        stats=str(folder / "stats.json"),
+        manifest=str(folder / "manifest.json"),
+    )
+
+
+def test_run_writes_every_artifact_and_a_manifest(tmp_path):
+    raw = hand_file(tmp_path, "hand.json.gz", gzipped=True)
+    source = {"kind": "amazon2018"}
+    out = outputs(tmp_path / "data")
+    run(str(raw), source, CFG, out)
+
+    stats = json.loads(Path(out.stats).read_text())
+    for key, value in EXPECTED_STATS.items():
+        assert stats[key] == pytest.approx(value), key
+    splits = pl.read_parquet(out.splits)
+    assert splits_dict(splits) == EXPECTED_SPLITS
+    assert pl.read_parquet(out.user_ids).rows() == [(1, "u1"), (2, "u2"), (3, "u3"), (4, "u5")]
+    assert pl.read_parquet(out.item_ids).rows() == [(1, "A"), (2, "B"), (3, "C"), (4, "D")]
+    interactions = pl.read_parquet(out.interactions)
+    assert interactions.columns == ["user", "item", "timestamp", "rating"]
+    assert interactions.height == 14
+
+    manifest = json.loads(Path(out.manifest).read_text())
+    assert manifest["stage"] == "preprocess"
+    assert manifest["config"] == {"preprocess": CFG, "source": source}
+    assert manifest["inputs"] == {str(raw): hashlib.sha256(raw.read_bytes()).hexdigest()}
+    for name in ("interactions", "user_ids", "item_ids", "splits", "stats"):
+        path = getattr(out, name)
+        assert manifest["outputs"][path] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    # Atomic writes leave no temporary files behind.
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(
+        ["interactions.parquet", "users.parquet", "items.parquet", "splits.parquet", "stats.json", "manifest.json"]
+    )
+
+
+def test_run_is_deterministic(tmp_path):
+    raw = hand_file(tmp_path)
+    first, second = outputs(tmp_path / "one"), outputs(tmp_path / "two")
+    run(str(raw), {"kind": "amazon2018"}, CFG, first)
+    run(str(raw), {"kind": "amazon2018"}, CFG, second)
+    for name in ("interactions", "user_ids", "item_ids", "splits"):
+        assert_frame_equal(pl.read_parquet(getattr(first, name)), pl.read_parquet(getattr(second, name)))
+    assert Path(first.stats).read_text() == Path(second.stats).read_text()
+
+
+def test_run_reads_a_ratings_csv_source(tmp_path):
+    raw = tmp_path / "ratings.csv"
+    raw.write_text("item,user,rating,timestamp\n" + CSV_HAND)
+    source = {"kind": "ratings_csv", "columns": ["item", "user", "rating", "timestamp"], "header": True}
+    result = run(str(raw), source, CFG, outputs(tmp_path / "data"))
+    assert splits_dict(result.splits) == EXPECTED_SPLITS
+
+
+def test_run_failure_leaves_no_artifact(tmp_path):
+    raw = write_lines(tmp_path / "bad.json", [review(*HAND[0]), "{oops"])
+    out = outputs(tmp_path / "data")
+    with pytest.raises(DataError, match="line 2"):
+        run(str(raw), {"kind": "amazon2018"}, CFG, out)
+    assert not any(Path(getattr(out, name)).exists() for name in vars(out))
