@@ -41,3 +41,22 @@ def raw_file(wildcards):
     if src["kind"] == "synthetic":
         return f"results/{wildcards.dataset}/raw/synthetic_5.json.gz"
     return f"results/{wildcards.dataset}/raw/{src['file']}"
+
+
+def backbone_dir(wildcards):
+    """A local checkpoint (backbone.path), or the preset the `backbone` rule builds for this dataset."""
+    chosen = settings("backbone")(wildcards)
+    if chosen["path"]:
+        return chosen["path"]
+    if chosen["preset"]:
+        return f"results/{wildcards.dataset}/backbone"
+    raise ValueError(
+        f"datasets.{wildcards.dataset}.backbone: set `path` to a local Hugging Face checkpoint directory "
+        "(e.g. Llama-2-7b-hf), or `preset: tiny` for the randomly initialised miniature"
+    )
+
+
+def teacher_layers(wildcards):
+    """`teacher` uses teacher.layers; `teacher_l{n}` (E4SRec_n of the layer sweep) uses n."""
+    suffix = wildcards.teacher.removeprefix("teacher")
+    return int(suffix.removeprefix("_l")) if suffix else settings("teacher")(wildcards)["layers"]

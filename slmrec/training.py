@@ -8,8 +8,10 @@ continue past a non-finite loss, and keeps a per-evaluation log for `train_log.c
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +59,17 @@ class RankingTrainer(Trainer):
                 f"{self.state.global_step + 1}; lower the learning rate or check the inputs. No model was written."
             )
         return (loss, outputs) if return_outputs else loss
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # Checkpoint only what trains (LoRA, projections): a 7B backbone is never rewritten.
+        if state_dict is None and hasattr(self.model, "trainable_state_dict"):
+            state_dict = self.model.trainable_state_dict()
+        super()._save(output_dir, state_dict=state_dict)
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        # Frozen weights are absent from checkpoints on purpose; only unexpected keys are worth a warning.
+        if load_result.unexpected_keys:
+            logger.warning("checkpoint holds unexpected weights: %s", load_result.unexpected_keys[:5])
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         model = self.model
@@ -110,9 +123,24 @@ class TrainLog(TrainerCallback):
             frame.write_csv(tmp)
 
 
-def train(trainer: Trainer, checkpoint_dir: str | Path) -> None:
-    """Train, resuming from the newest checkpoint in `checkpoint_dir` when a killed run left one."""
-    last = get_last_checkpoint(str(checkpoint_dir)) if Path(checkpoint_dir).is_dir() else None
+def train(trainer: Trainer, checkpoint_dir: str | Path, fingerprint: dict[str, Any] | None = None) -> None:
+    """Train, resuming from the newest checkpoint a killed run left in `checkpoint_dir`.
+
+    Checkpoints made under other settings (the `fingerprint`) are discarded rather than resumed.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    stamp = checkpoint_dir / "fingerprint.json"
+    wanted = json.dumps(fingerprint or {}, sort_keys=True, default=str)
+    if checkpoint_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != wanted):
+        if trainer.is_world_process_zero():
+            logger.info("discarding checkpoints in %s: made with other settings", checkpoint_dir)
+            shutil.rmtree(checkpoint_dir)
+    if trainer.args.world_size > 1:
+        torch.distributed.barrier()
+    last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    if trainer.is_world_process_zero():
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(wanted)
     if last:
         logger.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)

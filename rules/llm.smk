@@ -1,0 +1,61 @@
+# The LLM recommenders: a locally built preset backbone (demo), and the E4SRec-style teacher.
+
+
+rule backbone:
+    output:
+        directory=directory("results/{dataset}/backbone"),
+    params:
+        backbone=settings("backbone"),
+        prompt=settings("prompt"),
+    log:
+        "results/{dataset}/logs/backbone.log",
+    benchmark:
+        "results/{dataset}/logs/backbone.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/backbone.py"
+
+
+rule teacher:
+    input:
+        splits="results/{dataset}/data/splits.parquet",
+        negatives="results/{dataset}/data/negatives.parquet",
+        stats="results/{dataset}/data/stats.json",
+        item_embeddings="results/{dataset}/sasrec/item_embeddings.safetensors",
+        backbone=backbone_dir,
+    output:
+        model="results/{dataset}/{teacher}/trainable.safetensors",
+        config="results/{dataset}/{teacher}/config.json",
+        metrics="results/{dataset}/{teacher}/metrics.json",
+        train_log="results/{dataset}/{teacher}/train_log.csv",
+        manifest="results/{dataset}/{teacher}/manifest.json",
+    wildcard_constraints:
+        teacher=r"teacher(_l[0-9]+)?",
+    params:
+        teacher=settings("teacher"),
+        layers=teacher_layers,
+        backbone=settings("backbone"),
+        prompt=settings("prompt"),
+        max_len=lambda wildcards: settings("preprocess")(wildcards)["max_len"],
+        evaluate=settings("evaluate"),
+        checkpoints=lambda wildcards: f"results/{wildcards.dataset}/checkpoints/{wildcards.teacher}",
+    log:
+        "results/{dataset}/logs/{teacher}.log",
+    benchmark:
+        "results/{dataset}/logs/{teacher}.benchmark.tsv"
+    threads: 2
+    resources:
+        mem_mb=32000,
+        runtime=720,
+        gpu=1,
+        eval_batch_size=512,
+        per_device_batch_size=0,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/teacher.py"

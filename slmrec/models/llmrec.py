@@ -1,0 +1,256 @@
+"""The E4SRec-style LLM recommender used as teacher (l layers) and as distilled student (m layers).
+
+A decoder-only LM reads `[prompt tokens][user's items][response suffix]`. Items enter as the frozen
+SASRec item table passed through a trainable linear layer (d -> hidden); the final-norm hidden state
+at the last position, through a second linear layer (hidden -> d), is the user vector, and an item's
+score is its dot product with the same SASRec table. Only LoRA adapters on the backbone and the two
+projections train.
+
+Batches are left-padded as a whole (`[pad][prompt][items][suffix]`), with position ids counted from
+the first real token, so a user's vector does not depend on how much padding its batch needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+
+from slmrec.io import atomic_path, write_json
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_PROMPT_PREFIX = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\nGiven the user's purchase history, predict next possible item to be purchased.\n\n"
+    "### Input:\n"
+)
+DEFAULT_PROMPT_SUFFIX = "\n\n### Response:\n"
+
+
+class BackboneError(RuntimeError):
+    """The backbone cannot be loaded as configured; the message names the setting to change."""
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class LLMRecConfig:
+    """Everything needed to rebuild a trained model around its saved trainable weights."""
+
+    backbone: str
+    layers: int
+    item_dim: int
+    num_items: int
+    dtype: str = "float32"
+    quantization: str = "none"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    prompt_prefix: str = DEFAULT_PROMPT_PREFIX
+    prompt_suffix: str = DEFAULT_PROMPT_SUFFIX
+    gradient_checkpointing: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LLMRecConfig:
+        return cls(**{**data, "lora": LoraSettings(**data.get("lora", {}))})
+
+
+def load_backbone(
+    path: str | Path, layers: int, dtype: str = "float32", quantization: str = "none", device: str | None = None
+) -> PreTrainedModel:
+    """Load only the first `layers` decoder layers of a local checkpoint (the rest never reach memory)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise BackboneError(
+            f"backbone.path {path} is not a Hugging Face checkpoint directory (no config.json); "
+            "point it at a local download such as Llama-2-7b-hf, or set backbone.preset: tiny"
+        )
+    config = AutoConfig.from_pretrained(path)
+    available = config.num_hidden_layers
+    if not 1 <= layers <= available:
+        raise BackboneError(f"layers = {layers}, but the backbone at {path} has {available} decoder layers")
+    config.num_hidden_layers = layers
+    options: dict[str, Any] = {"config": config, "dtype": DTYPES[dtype]}
+    if quantization != "none":
+        options["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=quantization == "4bit",
+            load_in_8bit=quantization == "8bit",
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=DTYPES[dtype],
+            bnb_4bit_use_double_quant=True,
+        )
+        options["device_map"] = {"": device or ("cuda" if torch.cuda.is_available() else "cpu")}
+    try:
+        model = AutoModel.from_pretrained(path, **options)
+    except (ImportError, RuntimeError, ValueError) as err:
+        if quantization == "none":
+            raise
+        raise BackboneError(
+            f"loading {path} with backbone.quantization = {quantization!r} failed through bitsandbytes ({err}); "
+            "set backbone.quantization: none (and backbone.dtype: bfloat16 to save memory), "
+            "or install a bitsandbytes build for this machine"
+        ) from err
+    logger.info("backbone %s: %d of %d layers, %s, quantization %s", path, layers, available, dtype, quantization)
+    return model
+
+
+def add_lora(backbone: PreTrainedModel, settings: LoraSettings, gradient_checkpointing: bool) -> nn.Module:
+    """Freeze the backbone and attach LoRA adapters (QLoRA when the backbone is quantized)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(backbone, "is_quantized", False):
+        backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+    )
+    return get_peft_model(backbone, lora)
+
+
+class LLMRec(nn.Module):
+    def __init__(
+        self, config: LLMRecConfig, backbone: nn.Module, item_table: Tensor, prompt_ids: Tensor, suffix_ids: Tensor
+    ) -> None:
+        super().__init__()
+        if item_table.shape != (config.num_items + 1, config.item_dim):
+            raise ValueError(
+                f"item table has shape {tuple(item_table.shape)}, expected ({config.num_items + 1}, {config.item_dim})"
+            )
+        self.config = config
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.register_buffer("item_table", item_table.detach().float().clone(), persistent=False)
+        self.register_buffer("prompt_ids", prompt_ids.long(), persistent=False)
+        self.register_buffer("suffix_ids", suffix_ids.long(), persistent=False)
+        self.input_proj = nn.Linear(config.item_dim, hidden)
+        self.output_proj = nn.Linear(hidden, config.item_dim)
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.layers
+
+    def _inputs(self, items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Embeddings, attention mask and position ids of `[pad][prompt][items][suffix]` for a batch."""
+        items = items[:, (items > 0).any(0).nonzero().min() :] if (items > 0).any() else items[:, -1:]
+        batch, length = items.shape
+        embed = self.backbone.get_input_embeddings()
+        dtype = embed.weight.dtype
+        prompt = embed(self.prompt_ids).to(dtype).expand(batch, -1, -1)
+        suffix = embed(self.suffix_ids).to(dtype).expand(batch, -1, -1)
+        item_vectors = self.input_proj(self.item_table[items]).to(dtype)
+        sequence = torch.cat([prompt, item_vectors, suffix], dim=1)
+        n_prompt, total = prompt.shape[1], sequence.shape[1]
+        # Move each row's padding (between prompt and items) to the front, keeping the order of the rest.
+        pads = (items == 0).sum(1, keepdim=True)
+        index = torch.arange(total, device=items.device).expand(batch, -1)
+        head = index < n_prompt + pads
+        index = torch.where(head & (index < pads), index + n_prompt, torch.where(head, index - pads, index))
+        sequence = sequence.gather(1, index.unsqueeze(-1).expand(-1, -1, sequence.shape[-1]))
+        mask = (torch.arange(total, device=items.device).expand(batch, -1) >= pads).long()
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        return sequence, mask, positions
+
+    def forward(
+        self, input_ids: Tensor, labels: Tensor | None = None, output_layer_states: bool = False
+    ) -> dict[str, Any]:
+        """`input_ids` are left-padded item ids [B, L]; `labels` the next item [B].
+
+        Returns the user vectors and, with `output_layer_states`, the last-position hidden state after
+        every decoder layer ([B, layers, hidden]; the last one final-normed), which distillation aligns.
+        """
+        sequence, mask, positions = self._inputs(input_ids)
+        out = self.backbone(
+            inputs_embeds=sequence,
+            attention_mask=mask,
+            position_ids=positions,
+            output_hidden_states=output_layer_states,
+            use_cache=False,
+        )
+        last = out.last_hidden_state[:, -1].float()
+        user = self.output_proj(last)
+        result: dict[str, Any] = {"user": user, "last_hidden": last}
+        if output_layer_states:
+            result["layer_states"] = torch.stack([h[:, -1].float() for h in out.hidden_states[1:]], dim=1)
+        if labels is not None:
+            result["loss"] = F.cross_entropy(self.scores(user), labels)
+        return result
+
+    def scores(self, user: Tensor) -> Tensor:
+        logits = user @ self.item_table.T
+        logits[:, 0] = float("-inf")
+        return logits
+
+    def user_vectors(self, items: Tensor) -> Tensor:
+        return self.forward(items)["user"]
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """Only what training changes (LoRA and projections): small enough to checkpoint often."""
+        names = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k in names}
+
+    def save(self, directory: str | Path) -> None:
+        """Write `config.json` and `trainable.safetensors`; the backbone is referenced, not copied."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / "trainable.safetensors") as tmp:
+            save_file(self.trainable_state_dict(), str(tmp))
+        write_json(directory / "config.json", asdict(self.config))
+
+
+def tokenize_prompt(tokenizer: Any, prefix: str, suffix: str) -> tuple[Tensor, Tensor]:
+    """The prompt's token ids (with the tokenizer's BOS) and the response suffix's (without)."""
+    prefix_ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+    suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    return torch.tensor(prefix_ids), torch.tensor(suffix_ids)
+
+
+def build_llmrec(config: LLMRecConfig, item_table: Tensor, seed: int | None = None) -> LLMRec:
+    """Load the truncated backbone, attach LoRA and fresh projections."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    backbone = load_backbone(config.backbone, config.layers, config.dtype, config.quantization)
+    tokenizer = AutoTokenizer.from_pretrained(config.backbone)
+    prompt_ids, suffix_ids = tokenize_prompt(tokenizer, config.prompt_prefix, config.prompt_suffix)
+    backbone = add_lora(backbone, config.lora, config.gradient_checkpointing)
+    model = LLMRec(config, backbone, item_table, prompt_ids, suffix_ids)
+    return model.to(next(backbone.parameters()).device)
+
+
+def load_llmrec(directory: str | Path, item_table: Tensor, **overrides: Any) -> LLMRec:
+    """Rebuild a saved model: backbone from its checkpoint, trained weights from `trainable.safetensors`.
+
+    `overrides` change how the backbone is loaded (e.g. `quantization="4bit"` for a frozen teacher).
+    """
+    directory = Path(directory)
+    config = LLMRecConfig.from_dict({**json.loads((directory / "config.json").read_text()), **overrides})
+    model = build_llmrec(config, item_table)
+    state = load_file(str(directory / "trainable.safetensors"))
+    missing = set(model.trainable_state_dict()) - set(state)
+    unexpected = set(state) - set(model.trainable_state_dict())
+    if missing or unexpected:
+        raise ValueError(
+            f"{directory}: saved weights do not fit the model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
+    model.load_state_dict(state, strict=False)
+    return model
