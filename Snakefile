@@ -22,11 +22,12 @@ wildcard_constraints:
 include: "rules/data.smk"
 include: "rules/sasrec.smk"
 include: "rules/llm.smk"
+include: "rules/student.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
-        expand("results/{dataset}/sasrec/metrics.json", dataset=DEMO_DATASETS),
-        expand("results/{dataset}/popularity/metrics.json", dataset=DEMO_DATASETS),
-        expand("results/{dataset}/teacher/metrics.json", dataset=DEMO_DATASETS),
+        expand("results/{dataset}/metrics.json", dataset=DEMO_DATASETS),
+        expand("results/{dataset}/report.md", dataset=DEMO_DATASETS),
     default_target: True

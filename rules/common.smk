@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from slmrec.config import load_schema, stage_config
+from slmrec.config import ABLATION_TERMS, load_schema, stage_config, variant_settings
 
 SCHEMA = load_schema(Path(workflow.basedir) / "config.schema.yaml")
 DATASETS = sorted(config["datasets"])
@@ -17,10 +17,16 @@ for _dataset in DATASETS:
     for _stage in STAGES:
         stage_config(config, SCHEMA, _dataset, _stage)
 
+ABLATION_VARIANTS = list(ABLATION_TERMS)
+
+
+def dataset_settings(dataset, stage):
+    return stage_config(config, SCHEMA, dataset, stage)
+
 
 def settings(stage):
     """An input function for `params:` giving a dataset's merged settings of one stage."""
-    return lambda wildcards: stage_config(config, SCHEMA, wildcards.dataset, stage)
+    return lambda wildcards: dataset_settings(wildcards.dataset, stage)
 
 
 def source(dataset):
@@ -60,3 +66,45 @@ def teacher_layers(wildcards):
     """`teacher` uses teacher.layers; `teacher_l{n}` (E4SRec_n of the layer sweep) uses n."""
     suffix = wildcards.teacher.removeprefix("teacher")
     return int(suffix.removeprefix("_l")) if suffix else settings("teacher")(wildcards)["layers"]
+
+
+def distill_settings(wildcards):
+    """The distill settings of one student target (offline, online, or an ablation variant)."""
+    return variant_settings(settings("distill")(wildcards), wildcards.student)
+
+
+def teacher_artifact(wildcards):
+    """The offline teacher a student learns from; a variant that needs no teacher does not wait for one."""
+    chosen = distill_settings(wildcards)
+    if chosen["mode"] == "online" or (chosen["cos_weight"] == 0 and chosen["l2_weight"] == 0):
+        return []
+    return [f"results/{wildcards.dataset}/teacher/trainable.safetensors"]
+
+
+def reported_students(dataset):
+    mode = dataset_settings(dataset, "distill")["mode"]
+    return {"offline": ["student"], "online": ["student_online"], "both": ["student", "student_online"]}[mode]
+
+
+def result_rows(wildcards):
+    """The metrics files behind one dataset's table, by stage name."""
+    rows = {
+        "popularity": f"results/{wildcards.dataset}/popularity/metrics.json",
+        "sasrec": f"results/{wildcards.dataset}/sasrec/metrics.json",
+        "teacher": f"results/{wildcards.dataset}/teacher/metrics.json",
+    }
+    for student in reported_students(wildcards.dataset):
+        rows[student] = f"results/{wildcards.dataset}/{student}/metrics.json"
+    return rows
+
+
+def layer_sweep(wildcards):
+    sweep = dataset_settings(wildcards.dataset, "report")["layer_sweep"]
+    return {f"teacher_l{n}": f"results/{wildcards.dataset}/teacher_l{n}/metrics.json" for n in sweep}
+
+
+def report_extras(wildcards):
+    extras = {f"log_{name}": path.replace("metrics.json", "train_log.csv") for name, path in result_rows(wildcards).items() if name not in ("popularity", "sasrec")}
+    if dataset_settings(wildcards.dataset, "report")["ablation"]:
+        extras["ablation"] = f"results/{wildcards.dataset}/ablation/metrics.json"
+    return extras

@@ -28,7 +28,7 @@ rule sasrec:
         gpu=1,
         eval_batch_size=512,
     conda:
-        "../envs/cpu.yaml"
+        "../envs/cuda.yaml"
     script:
         "../workflow_scripts/sasrec.py"
 

@@ -14,6 +14,30 @@ from typing import Any
 import jsonschema
 import yaml
 
+# The weighted distillation terms (distill.<term>_weight), and which of them each Table 4 ablation keeps.
+DISTILL_TERMS = ("cos", "l2", "multi_supervision")
+ABLATION_TERMS = {
+    "ce": (),
+    "ce_cos": ("cos",),
+    "ce_cos_l2": ("cos", "l2"),
+    "ce_cos_ms": ("cos", "multi_supervision"),
+    "all": ("cos", "l2", "multi_supervision"),
+}
+
+
+def variant_settings(distill: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The distill settings of a target: `student`, `student_online` or `ablation/<variant>`."""
+    if variant == "student":
+        return {**distill, "mode": "offline"}
+    if variant == "student_online":
+        return {**distill, "mode": "online"}
+    name = variant.removeprefix("ablation/")
+    if name not in ABLATION_TERMS:
+        raise ValueError(f"unknown ablation variant {name!r}; known: {', '.join(ABLATION_TERMS)}")
+    kept = ABLATION_TERMS[name]
+    weights = {f"{term}_weight": distill[f"{term}_weight"] if term in kept else 0.0 for term in DISTILL_TERMS}
+    return {**distill, **weights, "mode": "offline"}
+
 
 class ConfigError(ValueError):
     pass
@@ -35,13 +59,20 @@ def load_schema(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def stage_config(config: dict[str, Any], schema: dict[str, Any], dataset: str, stage: str) -> dict[str, Any]:
-    """The settings of `stage` for `dataset`: what a rule receives through `params:`."""
+    """The settings of `stage` for `dataset`: what a rule receives through `params:`.
+
+    The student inherits every training setting it does not set from the teacher of the same dataset.
+    """
     if dataset not in config["datasets"]:
         known = ", ".join(sorted(config["datasets"]))
         raise ConfigError(f"unknown dataset {dataset!r}: config.yaml defines {known}")
     override = config["datasets"][dataset].get(stage, {})
     merged = deep_merge(config.get(stage, {}), override)
-    stage_schema = {"$defs": schema["$defs"], **schema["$defs"][stage]}
+    checked_as = stage
+    if stage == "student":
+        merged = deep_merge(stage_config(config, schema, dataset, "teacher"), merged)
+        checked_as = "teacher"
+    stage_schema = {"$defs": schema["$defs"], **schema["$defs"][checked_as]}
     errors = sorted(jsonschema.Draft202012Validator(stage_schema).iter_errors(merged), key=str)
     if errors:
         first = errors[0]

@@ -49,6 +49,7 @@ class RankingTrainer(Trainer):
     def __init__(self, *args: Any, evaluator: Evaluator, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.evaluator = evaluator
+        self._terms: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         outputs = model(**inputs)
@@ -58,7 +59,16 @@ class RankingTrainer(Trainer):
                 f"non-finite training loss ({loss.item()}) at epoch {self.state.epoch or 0:.2f}, step "
                 f"{self.state.global_step + 1}; lower the learning rate or check the inputs. No model was written."
             )
+        for name, value in outputs.get("terms", {}).items():
+            self._terms.setdefault(name, []).append(float(value))
         return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        # Each term of a composite loss (e.g. distillation) is logged beside the total.
+        if "loss" in logs and self._terms:
+            logs = {**logs, **{name: sum(v) / len(v) for name, v in self._terms.items()}}
+            self._terms = {}
+        super().log(logs, *args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         # Checkpoint only what trains (LoRA, projections): a 7B backbone is never rewritten.

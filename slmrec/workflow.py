@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 @contextlib.contextmanager
 def rule_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
-    """Send logging, warnings and stderr (progress bars) to the rule's log, including a failing traceback."""
+    """Send logging, warnings, stdout and stderr (progress bars) to the rule's log, with any failing traceback."""
     logger = logging.getLogger("slmrec")
-    with open(log_path, "a", buffering=1) as log, contextlib.redirect_stderr(log):
+    with open(log_path, "a", buffering=1) as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
         handler = logging.StreamHandler(log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()

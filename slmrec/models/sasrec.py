@@ -73,13 +73,15 @@ class SASRec(nn.Module):
     def encode(self, items: Tensor) -> Tensor:
         """Hidden states [B, L, d] of left-padded item ids [B, L]; padded positions come out as zeros.
 
-        Positions count back from the newest item, so extra left padding changes nothing. A padded
-        query attends only to itself (its output is then zeroed); real queries never see padding.
+        Positions count from the oldest real item, so extra left padding changes nothing and a position's
+        state never depends on later items (training on every position then equals training on every
+        prefix). A padded query attends only to itself (its output is then zeroed); real queries never
+        see padding.
         """
         if items.shape[1] > self.config.max_len:
             items = items[:, -self.config.max_len :]
         real = items > 0
-        positions = (real.flip(1).cumsum(1).flip(1) - 1).clamp(min=0)
+        positions = (real.cumsum(1) - 1).clamp(min=0)
         x = self.item_embeddings(items) * self.config.hidden**0.5 + self.position_embeddings(positions)
         x = self.dropout(x) * real.unsqueeze(-1)
         length = items.shape[1]

@@ -141,6 +141,7 @@ def finish(
     eval_batch_size: int,
     output: Any,
     manifest: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score the selected model on valid and test, then write weights, metrics, log and manifest."""
     model.eval()
@@ -162,6 +163,7 @@ def finish(
         "inference_seconds": scores["test"]["seconds"],
         "best_step": int(Path(trainer.state.best_model_checkpoint or "checkpoint-0").name.split("-")[-1]),
         "best_valid_mrr": trainer.state.best_metric,
+        **(extra or {}),
     }
     out_dir = Path(output.model).parent
     model.save(out_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -45,7 +46,9 @@ def training_sequences(splits: pl.DataFrame, num_items: int) -> list[list[int]]:
 
 
 def save_model(model: SASRec, output: Any) -> None:
-    metadata = {k: str(v) for k, v in model.config.to_dict().items()}
+    # One key holding sorted JSON: safetensors does not keep metadata order, and byte-identical files
+    # keep the checksums in later manifests stable across reruns.
+    metadata = {"config": json.dumps(model.config.to_dict(), sort_keys=True)}
     with atomic_path(output.model) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=metadata)
     with atomic_path(output.item_embeddings) as tmp:

@@ -1,0 +1,61 @@
+# The per-dataset results: the metrics table (Tables 2 and 5) and the report with its figures.
+
+
+rule metrics:
+    input:
+        unpack(result_rows),
+        stats="results/{dataset}/data/stats.json",
+    output:
+        table=report(
+            "results/{dataset}/metrics.json",
+            category="Results",
+            labels={"dataset": "{dataset}", "table": "metrics (Tables 2 and 5)"},
+        ),
+        manifest="results/{dataset}/manifest.json",
+    log:
+        "results/{dataset}/logs/metrics.log",
+    benchmark:
+        "results/{dataset}/logs/metrics.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/metrics.py"
+
+
+rule report:
+    input:
+        unpack(report_extras),
+        unpack(layer_sweep),
+        table="results/{dataset}/metrics.json",
+    output:
+        report=report(
+            "results/{dataset}/report.md", category="Results", labels={"dataset": "{dataset}", "file": "report"}
+        ),
+        curves=report(
+            "results/{dataset}/training_curves.png",
+            category="Results",
+            labels={"dataset": "{dataset}", "figure": "training curves"},
+        ),
+        layers=report(
+            "results/{dataset}/layer_sweep.png",
+            category="Results",
+            labels={"dataset": "{dataset}", "figure": "metrics against layers"},
+        ),
+    params:
+        backbone=settings("backbone"),
+    log:
+        "results/{dataset}/logs/report.log",
+    benchmark:
+        "results/{dataset}/logs/report.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/report.py"
