@@ -36,3 +36,33 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
 @pytest.fixture
 def workflow(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path)
+
+
+# A demo small enough to run the whole DAG (ablation included) in about a minute on 2 cores.
+TINY_CONFIG = """
+datasets:
+  demo:
+    source: {kind: synthetic, users: 300, items: 300, seed: 7}
+    sasrec: {epochs: 2, hidden: 32, layers: 1}
+    teacher: {layers: 4, batch_size: 32, max_steps: 4, eval_steps: 2, warmup_steps: 1}
+    student: {layers: 2}
+    distill: {blocks: 2}
+    report: {ablation: true}
+negatives: {num_negatives: 99}
+"""
+TARGETS = ("results/demo/metrics.json", "results/demo/report.md")
+
+
+def write_tiny_config(workdir: Path, extra: str = "") -> Path:
+    path = workdir / "tiny.yaml"
+    path.write_text(TINY_CONFIG + extra)
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole tiny demo DAG, run once per test session; tests must not change its outputs."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("finished_demo"))
+    write_tiny_config(workdir)
+    run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
+    return workdir

@@ -1,8 +1,10 @@
 """Raw reviews to leave-one-out splits: rating filter, de-duplication, iterative k-core, ids, splits.
 
-The raw file is parsed in blocks of bytes straight into polars, so no review ever becomes a Python
-object; a 10-million-line file is read in a bounded amount of memory. Every output is a parquet
-file whose columns are the contract later stages rely on (see README, "Artifacts").
+Speed matters here (a 10-million-review file should take seconds, not minutes), so no review ever
+becomes a Python object: the raw file goes straight into polars, ids become integer codes right after
+the rating filter, and de-duplication, k-core and the final ordering all work on those integers.
+Every output is a parquet file whose columns are the contract later stages rely on (see README,
+"Artifacts").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
@@ -26,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 AMAZON_FIELDS = {"user_id": "reviewerID", "item_id": "asin", "rating": "overall", "timestamp": "unixReviewTime"}
 RAW_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "rating": pl.Float64, "timestamp": pl.Int64}
+JSON_SCHEMA = {key: RAW_SCHEMA[column] for column, key in AMAZON_FIELDS.items()}
 BLOCK_BYTES = 64 << 20
 
 
@@ -114,8 +118,46 @@ def _handle_bad_rows(
 
 
 def read_amazon2018(path: str | os.PathLike, on_bad_line: str = "error") -> Reviews:
-    """Read Amazon 2018 review JSON lines (gzipped or not), keeping only the four fields we need."""
+    """Read Amazon 2018 review JSON lines (gzipped or not), keeping only the four fields we need.
+
+    A clean file takes the fast, strict reader; a file it refuses goes through the block parser,
+    which finds the bad lines and names them (or skips them).
+    """
     path = Path(path)
+    return _read_json_lines_fast(path) or _read_json_lines_in_blocks(path, on_bad_line)
+
+
+def _read_json_lines_fast(path: Path) -> Reviews | None:
+    """polars' own typed NDJSON reader (parallel, gzip-aware, ~8x faster than the block parser), or None.
+
+    It is strict where the block parser is lenient (a rating or timestamp given as a JSON string,
+    a fractional timestamp) and fails on any malformed line, so None (read again with the block
+    parser) is the answer whenever it fails or leaves a field empty: what it does accept, it reads
+    exactly as the block parser would. It skips blank lines, so line numbers come from a second,
+    cheap scan of the raw lines, run at the same time.
+    """
+    records = pl.scan_ndjson(path, schema=JSON_SCHEMA)
+    lines = (
+        pl.scan_lines(path, name="text", row_index_name="line", row_index_offset=1)
+        .filter(pl.col("text").str.strip_chars() != "")
+        .select("line")
+    )
+    try:
+        frame, numbered = pl.collect_all([records, lines])
+    except pl.exceptions.PolarsError as err:
+        logger.info("%s: the fast JSON reader gave up (%s); reading it in blocks", path, str(err).split("\n")[0])
+        return None
+    if frame.height != numbered.height or frame.null_count().sum_horizontal().item() > 0:
+        logger.info("%s: some lines lack a field; reading it in blocks", path)
+        return None
+    frame = frame.select(
+        numbered["line"].cast(pl.Int64), *[pl.col(key).alias(col) for col, key in AMAZON_FIELDS.items()]
+    )
+    return Reviews(frame, frame.height)
+
+
+def _read_json_lines_in_blocks(path: Path, on_bad_line: str) -> Reviews:
+    """Blocks of lines, each field picked out by its JSON path; slow, but it knows which line is bad."""
     frames, rows_read, bad_lines, first_line = [], 0, 0, 1
     for block in _line_blocks(path):
         lines = pl.read_csv(
@@ -196,54 +238,142 @@ def read_ratings_csv(
     return Reviews(frame, raw.height, bad)
 
 
-def _require_rows(frame: pl.DataFrame, step: str, before: int, hint: str) -> None:
-    if frame.height == 0:
+def _require_rows(rows: int, step: str, before: int, hint: str) -> None:
+    if rows == 0:
         raise DataError(f"no interactions left after {step} ({before} before it); {hint}")
+
+
+def _sorted_distinct(frame: pl.DataFrame, *columns: str) -> list[pl.Series]:
+    """The sorted distinct values of each column (computed side by side)."""
+    found = pl.collect_all([frame.lazy().select(pl.col(column).unique().sort()) for column in columns])
+    return [values.to_series() for values in found]
+
+
+def _codes(column: str, distinct: pl.Series) -> pl.Expr:
+    """Each id's position among the sorted distinct ids, so that codes sort like the ids themselves.
+
+    Looking the ids up by their 64-bit hash is about twice as fast as by the strings themselves (and
+    `rank("dense")` on strings is ten times slower still). It is exact when no two distinct ids share
+    a hash, which is checked; if two do, the ids are looked up as strings.
+    """
+    hashes = distinct.hash()
+    if hashes.n_unique() < len(distinct):
+        return pl.col(column).cast(pl.Enum(distinct)).to_physical()
+    positions = pl.int_range(len(distinct), dtype=pl.UInt32, eager=True)
+    return pl.col(column).hash().replace_strict(hashes, positions)
+
+
+def _kcore_keep(users: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """Which (user code, item code) rows survive the iterative k-core, and the number of passes.
+
+    Each pass counts only the rows still in, so passes get cheaper as the core shrinks; the last
+    pass is the one that finds nothing left to drop.
+    """
+    rows = np.arange(len(users))
+    keep = np.zeros(len(users), dtype=bool)
+    iterations = 0
+    while True:
+        iterations += 1
+        enough = (np.bincount(users)[users] >= k) & (np.bincount(items)[items] >= k)
+        if enough.all():
+            keep[rows] = True
+            return keep, iterations
+        rows, users, items = rows[enough], users[enough], items[enough]
 
 
 def kcore(frame: pl.DataFrame, k: int) -> tuple[pl.DataFrame, int]:
     """Drop users and items with fewer than k interactions, repeatedly, until none is left to drop.
 
-    One pass is not enough: removing a sparse item can push a user below k, and so on.
+    One pass is not enough: removing a sparse item can push a user below k, and so on. The ids may
+    be strings or integers. Also returns the number of passes, counting the last one, which drops
+    nothing.
     """
-    iterations = 0
-    while True:
-        iterations += 1
-        kept = frame.filter((pl.len().over("user_id") >= k) & (pl.len().over("item_id") >= k))
-        if kept.height == frame.height:
-            return kept, iterations
-        frame = kept
+    ids = frame.select(pl.col("user_id", "item_id").cast(pl.String))
+    user_ids, item_ids = _sorted_distinct(ids, "user_id", "item_id")
+    codes = ids.select(_codes("user_id", user_ids), _codes("item_id", item_ids))
+    keep, iterations = _kcore_keep(codes["user_id"].to_numpy(), codes["item_id"].to_numpy(), k)
+    return frame.filter(pl.Series(keep)), iterations
+
+
+def _sort_by_user_time_line(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sort by (user, timestamp, line); `frame` must be in line order.
+
+    A stable sort on one int64 key packing user and timestamp is about three times faster than a
+    three-column sort, and stability orders timestamp ties by line. The three-column sort remains
+    for timestamps too far apart to pack.
+    """
+    low, high = frame["timestamp"].min(), frame["timestamp"].max()
+    span = high - low + 1
+    if (frame["user"].max() + 1) * span >= 2**63:
+        return frame.sort("user", "timestamp", "line")
+    return frame.sort(pl.col("user").cast(pl.Int64) * span + (pl.col("timestamp") - low), maintain_order=True)
+
+
+def _renumber(codes: pl.Series, distinct: pl.Series, name: str) -> tuple[pl.Series, pl.DataFrame]:
+    """Ids 1, 2, ... for the codes still present, in code order (so in sorted original-id order).
+
+    Returns each row's new id and the table from new id to original id.
+    """
+    codes_np = codes.to_numpy()
+    present = np.bincount(codes_np, minlength=len(distinct)) > 0
+    new_ids = np.cumsum(present, dtype=np.int32)
+    table = pl.DataFrame(
+        {
+            name: np.arange(1, new_ids[-1] + 1, dtype=np.int32),
+            f"{name}_id": distinct.filter(pl.Series(present)),
+        }
+    )
+    return pl.Series(name, new_ids[codes_np]), table
 
 
 def preprocess(reviews: Reviews, min_rating: float = 3, kcore_k: int = 5) -> Preprocessed:
-    """Turn parsed reviews into numbered interactions and leave-one-out splits."""
+    """Turn parsed reviews into numbered interactions and leave-one-out splits.
+
+    Ids become integer codes right after the rating filter; everything after that works on
+    integers, and only the surviving ids are looked up again, for the id tables.
+    """
     if kcore_k < 3:
         raise ValueError(
             f"kcore must be at least 3 so that every user keeps train, valid and test items, got {kcore_k}"
         )
     frame = reviews.frame
     stats: dict[str, Any] = {"rows_read": reviews.rows_read, "bad_lines": reviews.bad_lines}
-    _require_rows(frame, "reading", reviews.rows_read, "the file holds no valid reviews")
+    _require_rows(frame.height, "reading", reviews.rows_read, "the file holds no valid reviews")
 
     rated = frame.filter(pl.col("rating") > min_rating)
+    if not rated["line"].is_sorted():
+        rated = rated.sort("line")
     stats["after_rating_filter"] = rated.height
-    _require_rows(rated, f"the rating filter (rating > {min_rating})", frame.height, "lower preprocess.min_rating")
+    _require_rows(
+        rated.height, f"the rating filter (rating > {min_rating})", frame.height, "lower preprocess.min_rating"
+    )
 
-    unique = rated.sort("timestamp", "line").unique(["user_id", "item_id"], keep="first", maintain_order=True)
+    user_ids, item_ids = _sorted_distinct(rated, "user_id", "item_id")
+    coded = rated.select(
+        "line", "timestamp", "rating", user=_codes("user_id", user_ids), item=_codes("item_id", item_ids)
+    )
+    del rated
+    # One sort serves both de-duplication (a pair's first row is its earliest review, ties broken by
+    # line) and the final order (renumbering keeps the order of codes).
+    ordered = _sort_by_user_time_line(coded)
+    del coded
+    unique = ordered.filter((pl.col("user").cast(pl.Int64) * len(item_ids) + pl.col("item")).is_first_distinct())
+    del ordered
     stats["after_dedup"] = unique.height
 
-    cored, iterations = kcore(unique, kcore_k)
+    keep, iterations = _kcore_keep(unique["user"].to_numpy(), unique["item"].to_numpy(), kcore_k)
+    cored = unique.filter(pl.Series(keep))
+    del unique
     stats["after_kcore"] = cored.height
     stats["kcore_iterations"] = iterations
-    _require_rows(cored, f"{kcore_k}-core filtering", unique.height, "lower preprocess.kcore or use more data")
+    _require_rows(
+        cored.height, f"{kcore_k}-core filtering", stats["after_dedup"], "lower preprocess.kcore or use more data"
+    )
 
-    numbered = cored.with_columns(
-        user=pl.col("user_id").rank("dense").cast(pl.Int32),
-        item=pl.col("item_id").rank("dense").cast(pl.Int32),
-    ).sort("user", "timestamp", "line")
-    interactions = numbered.select("user", "item", "timestamp", "rating")
-    users = numbered.select("user", "user_id").unique("user").sort("user")
-    items = numbered.select("item", "item_id").unique("item").sort("item")
+    user, users = _renumber(cored["user"], user_ids, "user")
+    item, items = _renumber(cored["item"], item_ids, "item")
+    interactions = cored.select(user, item, "timestamp", "rating")
+    del cored
     splits = (
         interactions.group_by("user", maintain_order=True)
         .agg(pl.col("item"))

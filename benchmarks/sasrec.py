@@ -1,0 +1,151 @@
+"""Benchmark SASRec training: every position in one pass (slmrec) vs one sample per prefix (reference).
+
+    .venv/bin/python benchmarks/sasrec.py                   # the demo dataset and a ~50k-user one
+    .venv/bin/python benchmarks/sasrec.py --users 2000      # the demo size only
+
+For each dataset (synthetic, the demo generator's shape) it builds the real artifacts (preprocess,
+negatives), then:
+
+* trains SASRec with the stage's own code (`slmrec.stages.sasrec.run`, the Snakemake rule) for a few
+  epochs and reports seconds per epoch, training sequences/s and test metrics;
+* times the same model trained the obvious way, one (prefix, next item) sample per row, on the same
+  data for one epoch, with the same batch size, and reports its sequences/s;
+* prints the speed ratio (prefix-loop time per epoch / slmrec time per epoch).
+
+Both run in this process with the same torch thread count, so the ratio is fair on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import polars as pl
+import torch
+
+from slmrec.data.negatives import draw_negatives
+from slmrec.data.preprocess import preprocess, read_amazon2018
+from slmrec.data.synthetic import write_synthetic_reviews
+from slmrec.evaluate import pad_left
+from slmrec.io import write_json, write_parquet
+from slmrec.models.sasrec import SASRec, SASRecConfig
+from slmrec.stages.sasrec import run as run_sasrec
+
+CONFIG = {
+    "hidden": 64,
+    "layers": 2,
+    "heads": 1,
+    "dropout": 0.2,
+    "lr": 0.005,
+    "weight_decay": 0.0,
+    "batch_size": 128,
+    "patience": 100,
+    "seed": 42,
+}
+MAX_LEN = 50
+
+
+def build_dataset(workdir: Path, users: int, items: int) -> dict[str, Path]:
+    raw = workdir / "reviews.json.gz"
+    write_synthetic_reviews(raw, users=users, items=items, seed=7)
+    result = preprocess(read_amazon2018(raw), 3, 5)
+    paths = {name: workdir / f"{name}.parquet" for name in ("splits", "users", "negatives")}
+    write_parquet(paths["splits"], result.splits)
+    write_parquet(paths["users"], result.users)
+    write_json(workdir / "stats.json", result.stats)
+    negatives = draw_negatives(result.splits, result.stats["items"], 999, 2025, users=result.users)
+    write_parquet(paths["negatives"], negatives)
+    paths["stats"] = workdir / "stats.json"
+    return paths
+
+
+def time_slmrec(paths: dict[str, Path], workdir: Path, epochs: int) -> dict[str, float]:
+    out = workdir / "sasrec"
+    output = SimpleNamespace(
+        model=out / "model.safetensors",
+        item_embeddings=out / "item_embeddings.safetensors",
+        metrics=out / "metrics.json",
+        train_log=out / "train_log.csv",
+        manifest=out / "manifest.json",
+    )
+    metrics = run_sasrec(
+        str(paths["splits"]),
+        str(paths["negatives"]),
+        str(paths["stats"]),
+        {**CONFIG, "epochs": epochs},
+        MAX_LEN,
+        {"full_ranking": False},
+        output,
+        checkpoint_dir=str(workdir / "checkpoints"),
+    )
+    log = pl.read_csv(output.train_log)
+    # Includes the per-epoch validation and checkpoint the stage does: a conservative figure for slmrec.
+    per_epoch = metrics["train_seconds"] / log.height
+    return {"epoch_seconds": per_epoch, "test": metrics["test"], "valid_seconds": metrics["valid"]["seconds"]}
+
+
+def time_prefix_loop(paths: dict[str, Path], epochs: int = 1) -> float:
+    """One (prefix -> next item) sample per row, every prefix of every training sequence: the slow way."""
+    splits = pl.read_parquet(paths["splits"])
+    num_items = json.loads(paths["stats"].read_text())["items"]
+    histories, labels = [], []
+    for seq in splits["train"].to_list():
+        for end in range(1, len(seq)):
+            histories.append(seq[max(0, end - MAX_LEN) : end])
+            labels.append(seq[end])
+    inputs, targets = pad_left(histories, MAX_LEN), torch.tensor(labels)
+    torch.manual_seed(CONFIG["seed"])
+    model = SASRec(SASRecConfig(num_items, CONFIG["hidden"], CONFIG["layers"], CONFIG["heads"], CONFIG["dropout"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=CONFIG["lr"], betas=(0.9, 0.98))
+    model.train()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(targets))
+        for begin in range(0, len(order), CONFIG["batch_size"]):
+            batch = order[begin : begin + CONFIG["batch_size"]]
+            user = model.user_vectors(inputs[batch])
+            logits = user @ model.item_table().T
+            logits[:, 0] = float("-inf")
+            loss = torch.nn.functional.cross_entropy(logits, targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return (time.perf_counter() - start) / epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, nargs="+", default=[2000, 50000], help="dataset sizes (users)")
+    parser.add_argument("--epochs", type=int, default=3, help="slmrec training epochs per dataset")
+    args = parser.parse_args()
+    print(f"torch threads: {torch.get_num_threads()}")
+    for users in args.users:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            paths = build_dataset(workdir, users, max(2000, users // 4))
+            sequences = pl.read_parquet(paths["splits"]).height
+            fast = time_slmrec(paths, workdir, args.epochs)
+            slow = time_prefix_loop(paths)
+            print(
+                f"\n{users} users ({sequences} training sequences), SASRec d={CONFIG['hidden']}, "
+                f"batch {CONFIG['batch_size']}, max_len {MAX_LEN}"
+            )
+            print(
+                f"  slmrec (all positions, one pass): {fast['epoch_seconds']:.2f} s/epoch, "
+                f"{sequences / fast['epoch_seconds']:.0f} sequences/s"
+            )
+            print(f"  one sample per prefix:            {slow:.2f} s/epoch, {sequences / slow:.0f} sequences/s")
+            print(f"  speed ratio (prefix loop / slmrec): {slow / fast['epoch_seconds']:.1f}x")
+            test = fast["test"]
+            print(
+                f"  test after {args.epochs} epochs: HR@10 {test['HR@10']:.2f}  NDCG@10 {test['NDCG@10']:.2f}  "
+                f"MRR {test['MRR']:.2f}  (scored in {test['seconds']:.2f} s)"
+            )
+
+
+if __name__ == "__main__":
+    main()

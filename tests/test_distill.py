@@ -1,0 +1,448 @@
+"""SLMRec distillation: block mapping, the loss terms and their switches, offline and online teachers."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import polars as pl
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+from helpers_data import (
+    backbone_settings,
+    distill_settings,
+    llm_config,
+    llm_outputs,
+    make_backbone,
+    make_dataset,
+    prompt_settings,
+    write_item_table,
+)
+from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaModel
+
+from slmrec.config import ABLATION_TERMS, DISTILL_TERMS, variant_settings
+from slmrec.evaluate import pad_left
+from slmrec.metrics import METRIC_NAMES
+from slmrec.models.distill import DistillConfigError, Distiller, DistillWeights, block_boundaries
+from slmrec.models.llmrec import LLMRec, LLMRecConfig, LoraSettings, build_llmrec, load_llmrec
+from slmrec.stages import student as student_stage
+
+NUM_ITEMS = 40
+ITEM_DIM = 16
+HISTORIES = [[3, 7, 1, 9, 4], [12, 5], [8], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]]
+LABELS = torch.tensor([11, 6, 9, 24])
+ITEMS = pad_left(HISTORIES, 12)
+TERM_OF = {"cos": "loss_cos", "l2": "loss_l2", "multi_supervision": "loss_ms"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> str:
+    return make_backbone(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def table() -> torch.Tensor:
+    return torch.randn(NUM_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(3))
+
+
+def perturb_lora(model: LLMRec, seed: int) -> None:
+    """A "trained" model: non-zero LoRA B, so the adapters matter."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+
+
+def make_llmrec(backbone: str, table: torch.Tensor, layers: int, seed: int) -> LLMRec:
+    cfg = LLMRecConfig(
+        backbone=backbone,
+        layers=layers,
+        item_dim=table.shape[1],
+        num_items=table.shape[0] - 1,
+        lora=LoraSettings(r=4, alpha=8, dropout=0.0),  # deterministic in train mode
+    )
+    model = build_llmrec(cfg, table, seed=seed)
+    perturb_lora(model, seed)
+    return model
+
+
+@pytest.fixture(scope="module")
+def pair(backbone, table) -> SimpleNamespace:
+    """A 4-layer teacher and a 2-layer student (pristine copies: tests deep-copy before training)."""
+    return SimpleNamespace(
+        teacher=make_llmrec(backbone, table, layers=4, seed=1), student=make_llmrec(backbone, table, layers=2, seed=2)
+    )
+
+
+def distiller(pair, weights: DistillWeights | None = None, online: bool = False, blocks: int = 2) -> Distiller:
+    torch.manual_seed(0)
+    return Distiller(
+        copy.deepcopy(pair.student), copy.deepcopy(pair.teacher), blocks, weights or DistillWeights(), online=online
+    )
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+
+
+def train_steps(model: Distiller, steps: int = 3) -> list[dict[str, torch.Tensor]]:
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    outputs = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        out = model(ITEMS, LABELS)
+        out["loss"].backward()
+        optimizer.step()
+        outputs.append(out)
+    return outputs
+
+
+# --- blocks ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "teacher,student,blocks,expected",
+    [
+        (32, 4, 4, [(8, 1), (16, 2), (24, 3), (32, 4)]),
+        (8, 4, 4, [(2, 1), (4, 2), (6, 3), (8, 4)]),
+        (8, 2, 2, [(4, 1), (8, 2)]),
+        (8, 4, 1, [(8, 4)]),
+        (4, 4, 2, [(2, 2), (4, 4)]),
+    ],
+)
+def test_block_boundaries(teacher, student, blocks, expected):
+    assert block_boundaries(teacher, student, blocks) == expected
+
+
+@pytest.mark.parametrize(
+    "teacher,student,blocks,message",
+    [
+        (8, 3, 4, r"student has 3 layers, which distill.blocks = 4 does not divide"),
+        (6, 4, 4, r"teacher has 6 layers, which distill.blocks = 4 does not divide"),
+        (8, 4, 0, r"distill.blocks must be at least 1, got 0"),
+        (8, 4, -2, r"distill.blocks must be at least 1"),
+        (4, 8, 4, r"student layers \(8\) exceed teacher layers \(4\)"),
+    ],
+)
+def test_invalid_block_configurations(teacher, student, blocks, message):
+    with pytest.raises(DistillConfigError, match=message):
+        block_boundaries(teacher, student, blocks)
+    assert issubclass(DistillConfigError, ValueError)
+
+
+def test_distiller_checks_blocks_and_teacher(pair):
+    with pytest.raises(DistillConfigError, match="does not divide"):
+        distiller(pair, blocks=4)  # a 2-layer student cannot be cut into 4 blocks
+    with pytest.raises(DistillConfigError, match="need a teacher"):
+        Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(cos=1.0, l2=0.0, multi_supervision=0.0))
+    with pytest.raises(DistillConfigError, match="need a teacher"):
+        Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(0.0, 0.0, 0.0), online=True)
+
+
+def test_hidden_size_mismatch_is_a_config_error(pair, backbone, table):
+    small = LlamaModel(
+        LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2)
+    )
+    cfg = LLMRecConfig(backbone=backbone, layers=4, item_dim=ITEM_DIM, num_items=NUM_ITEMS)
+    teacher = LLMRec(cfg, small, table, torch.tensor([1, 5, 6]), torch.tensor([7]))
+    with pytest.raises(DistillConfigError, match="teacher hidden size 32 differs from the student's 64"):
+        Distiller(copy.deepcopy(pair.student), teacher, 2, DistillWeights())
+
+
+# --- the loss -------------------------------------------------------------------------------------
+
+
+def test_terms_are_what_the_paper_defines(pair):
+    model = distiller(pair).eval()
+    out = model(ITEMS, LABELS)
+    terms = out["terms"]
+    assert set(terms) == {"loss_ce", "loss_cos", "loss_l2", "loss_ms"}
+    assert model.boundaries == [(2, 1), (4, 2)]
+    assert len(model.adapters) == 1  # multiple supervision on the first n - 1 block outputs
+
+    with torch.no_grad():
+        s = model.student(ITEMS, LABELS, output_layer_states=True)
+        t = model.teacher(ITEMS, output_layer_states=True)
+    s_states = [s["layer_states"][:, 0], s["layer_states"][:, 1]]
+    t_states = [t["layer_states"][:, 1], t["layer_states"][:, 3]]
+    cos = sum((1 - F.cosine_similarity(a, b, dim=-1)).mean() for a, b in zip(s_states, t_states, strict=True))
+    l2 = sum((a - b).norm(dim=-1).mean() for a, b in zip(s_states, t_states, strict=True))
+    ms = F.cross_entropy(model.student.scores(model.adapters[0](s_states[0])), LABELS)
+    assert torch.allclose(terms["loss_ce"], s["loss"], atol=1e-5)
+    assert torch.allclose(terms["loss_cos"], cos, atol=1e-5)
+    assert torch.allclose(terms["loss_l2"], l2, atol=1e-4)
+    assert torch.allclose(terms["loss_ms"], ms, atol=1e-5)
+    total = terms["loss_ce"] + 1.0 * terms["loss_cos"] + 0.1 * terms["loss_l2"] + 0.1 * terms["loss_ms"]
+    assert torch.allclose(out["loss"], total, atol=1e-5)
+    assert all(v > 0 for v in terms.values())
+    with torch.no_grad():
+        assert torch.allclose(out["user"], model.user_vectors(ITEMS), atol=1e-6)
+
+
+@pytest.mark.parametrize("term", DISTILL_TERMS)
+def test_zero_weight_removes_exactly_its_term(pair, term):
+    weights = DistillWeights(cos=1.0, l2=0.1, multi_supervision=0.1)
+    model = distiller(pair, weights).eval()
+    with torch.no_grad():
+        full = model(ITEMS, LABELS)
+        model.weights = DistillWeights(**{**vars(weights), term: 0.0})
+        reduced = model(ITEMS, LABELS)
+    key = TERM_OF[term]
+    assert key in full["terms"] and key not in reduced["terms"]
+    assert set(full["terms"]) - set(reduced["terms"]) == {key}
+    for other, value in reduced["terms"].items():
+        assert torch.equal(value, full["terms"][other]), other  # the other terms are untouched
+    difference = full["loss"] - reduced["loss"]
+    assert torch.allclose(difference, getattr(weights, term) * full["terms"][key], atol=1e-5)
+
+
+def test_all_weights_zero_is_plain_cross_entropy_without_teacher(pair):
+    student = copy.deepcopy(pair.student).eval()
+    model = Distiller(student, None, 2, DistillWeights(0.0, 0.0, 0.0)).eval()
+    assert len(model.adapters) == 0 and model.teacher is None
+    with torch.no_grad():
+        out = model(ITEMS, LABELS)
+        plain = student(ITEMS, LABELS)["loss"]
+    assert set(out["terms"]) == {"loss_ce"}
+    assert torch.equal(out["loss"], plain)
+    # Multiple supervision alone needs no teacher either.
+    alone = Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(0.0, 0.0, 0.1))
+    assert set(alone(ITEMS, LABELS)["terms"]) == {"loss_ce", "loss_ms"}
+
+
+def test_forward_without_labels_scores_with_the_student(pair):
+    model = distiller(pair).eval()
+    with torch.no_grad():
+        out = model(ITEMS)
+        expected = model.student.user_vectors(ITEMS)
+    assert "loss" not in out and torch.equal(out["user"], expected)
+    assert torch.equal(model.item_table, model.student.item_table)
+
+
+# --- offline --------------------------------------------------------------------------------------
+
+
+def test_offline_teacher_is_frozen_and_in_eval_mode(pair):
+    model = distiller(pair)
+    model.train()
+    assert model.training and model.student.training
+    assert not model.teacher.training
+    assert all(not m.training for m in model.teacher.modules())
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert not any(k.startswith("teacher.") for k in model.trainable_state_dict())
+    assert any(k.startswith("adapters.") for k in model.trainable_state_dict())
+
+
+def test_offline_gradients_do_not_reach_the_teacher(pair):
+    model = distiller(pair)
+    teacher_before = snapshot(model.teacher)
+    student_before = snapshot(model.student)
+    adapters_before = snapshot(model.adapters)
+    model.train()
+    out = model(ITEMS, LABELS)
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    lora = [p for n, p in model.student.named_parameters() if "lora_" in n]
+    assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    assert all(p.grad is not None for p in model.adapters.parameters())
+
+    train_steps(model, steps=3)
+    assert bit_identical(snapshot(model.teacher), teacher_before)
+    assert not bit_identical(snapshot(model.student), student_before)
+    assert not bit_identical(snapshot(model.adapters), adapters_before)
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+# --- online ---------------------------------------------------------------------------------------
+
+
+def test_online_trains_teacher_and_student(pair):
+    model = distiller(pair, online=True)
+    model.train()
+    assert model.teacher.training
+    assert any("lora_" in k for k in model.trainable_state_dict() if k.startswith("teacher."))
+    lora_before = {k: v.clone() for k, v in model.teacher.trainable_state_dict().items()}
+    frozen = {k: v.clone() for k, v in model.teacher.state_dict().items() if k not in lora_before}
+
+    out = model(ITEMS, LABELS)
+    assert "loss_teacher" in out["terms"]
+    expected = sum(
+        w * out["terms"][k]
+        for k, w in {"loss_ce": 1, "loss_teacher": 1, "loss_cos": 1.0, "loss_l2": 0.1, "loss_ms": 0.1}.items()
+    )
+    assert torch.allclose(out["loss"], expected, atol=1e-5)
+    out["loss"].backward()
+    teacher_grads = {n: p.grad.clone() for n, p in model.teacher.named_parameters() if p.requires_grad}
+    assert teacher_grads and all(g.abs().sum() > 0 for n, g in teacher_grads.items() if "lora_" in n)
+
+    # The alignment terms pull the student only: the teacher's gradient is that of its own CE.
+    reference = copy.deepcopy(pair.teacher).train()
+    reference(ITEMS, LABELS)["loss"].backward()
+    for name, p in reference.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(teacher_grads[name], p.grad, atol=1e-6), name
+
+    model.zero_grad()
+    train_steps(model, steps=3)
+    after = model.teacher.trainable_state_dict()
+    assert all(not torch.equal(after[k], v) for k, v in lora_before.items())
+    state = model.teacher.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in frozen.items())
+
+
+# --- ablation settings ----------------------------------------------------------------------------
+
+
+def test_variant_settings_zero_exactly_the_right_weights():
+    base = distill_settings(cos_weight=1.0, l2_weight=0.1, multi_supervision_weight=0.01, mode="both")
+    kept = {
+        "ce": set(),
+        "ce_cos": {"cos"},
+        "ce_cos_l2": {"cos", "l2"},
+        "ce_cos_ms": {"cos", "multi_supervision"},
+        "all": {"cos", "l2", "multi_supervision"},
+    }
+    assert set(ABLATION_TERMS) == set(kept)
+    for variant, terms in kept.items():
+        settings = variant_settings(base, f"ablation/{variant}")
+        for term in DISTILL_TERMS:
+            key = f"{term}_weight"
+            assert settings[key] == (base[key] if term in terms else 0.0), (variant, term)
+        assert settings["mode"] == "offline"
+        assert {k: v for k, v in settings.items() if not k.endswith("_weight") and k != "mode"} == {
+            k: v for k, v in base.items() if not k.endswith("_weight") and k != "mode"
+        }
+    assert variant_settings(base, "student") == {**base, "mode": "offline"}
+    assert variant_settings(base, "student_online") == {**base, "mode": "online"}
+    assert base["mode"] == "both"  # not mutated
+    with pytest.raises(ValueError, match="unknown ablation variant 'ce_l2'"):
+        variant_settings(base, "ablation/ce_l2")
+
+
+# --- the stage ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stage_env(tmp_path_factory, backbone) -> SimpleNamespace:
+    """A dataset, an item table and a saved 4-layer "teacher artifact" with non-trivial LoRA weights."""
+    root = tmp_path_factory.mktemp("student")
+    data = make_dataset(root / "data", users=60, items=120, num_negatives=20)
+    items = write_item_table(root / "item_embeddings.safetensors", data.num_items, dim=ITEM_DIM)
+    table = load_file(items)["item_embeddings"]
+    teacher = make_llmrec(backbone, table, layers=4, seed=1)
+    teacher.save(root / "teacher")
+    return SimpleNamespace(root=root, data=data, items=items, table=table, backbone=backbone, teacher=root / "teacher")
+
+
+def run_student(env: SimpleNamespace, name: str, distill: dict, teacher_dir: str | None) -> dict:
+    return student_stage.run(
+        env.data.splits,
+        env.data.negatives,
+        env.data.stats,
+        env.items,
+        env.backbone,
+        teacher_dir,
+        llm_config(layers=2, max_steps=4, eval_steps=2),
+        llm_config(layers=4),
+        distill,
+        backbone_settings(),
+        prompt_settings(),
+        20,
+        {"full_ranking": False},
+        llm_outputs(env.root / name),
+        str(env.root / "checkpoints" / name),
+        name=f"SLMRec_{name}",
+        eval_batch_size=64,
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_offline_stage_leaves_the_teacher_bit_identical(stage_env, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="slmrec")
+    file_before = sha256(stage_env.teacher / "trainable.safetensors")
+    loaded_before = snapshot(load_llmrec(stage_env.teacher, stage_env.table))
+    built: list[Distiller] = []
+
+    class Recording(Distiller):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(student_stage, "Distiller", Recording)
+    metrics = run_student(stage_env, "student", distill_settings(), str(stage_env.teacher))
+
+    (model,) = built
+    assert not model.online and not model.teacher.training
+    assert bit_identical(snapshot(model.teacher), loaded_before)  # after training and best-model reload
+    assert sha256(stage_env.teacher / "trainable.safetensors") == file_before
+    assert bit_identical(snapshot(load_llmrec(stage_env.teacher, stage_env.table)), loaded_before)
+
+    out = stage_env.root / "student"
+    log = pl.read_csv(out / "train_log.csv")
+    assert {"loss", "loss_ce", "loss_cos", "loss_l2", "loss_ms", "mrr"} <= set(log.columns)
+    assert log["step"].to_list() == [2, 4]
+    assert metrics["model"] == "SLMRec_student" and metrics["layers"] == 2
+    assert [tuple(b) for b in metrics["boundaries"]] == [(2, 1), (4, 2)]
+    assert metrics["teacher_params"]["total"] > metrics["params"]["total"]
+    assert metrics["distill"]["mode"] == "offline"
+    for split in ("valid", "test"):
+        assert all(0 <= metrics[split][m] <= 100 for m in METRIC_NAMES)
+    # The saved student is a plain 2-layer LLMRec (no teacher, no adapters), loadable on its own.
+    weights = load_file(str(out / "trainable.safetensors"))
+    assert not any(k.startswith(("teacher.", "adapters.")) for k in weights)
+    assert json.loads((out / "config.json").read_text())["layers"] == 2
+    student = load_llmrec(out, stage_env.table)
+    assert student.num_layers == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "student"
+    assert str(stage_env.teacher / "trainable.safetensors") in manifest["inputs"]
+    assert "teacher 4" in caplog.text and "offline" in caplog.text
+
+
+def test_ce_only_student_needs_no_teacher(stage_env):
+    distill = variant_settings(distill_settings(), "ablation/ce")
+    metrics = run_student(stage_env, "ce", distill, None)
+    log = pl.read_csv(stage_env.root / "ce" / "train_log.csv")
+    assert {c for c in log.columns if c.startswith("loss")} == {"loss", "loss_ce"}
+    assert metrics["teacher_params"] is None
+    assert all(metrics["distill"][f"{t}_weight"] == 0.0 for t in DISTILL_TERMS)
+
+
+def test_offline_with_alignment_terms_requires_the_teacher_artifact(stage_env):
+    with pytest.raises(ValueError, match="needs the teacher stage's artifact"):
+        run_student(stage_env, "missing", distill_settings(), None)
+
+
+def test_online_stage_logs_the_teacher_loss(stage_env):
+    metrics = run_student(stage_env, "student_online", distill_settings(mode="online"), None)
+    log = pl.read_csv(stage_env.root / "student_online" / "train_log.csv")
+    assert {"loss_ce", "loss_teacher", "loss_cos", "loss_l2", "loss_ms"} <= set(log.columns)
+    assert metrics["distill"]["mode"] == "online"
+    assert metrics["teacher_params"]["trainable"] > 0
+    weights = load_file(str(stage_env.root / "student_online" / "trainable.safetensors"))
+    assert not any(k.startswith("teacher.") for k in weights)

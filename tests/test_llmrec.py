@@ -1,0 +1,397 @@
+"""The E4SRec-style LLM recommender: truncated backbone, LoRA-only training, padding, save/load, 4/8-bit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+from bitsandbytes.functional import has_avx512bf16
+from helpers_data import make_backbone
+from safetensors.torch import load_file
+from transformers import AutoConfig
+
+from slmrec.evaluate import pad_left
+from slmrec.models import llmrec
+from slmrec.models.llmrec import (
+    BackboneError,
+    LLMRec,
+    LLMRecConfig,
+    LoraSettings,
+    build_llmrec,
+    load_backbone,
+    load_llmrec,
+)
+
+NUM_ITEMS = 40
+ITEM_DIM = 16
+LAYERS = 2
+HISTORIES = [[3, 7, 1, 9, 4], [12, 5], [8], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]]
+LABELS = torch.tensor([11, 6, 9, 24])
+PROJECTIONS = {"input_proj.weight", "input_proj.bias", "output_proj.weight", "output_proj.bias"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two shared cores: one intra-op thread avoids oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> str:
+    return make_backbone(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def table() -> torch.Tensor:
+    return torch.randn(NUM_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(3))
+
+
+def config(backbone: str, **overrides) -> LLMRecConfig:
+    # No LoRA dropout: train mode is then deterministic, which the comparisons below need.
+    options = {"layers": LAYERS, "lora": LoraSettings(r=4, alpha=8, dropout=0.0), **overrides}
+    return LLMRecConfig(backbone=backbone, item_dim=ITEM_DIM, num_items=NUM_ITEMS, **options)
+
+
+def perturb_lora(model: LLMRec, seed: int = 1) -> None:
+    """LoRA B starts at zero (the adapter is a no-op); give it values so tests see the adapters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+
+
+def trainable_names(model: torch.nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def expected_trainable(model: LLMRec) -> set[str]:
+    prefix = "backbone.base_model.model.layers"
+    lora = {
+        f"{prefix}.{layer}.self_attn.{module}.lora_{ab}.default.weight"
+        for layer in range(model.num_layers)
+        for module in model.config.lora.target_modules
+        for ab in "AB"
+    }
+    return lora | PROJECTIONS
+
+
+# --- the backbone --------------------------------------------------------------------------------
+
+
+def llama_parameters(cfg, layers: int) -> int:
+    """Parameter count of a LlamaModel (no LM head) with `layers` decoder layers, from its config."""
+    hidden, inter = cfg.hidden_size, cfg.intermediate_size
+    head_dim = getattr(cfg, "head_dim", None) or hidden // cfg.num_attention_heads
+    q = hidden * cfg.num_attention_heads * head_dim
+    kv = 2 * hidden * cfg.num_key_value_heads * head_dim
+    o = cfg.num_attention_heads * head_dim * hidden
+    per_layer = q + kv + o + 3 * hidden * inter + 2 * hidden
+    return cfg.vocab_size * hidden + layers * per_layer + hidden
+
+
+def test_preset_is_a_hugging_face_checkpoint(backbone):
+    files = {p.name for p in Path(backbone).iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    cfg = AutoConfig.from_pretrained(backbone)
+    assert cfg.model_type == "llama"
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads) == (8, 64, 4)
+
+
+def test_truncation_keeps_only_the_first_layers(backbone):
+    cfg = AutoConfig.from_pretrained(backbone)
+    two = load_backbone(backbone, 2)
+    full = load_backbone(backbone, 8)
+    assert len(two.layers) == 2 and two.config.num_hidden_layers == 2
+    assert len(full.layers) == 8
+    count = sum(p.numel() for p in two.parameters())
+    assert count == llama_parameters(cfg, 2)
+    assert sum(p.numel() for p in full.parameters()) == llama_parameters(cfg, 8)
+    assert count < llama_parameters(cfg, 8)
+
+    # The kept layers hold the checkpoint's weights (loaded, not freshly initialised).
+    saved = load_file(str(Path(backbone) / "model.safetensors"))
+    for layer in (0, 1):
+        key = f"model.layers.{layer}.self_attn.q_proj.weight"
+        assert torch.equal(two.layers[layer].self_attn.q_proj.weight, saved[key])
+    assert torch.equal(two.embed_tokens.weight, saved["model.embed_tokens.weight"])
+
+
+@pytest.mark.parametrize("layers", [0, 9])
+def test_impossible_layer_count_is_a_backbone_error(backbone, layers):
+    with pytest.raises(BackboneError, match=f"layers = {layers}.*8 decoder layers"):
+        load_backbone(backbone, layers)
+
+
+def test_directory_without_config_is_a_backbone_error(tmp_path, backbone, table):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BackboneError, match="backbone.path"):
+        load_backbone(tmp_path, 2)
+    with pytest.raises(BackboneError, match="backbone.path"):
+        build_llmrec(config(str(tmp_path / "missing")), table)
+
+
+def test_bfloat16_backbone(backbone, table):
+    model = build_llmrec(config(backbone, dtype="bfloat16"), table, seed=0).eval()
+    assert model.backbone.get_input_embeddings().weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        user = model.user_vectors(pad_left(HISTORIES, 12))
+    assert user.shape == (len(HISTORIES), ITEM_DIM) and torch.isfinite(user).all()
+
+
+# --- the model -------------------------------------------------------------------------------------
+
+
+def test_prompt_is_tokenized_with_bos_and_template(backbone, table):
+    model = build_llmrec(config(backbone), table, seed=0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(backbone)
+    assert model.prompt_ids[0].item() == tokenizer.bos_token_id
+    assert tokenizer.unk_token_id not in model.prompt_ids.tolist() + model.suffix_ids.tolist()
+    text = tokenizer.decode(model.prompt_ids)
+    assert "predict next possible item to be purchased" in text
+    assert "Response" in tokenizer.decode(model.suffix_ids)
+
+
+def test_only_lora_and_projections_train(backbone, table):
+    torch.manual_seed(0)
+    model = build_llmrec(config(backbone), table, seed=0)
+    perturb_lora(model)  # so LoRA A gets a non-zero gradient as well
+    assert trainable_names(model) == expected_trainable(model)
+    frozen_before = {k: v.clone() for k, v in model.state_dict().items() if k not in trainable_names(model)}
+    table_before = model.item_table.clone()
+    trainable_before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    out = model(pad_left(HISTORIES, 12), LABELS)
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    optimizer.step()
+
+    assert torch.equal(model.item_table, table_before) and torch.equal(model.item_table, table.float())
+    after = model.state_dict()
+    for key, value in frozen_before.items():
+        assert torch.equal(after[key], value), f"frozen weight {key} changed"
+    changed = [k for k, v in model.trainable_state_dict().items() if not torch.equal(v, trainable_before[k])]
+    assert set(changed) == set(trainable_before)
+    # Loss is cross-entropy over all items; padding id 0 is never a candidate.
+    scores = model.scores(out["user"].detach())
+    assert scores.shape == (len(HISTORIES), NUM_ITEMS + 1) and torch.isinf(scores[:, 0]).all()
+    assert torch.allclose(out["loss"].detach(), F.cross_entropy(scores, LABELS), atol=1e-6)
+
+
+def test_padding_does_not_change_user_vectors(backbone, table):
+    model = build_llmrec(config(backbone), table, seed=0)
+    perturb_lora(model)
+    model.eval()
+    with torch.no_grad():
+        reference = model.user_vectors(pad_left(HISTORIES, 12))
+        for max_len in (16, 30):  # more left padding for every row
+            assert torch.allclose(model.user_vectors(pad_left(HISTORIES, max_len)), reference, atol=1e-5)
+        for i, history in enumerate(HISTORIES):  # alone (no padding) vs batched with longer rows
+            alone = model.user_vectors(torch.tensor([history]))
+            assert torch.allclose(alone[0], reference[i], atol=1e-5), i
+        # Different histories do give different users (the check above is not vacuous).
+        assert not torch.allclose(reference[0], reference[1], atol=1e-3)
+
+
+def test_inputs_move_padding_to_the_front_with_positions_from_the_first_token(backbone, table):
+    model = build_llmrec(config(backbone), table, seed=0).eval()
+    items = pad_left([[5, 6, 7], [9]], 6)
+    with torch.no_grad():
+        sequence, mask, positions = model._inputs(items)
+        alone, _, alone_positions = model._inputs(torch.tensor([[9]]))
+    n_prompt, n_suffix = len(model.prompt_ids), len(model.suffix_ids)
+    total = n_prompt + 3 + n_suffix
+    assert sequence.shape[:2] == (2, total)
+    assert mask[0].tolist() == [1] * total
+    assert mask[1].tolist() == [0, 0] + [1] * (total - 2)
+    assert positions[0].tolist() == list(range(total))
+    assert positions[1, 2:].tolist() == list(range(total - 2)) == alone_positions[0].tolist()
+    assert torch.allclose(sequence[1, 2:], alone[0])
+
+
+def test_layer_states(backbone, table):
+    model = build_llmrec(config(backbone, layers=4), table, seed=0).eval()
+    with torch.no_grad():
+        out = model(pad_left(HISTORIES, 12), output_layer_states=True)
+    hidden = model.backbone.config.hidden_size
+    assert out["layer_states"].shape == (len(HISTORIES), 4, hidden)
+    # The last layer's state is the final-normed one the user vector comes from.
+    assert torch.allclose(out["layer_states"][:, -1], out["last_hidden"])
+    assert torch.allclose(model.output_proj(out["layer_states"][:, -1]), out["user"], atol=1e-6)
+    # Layer states of the first two layers match a 2-layer model of the same backbone.
+    short = build_llmrec(config(backbone, layers=2), table, seed=0).eval()
+    with torch.no_grad():
+        two = short.backbone(
+            inputs_embeds=model._inputs(pad_left(HISTORIES, 12))[0], output_hidden_states=True, use_cache=False
+        )
+        four = model.backbone(
+            inputs_embeds=model._inputs(pad_left(HISTORIES, 12))[0], output_hidden_states=True, use_cache=False
+        )
+    assert torch.allclose(two.hidden_states[1], four.hidden_states[1], atol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path, backbone, table):
+    model = build_llmrec(config(backbone), table, seed=0)
+    perturb_lora(model)
+    model.eval()
+    model.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "trainable.safetensors"}
+    assert set(load_file(str(tmp_path / "trainable.safetensors"))) == expected_trainable(model)
+    assert json.loads((tmp_path / "config.json").read_text())["layers"] == LAYERS
+
+    loaded = load_llmrec(tmp_path, table).eval()
+    items = pad_left(HISTORIES, 12)
+    with torch.no_grad():
+        expected = model.scores(model.user_vectors(items))
+        got = loaded.scores(loaded.user_vectors(items))
+        fresh = build_llmrec(config(backbone), table, seed=5).eval()
+        other = fresh.scores(fresh.user_vectors(items))
+    assert torch.equal(got, expected)
+    assert not torch.allclose(other, expected)  # the weights came from the file, not the seed
+
+    # Weights that do not fit the configured model are refused.
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["lora"]["target_modules"] = ["q_proj", "v_proj"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_llmrec(tmp_path, table)
+
+
+# --- 4-bit and 8-bit (bitsandbytes on the CPU) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, backbone, table) -> tuple[Path, torch.Tensor]:
+    """A saved full-precision model with non-trivial LoRA weights, and its user vectors."""
+    directory = tmp_path_factory.mktemp("saved")
+    model = build_llmrec(config(backbone), table, seed=0)
+    perturb_lora(model)
+    model.save(directory)
+    model.eval()
+    with torch.no_grad():
+        users = model.user_vectors(pad_left(HISTORIES, 12))
+    return directory, users
+
+
+QUANTIZED_DTYPE = {"4bit": torch.uint8, "8bit": torch.int8}
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_quantized_loading_stays_close_to_full_precision(saved, table, quantization):
+    directory, reference = saved
+    model = load_llmrec(directory, table, quantization=quantization)
+    assert model.config.quantization == quantization
+    assert getattr(model.backbone, "is_quantized", False)
+    q_proj = model.backbone.base_model.model.layers[0].self_attn.q_proj.base_layer
+    assert q_proj.weight.dtype == QUANTIZED_DTYPE[quantization]
+    assert trainable_names(model) == expected_trainable(model)
+    # Train mode (no dropout configured): the grad-capable path, which works on every CPU.
+    model.train()
+    with torch.no_grad():
+        users = model.user_vectors(pad_left(HISTORIES, 12))
+    assert torch.isfinite(users).all()
+    similarity = F.cosine_similarity(users, reference, dim=-1)
+    assert (similarity > 0.9).all(), similarity
+    assert not torch.equal(users, reference)  # it really ran quantized
+
+
+def test_8bit_eval_forward(saved, table):
+    directory, reference = saved
+    model = load_llmrec(directory, table, quantization="8bit").eval()
+    with torch.no_grad():
+        users = model.user_vectors(pad_left(HISTORIES, 12))
+    assert (F.cosine_similarity(users, reference, dim=-1) > 0.9).all()
+
+
+@pytest.mark.xfail(
+    has_avx512bf16(),
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "BUG slmrec/models/presets.py PRESETS['tiny']: intermediate_size 172 is not a multiple of 32/64. On CPUs "
+        "with AVX512-BF16, bitsandbytes' Linear4bit repacks weights for inference in eval mode under no_grad "
+        "and asserts 'N must be divisible by block_n' on gate/up_proj (out 172), so every 4-bit evaluation "
+        "(teacher validation, offline teacher with teacher_quantization: 4bit) crashes; 192 works"
+    ),
+)
+def test_4bit_eval_forward(saved, table):
+    directory, reference = saved
+    model = load_llmrec(directory, table, quantization="4bit").eval()
+    with torch.no_grad():
+        users = model.user_vectors(pad_left(HISTORIES, 12))
+    assert (F.cosine_similarity(users, reference, dim=-1) > 0.9).all()
+
+
+def test_qlora_training_step(backbone, table):
+    """A 4-bit base with LoRA on top: finite loss, LoRA moves, the quantized base does not."""
+    reference = build_llmrec(config(backbone), table, seed=0)
+    perturb_lora(reference)
+    reference.train()
+    reference(pad_left(HISTORIES, 12), LABELS)["loss"].backward()
+
+    model = build_llmrec(config(backbone, quantization="4bit"), table, seed=0)
+    model.load_state_dict(reference.trainable_state_dict(), strict=False)
+    model.train()
+    base_before = {k: v.clone() for k, v in model.state_dict().items() if k not in trainable_names(model)}
+    lora_before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    out = model(pad_left(HISTORIES, 12), LABELS)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    # The gradients through the 4-bit base point the same way as through the full-precision one.
+    reference_grads = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            similarity = F.cosine_similarity(p.grad.flatten(), reference_grads[name].grad.flatten(), dim=0)
+            assert similarity > 0.9, (name, similarity)
+    optimizer.step()
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in base_before.items())
+    assert all(not torch.equal(v, lora_before[k]) for k, v in model.trainable_state_dict().items())
+    assert torch.isfinite(model(pad_left(HISTORIES, 12), LABELS)["loss"])
+
+
+@pytest.mark.parametrize("error", [ImportError("No module named 'bitsandbytes'"), RuntimeError("CUDA required")])
+def test_bitsandbytes_failure_names_the_setting(backbone, monkeypatch, error):
+    real = llmrec.AutoModel
+
+    class FailingAutoModel:
+        @staticmethod
+        def from_pretrained(path, **options):
+            if "quantization_config" in options:
+                raise error
+            return real.from_pretrained(path, **options)
+
+    monkeypatch.setattr(llmrec, "AutoModel", FailingAutoModel)
+    with pytest.raises(BackboneError, match="backbone.quantization") as caught:
+        load_backbone(backbone, 2, quantization="4bit")
+    assert caught.value.__cause__ is error and str(error) in str(caught.value)
+    # Without quantization the same failure is not disguised (it is not about bitsandbytes).
+    assert len(load_backbone(backbone, 2).layers) == 2
+
+
+def test_layer_count_comes_from_the_checkpoint_config(tmp_path, backbone):
+    """A checkpoint with fewer layers than asked (e.g. a truncated copy) is refused with its own count."""
+    copy = Path(shutil.copytree(backbone, tmp_path / "copy"))
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["num_hidden_layers"] = 3
+    (copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(BackboneError, match="has 3 decoder layers"):
+        load_backbone(copy, 4)
+    assert len(load_backbone(copy, 3).layers) == 3

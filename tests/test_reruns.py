@@ -1,0 +1,71 @@
+"""Reruns after config edits: Snakemake's params trigger reruns exactly the stages whose settings changed.
+
+Each test edits the tiny demo's config and asks `snakemake --dry-run` what it would run, after one
+complete run; the finished run itself is never modified.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+from conftest import TARGETS, run_snakemake, write_tiny_config
+
+pytestmark = pytest.mark.e2e
+
+
+def planned_jobs(workdir, *extra: str) -> dict[str, int]:
+    """Rule name -> job count of a dry run (empty when nothing would run)."""
+    proc = run_snakemake(workdir, *TARGETS, "--dry-run", "--configfile", "tiny.yaml", *extra)
+    output = proc.stdout + proc.stderr
+    if "Nothing to be done" in output:
+        return {}
+    stats = output[output.index("Job stats:") :].split("total")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)\s*$", stats, flags=re.M)}
+
+
+@pytest.fixture
+def edited_demo(finished_demo, tmp_path):
+    """A copy of the finished run (outputs, metadata and all) whose config a test may edit."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_demo, workdir, symlinks=True)
+    return workdir
+
+
+def test_nothing_reruns_without_a_change(edited_demo):
+    assert planned_jobs(edited_demo) == {}
+
+
+def test_runtime_settings_do_not_rerun(edited_demo):
+    extra = (
+        "--set-threads",
+        "teacher=2",
+        "--set-resources",
+        "teacher:per_device_batch_size=16",
+        "student:eval_batch_size=64",
+    )
+    assert planned_jobs(edited_demo, *extra) == {}
+
+
+def test_a_student_setting_reruns_only_students_ablation_and_results(edited_demo):
+    write_tiny_config(edited_demo, "distill: {l2_weight: 0.5}\n")
+    jobs = planned_jobs(edited_demo)
+    # The student and the two ablation variants that use the L2 term; not ce, ce_cos or ce_cos_ms.
+    assert jobs == {"student": 3, "ablation": 1, "metrics": 1, "report": 1}
+
+
+def test_a_teacher_setting_reruns_teacher_and_downstream_only(edited_demo):
+    write_tiny_config(edited_demo, "teacher: {learning_rate: 0.01}\n")
+    jobs = planned_jobs(edited_demo)
+    assert jobs.get("teacher") == 1
+    assert jobs.get("student") == 6  # the student and all five ablation variants
+    assert {"metrics", "report", "ablation"} <= set(jobs)
+    assert not {"preprocess", "negatives", "sasrec", "synthesize", "popularity"} & set(jobs)
+
+
+def test_kcore_reruns_everything_from_preprocess(edited_demo):
+    write_tiny_config(edited_demo, "preprocess: {kcore: 6}\n")
+    jobs = planned_jobs(edited_demo)
+    assert {"preprocess", "negatives", "sasrec", "popularity", "teacher", "student", "metrics", "report"} <= set(jobs)
+    assert "synthesize" not in jobs and "backbone" not in jobs

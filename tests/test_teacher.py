@@ -1,0 +1,292 @@
+"""The `teacher` stage: Trainer-based training of the LLM recommender, its artifacts, resume, and 2 processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import polars as pl
+import pytest
+import torch
+import transformers
+from helpers_data import (
+    LLM_OUTPUTS,
+    backbone_settings,
+    llm_config,
+    llm_outputs,
+    make_backbone,
+    make_dataset,
+    prompt_settings,
+    write_item_table,
+)
+from safetensors.torch import load_file
+
+from slmrec.evaluate import evaluate, load_eval_splits, pad_left
+from slmrec.launch import launch
+from slmrec.metrics import METRIC_NAMES
+from slmrec.models.llmrec import load_llmrec
+from slmrec.stages import llm
+from slmrec.stages.llm import NextItemDataset, training_arguments
+
+MAX_LEN = 20
+STEPS = 8  # 60 users, one target each, batch 16: two epochs of 4 steps
+EVAL = {"full_ranking": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> SimpleNamespace:
+    """Dataset (60 users, stored 20 negatives), a random item table and the tiny backbone."""
+    root = tmp_path_factory.mktemp("teacher")
+    data = make_dataset(root / "data", users=60, items=120, num_negatives=20)
+    items = write_item_table(root / "item_embeddings.safetensors", data.num_items, dim=16)
+    return SimpleNamespace(root=root, data=data, items=items, backbone=make_backbone(root / "backbone"))
+
+
+def run_teacher(env: SimpleNamespace, name: str, cfg: dict | None = None, **options) -> dict | None:
+    out = env.root / name
+    return llm.run(
+        env.data.splits,
+        env.data.negatives,
+        env.data.stats,
+        env.items,
+        env.backbone,
+        cfg or llm_config(max_steps=STEPS),
+        backbone_settings(),
+        prompt_settings(),
+        MAX_LEN,
+        EVAL,
+        llm_outputs(out),
+        str(env.root / "checkpoints" / name),
+        eval_batch_size=64,
+        **options,
+    )
+
+
+@pytest.fixture(scope="module")
+def single(env) -> dict:
+    """One uninterrupted single-process run (8 steps, validate and checkpoint every 2)."""
+    return run_teacher(env, "single")
+
+
+# --- training samples and arguments ----------------------------------------------------------------
+
+
+def test_next_item_dataset_targets_per_user():
+    sequences = [[1, 2, 3, 4, 5], [6, 7], [8]]
+    one = NextItemDataset(sequences, max_len=3, targets_per_user=1)
+    assert len(one) == 2  # [8] has nothing to predict
+    assert one.labels.tolist() == [5, 7]
+    assert one.input_ids.tolist() == [[2, 3, 4], [0, 0, 6]]
+
+    three = NextItemDataset(sequences, max_len=3, targets_per_user=3)
+    assert three.labels.tolist() == [3, 4, 5, 7]
+    assert three.input_ids.tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [0, 0, 6]]
+    assert set(three[1]) == {"input_ids", "labels"} and three[1]["labels"].item() == 4
+
+    many = NextItemDataset(sequences, max_len=10, targets_per_user=50)  # capped by the sequence
+    assert many.labels.tolist() == [2, 3, 4, 5, 7]
+    with pytest.raises(ValueError, match="no training samples"):
+        NextItemDataset([[1], [2]], max_len=3, targets_per_user=1)
+
+
+def test_training_arguments_from_config(tmp_path, monkeypatch):
+    cfg = llm_config(batch_size=16, learning_rate=0.003, warmup_steps=3, max_steps=7, eval_steps=5)
+    args = training_arguments(cfg, str(tmp_path), "float32")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 1)
+    assert args.learning_rate == 0.003 and args.warmup_steps == 3 and args.max_steps == 7
+    assert args.lr_scheduler_type == "cosine"
+    assert args.eval_steps == args.save_steps == 5
+    assert args.metric_for_best_model == "mrr" and args.greater_is_better and args.load_best_model_at_end
+    # The per-device micro-batch is a runtime choice: accumulation keeps the effective batch.
+    args = training_arguments(cfg, str(tmp_path), "float32", per_device_batch_size=4)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 4)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = training_arguments(cfg, str(tmp_path), "float32")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 1)
+    with pytest.raises(ValueError, match="not a multiple"):
+        training_arguments(cfg, str(tmp_path), "float32", per_device_batch_size=3)
+
+
+# --- the stage --------------------------------------------------------------------------------------
+
+
+def test_stage_writes_its_artifacts(env, single):
+    out = env.root / "single"
+    assert {p.name for p in out.iterdir()} == set(LLM_OUTPUTS.values())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(single))
+    assert metrics["model"] == "E4SRec_2" and metrics["layers"] == 2
+    for split in ("valid", "test"):
+        for name in METRIC_NAMES:
+            assert 0 <= metrics[split][name] <= 100, (split, name)
+    params = metrics["params"]
+    assert 0 < params["trainable"] < params["total"]
+    assert params["inference"] < params["total"]  # LoRA merges into the base weights
+    assert metrics["train_seconds"] > 0 and metrics["inference_seconds"] > 0
+
+    log = pl.read_csv(out / "train_log.csv")
+    assert log["step"].to_list() == [2, 4, 6, 8]
+    assert {"loss", "mrr", "hr@10", "seconds"} <= set(log.columns)
+    # The selected model is the best validation MRR, and it is what was saved and scored.
+    best = log.filter(pl.col("mrr") == log["mrr"].max())["step"][0]
+    assert metrics["best_step"] == best
+    assert metrics["best_valid_mrr"] == pytest.approx(log["mrr"].max())
+    assert metrics["valid"]["MRR"] == pytest.approx(metrics["best_valid_mrr"])
+
+    weights = load_file(str(out / "trainable.safetensors"))
+    assert any("lora_A" in k for k in weights) and "input_proj.weight" in weights
+    assert sum(v.numel() for v in weights.values()) == params["trainable"]
+    table = load_file(env.items)["item_embeddings"]
+    model = load_llmrec(out, table).eval()
+    split = load_eval_splits(env.data.splits, env.data.negatives, env.data.num_items)["test"]
+    again = evaluate(model.user_vectors, model.item_table, split, MAX_LEN, 64)
+    assert again["MRR"] == pytest.approx(metrics["test"]["MRR"], abs=1e-6)
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "teacher"
+    assert manifest["config"]["layers"] == 2 and manifest["config"]["teacher"]["max_steps"] == STEPS
+    assert set(manifest["inputs"]) == {env.data.splits, env.data.negatives, env.data.stats, env.items}
+    assert str(out / "trainable.safetensors") in manifest["outputs"]
+
+
+def test_layers_argument_overrides_config(env):
+    """`teacher_l{n}` targets pass `layers`, which wins over `teacher.layers`."""
+    metrics = run_teacher(env, "l1", llm_config(max_steps=2, eval_steps=2), layers=1)
+    assert metrics["model"] == "E4SRec_1" and metrics["layers"] == 1
+    assert json.loads((env.root / "l1" / "config.json").read_text())["layers"] == 1
+
+
+class Interrupted(Exception):
+    pass
+
+
+def recording_log(steps: list[int], stop_after: int | None = None) -> type:
+    """A TrainLog that records every optimizer step, and optionally dies after one (a killed job)."""
+
+    class Recording(llm.TrainLog):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps.append(state.global_step)
+            if state.global_step == stop_after:
+                raise Interrupted(f"killed after step {stop_after}")
+
+    return Recording
+
+
+def test_resume_after_interruption(env, single, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="slmrec")
+    checkpoints = env.root / "checkpoints" / "resumed"
+    first: list[int] = []
+    monkeypatch.setattr(llm, "TrainLog", recording_log(first, stop_after=5))
+    with pytest.raises(Interrupted):
+        run_teacher(env, "resumed")
+    assert first == [1, 2, 3, 4, 5]
+    assert {"checkpoint-2", "checkpoint-4"} <= {p.name for p in checkpoints.iterdir()}
+    assert not (env.root / "resumed" / "metrics.json").exists()
+
+    caplog.clear()
+    second: list[int] = []
+    monkeypatch.setattr(llm, "TrainLog", recording_log(second))
+    metrics = run_teacher(env, "resumed")
+    assert f"resuming from {checkpoints / 'checkpoint-4'}" in caplog.text
+    assert second == [5, 6, 7, 8]
+    state = json.loads((checkpoints / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == STEPS
+    assert pl.read_csv(env.root / "resumed" / "train_log.csv")["step"].to_list() == [6, 8]
+    # Resuming restores optimizer, scheduler and data order: the result is the uninterrupted run's.
+    assert metrics["best_step"] == single["best_step"]
+    assert metrics["test"]["MRR"] == pytest.approx(single["test"]["MRR"], abs=1e-6)
+    resumed = load_file(str(env.root / "resumed" / "trainable.safetensors"))
+    reference = load_file(str(env.root / "single" / "trainable.safetensors"))
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        assert torch.allclose(resumed[key], reference[key], atol=1e-6), key
+
+
+def test_changed_config_discards_checkpoints(env, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="slmrec")
+    checkpoints = env.root / "checkpoints" / "changed"
+    first: list[int] = []
+    monkeypatch.setattr(llm, "TrainLog", recording_log(first, stop_after=3))
+    with pytest.raises(Interrupted):
+        run_teacher(env, "changed", llm_config(max_steps=4))
+    assert (checkpoints / "checkpoint-2").is_dir()
+
+    caplog.clear()
+    second: list[int] = []
+    monkeypatch.setattr(llm, "TrainLog", recording_log(second))
+    run_teacher(env, "changed", llm_config(max_steps=4, learning_rate=0.005))
+    assert "discarding checkpoints" in caplog.text and "resuming from" not in caplog.text
+    assert second == [1, 2, 3, 4]
+    stamp = json.loads((checkpoints / "fingerprint.json").read_text())
+    assert stamp["cfg"]["learning_rate"] == 0.005
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG slmrec/stages/llm.py training_arguments (via slmrec/training.py base_arguments): on a machine "
+        "without CUDA it does not pass use_cpu=True, so under torchrun transformers 5 builds a non-distributed "
+        "PartialState (parallel_mode NOT_PARALLEL, world_size 1) although the gloo group is initialised: each "
+        "worker trains on the whole dataset (8 steps per epoch instead of 4) and every rank writes the artifacts. "
+        "Passing use_cpu=not torch.cuda.is_available() makes this test pass"
+    ),
+)
+def test_two_processes_match_one(env, single, tmp_path):
+    """torchrun, 2 CPU workers over gloo: same outputs and shapes, same loss trend as one process."""
+    out = env.root / "ddp"
+    log_path = tmp_path / "ddp.log"
+    kwargs = dict(
+        splits_path=env.data.splits,
+        negatives_path=env.data.negatives,
+        stats_path=env.data.stats,
+        item_embeddings_path=env.items,
+        backbone_dir=env.backbone,
+        cfg=llm_config(max_steps=STEPS),
+        backbone=backbone_settings(),
+        prompt=prompt_settings(),
+        max_len=MAX_LEN,
+        eval_cfg=EVAL,
+        output={key: str(out / name) for key, name in LLM_OUTPUTS.items()},
+        checkpoint_dir=str(env.root / "checkpoints" / "ddp"),
+        eval_batch_size=64,
+    )
+    assert launch("slmrec.stages.llm:run", kwargs, processes=2, log_path=str(log_path)) is None
+    text = log_path.read_text()
+    assert text.count("E4SRec_2 test") == 1  # only rank 0 writes the artifacts
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics.keys() == single.keys()
+    assert metrics["params"] == single["params"]
+    weights = load_file(str(out / "trainable.safetensors"))
+    reference = load_file(str(env.root / "single" / "trainable.safetensors"))
+    assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in reference.items()}
+
+    ddp_log = pl.read_csv(out / "train_log.csv")
+    single_log = pl.read_csv(env.root / "single" / "train_log.csv")
+    assert ddp_log["step"].to_list() == single_log["step"].to_list() == [2, 4, 6, 8]
+    # The data is sharded: 2 workers x 8 samples per step cover the 60 samples in 4 steps, like one process.
+    assert ddp_log["epoch"].to_list() == single_log["epoch"].to_list() == [0.5, 1.0, 1.5, 2.0]
+    for log in (ddp_log, single_log):
+        assert log["loss"][-1] < log["loss"][0]
+    # Same effective batch (2 x 8 vs 16) and schedule: the losses stay close, not equal.
+    assert (ddp_log["loss"] - single_log["loss"]).abs().max() < 0.5 * single_log["loss"][0]
+    state = json.loads((env.root / "checkpoints" / "ddp" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == STEPS and state["train_batch_size"] == 8
+    for split in ("valid", "test"):
+        assert all(0 <= metrics[split][m] <= 100 for m in METRIC_NAMES)
+
+
+def test_pad_left_matches_dataset_layout():
+    """The stage's samples and the evaluation's histories are padded the same way (left, last max_len)."""
+    dataset = NextItemDataset([[4, 5, 6, 7]], max_len=2, targets_per_user=1)
+    assert torch.equal(dataset.input_ids, pad_left([[4, 5, 6]], 2))

@@ -1,0 +1,137 @@
+"""End to end: the whole demo DAG, from synthetic reviews to results/demo/metrics.json and report.md."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+import yaml
+from conftest import copy_workflow, run_snakemake
+
+from slmrec.config import ABLATION_TERMS
+from slmrec.metrics import METRIC_NAMES
+
+TARGETS = ("results/demo/metrics.json", "results/demo/report.md")
+PAPER_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Deep-merged into config.yaml by Snakemake: a small, fast demo with every stage still present.
+FAST = {
+    "datasets": {
+        "demo": {
+            "source": {"users": 300, "items": 300},
+            "negatives": {"num_negatives": 99},
+            "sasrec": {"epochs": 2, "hidden": 32, "layers": 1, "batch_size": 64},
+            "teacher": {"layers": 4, "max_steps": 4, "eval_steps": 2, "batch_size": 32, "warmup_steps": 0},
+            "student": {"layers": 2},
+            "distill": {"blocks": 2},
+            "report": {"ablation": True},
+        }
+    }
+}
+RULE_LOGS = (
+    "synthesize",
+    "preprocess",
+    "negatives",
+    "sasrec",
+    "popularity",
+    "backbone",
+    "teacher",
+    "student",
+    "ablation",
+    "metrics",
+    "report",
+    *(f"ablation/{variant}" for variant in ABLATION_TERMS),
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workflow = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    override = tmp_path_factory.mktemp("config") / "fast.yaml"
+    override.write_text(yaml.safe_dump(FAST))
+    # Targets first: --configfile and --set-threads take several values and would swallow them.
+    options = ("--configfile", str(override), "--set-threads", "sasrec=1", "teacher=1", "student=1")
+    proc = run_snakemake(workflow, *TARGETS, *options)
+    return workflow, options, proc
+
+
+@pytest.mark.e2e
+def test_metrics_table(demo):
+    workflow, _, _ = demo
+    results = workflow / "results" / "demo"
+    table = json.loads((results / "metrics.json").read_text())
+    assert table["dataset"] == "demo"
+    assert 200 < table["stats"]["users"] <= 300
+    rows = {row["stage"]: row for row in table["rows"]}
+    assert set(rows) == {"popularity", "sasrec", "teacher", "student"}
+    assert set(METRIC_NAMES) >= set(PAPER_METRICS)
+    for stage, row in rows.items():
+        for split in ("valid", "test"):
+            for name in PAPER_METRICS:
+                assert 0 <= row[split][name] <= 100, (stage, split, name)
+        assert set(row["params"]) >= {"total", "trainable", "inference"}, stage
+        assert row["params"]["total"] >= row["params"]["trainable"] >= 0, stage
+        assert row["params"]["inference"] > 0, stage
+        assert row["train_seconds"] >= 0 and row["inference_seconds"] > 0, stage
+    assert rows["teacher"]["layers"] == 4 and rows["student"]["layers"] == 2
+    assert rows["student"]["params"]["inference"] < rows["teacher"]["params"]["inference"]
+    speedup = table["speedup"]
+    assert speedup["train"] > 0 and speedup["inference"] > 0
+    assert speedup["teacher"] == rows["teacher"]["model"] and speedup["student"] == rows["student"]["model"]
+    assert speedup["train"] == pytest.approx(rows["teacher"]["train_seconds"] / rows["student"]["train_seconds"])
+
+
+@pytest.mark.e2e
+def test_report_and_figures(demo):
+    workflow, _, _ = demo
+    results = workflow / "results" / "demo"
+    report = (results / "report.md").read_text()
+    assert "randomly initialised" in report
+    assert "nothing about the value of LLM pretraining" in report
+    assert "training_curves.png" in report and "layer_sweep.png" in report
+    assert "Ablation" in report
+    for name in ("training_curves.png", "layer_sweep.png"):
+        data = (results / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
+
+
+@pytest.mark.e2e
+def test_ablation_and_student_artifacts(demo):
+    workflow, _, _ = demo
+    results = workflow / "results" / "demo"
+    ablation = json.loads((results / "ablation" / "metrics.json").read_text())
+    variants = {row["variant"]: row for row in ablation["rows"]}
+    assert set(variants) == set(ABLATION_TERMS) and len(variants) == 5
+    for variant, row in variants.items():
+        kept = set(ABLATION_TERMS[variant])
+        for term in ("cos", "l2", "multi_supervision"):
+            assert (row["distill"][f"{term}_weight"] > 0) == (term in kept), (variant, term)
+        assert all(0 <= row["test"][m] <= 100 for m in PAPER_METRICS)
+
+    student_log = pl.read_csv(results / "student" / "train_log.csv")
+    assert {"loss_ce", "loss_cos", "loss_l2", "loss_ms"} <= set(student_log.columns)
+    ce_log = pl.read_csv(results / "ablation" / "ce" / "train_log.csv")
+    assert {c for c in ce_log.columns if c.startswith("loss")} == {"loss", "loss_ce"}
+    for stage in ("teacher", "student"):
+        manifest = json.loads((results / stage / "manifest.json").read_text())
+        assert manifest["stage"] == stage
+    student_manifest = json.loads((results / "student" / "manifest.json").read_text())
+    assert "results/demo/teacher/trainable.safetensors" in student_manifest["inputs"]
+    assert student_manifest["config"]["distill"]["blocks"] == 2
+
+
+@pytest.mark.e2e
+def test_every_rule_has_log_and_benchmark(demo):
+    workflow, options, proc = demo
+    logs = workflow / "results" / "demo" / "logs"
+    for rule in RULE_LOGS:
+        assert (logs / f"{rule}.log").is_file(), rule
+        assert (logs / f"{rule}.benchmark.tsv").is_file(), rule
+    # The LLM rules log their training progress.
+    assert "valid MRR" in (logs / "teacher.log").read_text()
+    assert "valid MRR" in (logs / "student.log").read_text()
+    # Everything is up to date: a second run has nothing to do.
+    dry = run_snakemake(workflow, "-n", *TARGETS, *options)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
