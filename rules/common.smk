@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from slmrec.config import ABLATION_TERMS, load_schema, stage_config, variant_settings
+from slmrec.config import ABLATION_TERMS, canonical, load_schema, stage_config, variant_settings
 
 SCHEMA = load_schema(Path(workflow.basedir) / "config.schema.yaml")
 DATASETS = sorted(config["datasets"])
@@ -30,7 +30,7 @@ def settings(stage):
 
 
 def source(dataset):
-    return config["datasets"][dataset]["source"]
+    return canonical(config["datasets"][dataset]["source"])
 
 
 def parse_options(wildcards):

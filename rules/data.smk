@@ -13,7 +13,7 @@ rule synthesize:
         "results/{dataset}/logs/synthesize.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=15,
     conda:
         "../envs/cpu.yaml"
@@ -36,7 +36,7 @@ rule download:
         "results/{dataset}/logs/download_{file}.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=240,
     retries: 2
     conda:
@@ -68,7 +68,7 @@ rule preprocess:
         "results/{dataset}/logs/preprocess.benchmark.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,
     conda:
         "../envs/cpu.yaml"
@@ -92,7 +92,7 @@ rule negatives:
         "results/{dataset}/logs/negatives.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=60,
     conda:
         "../envs/cpu.yaml"

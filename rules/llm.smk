@@ -13,7 +13,7 @@ rule backbone:
         "results/{dataset}/logs/backbone.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=10,
     conda:
         "../envs/cpu.yaml"
@@ -52,7 +52,7 @@ rule teacher:
     # (e.g. the ablation variants) use the cores better than threads inside one small model.
     threads: 1
     resources:
-        mem_mb=32000,
+        mem_mb=lambda wildcards, attempt: 32000 * attempt,
         runtime=720,
         gpu=1,
         eval_batch_size=512,

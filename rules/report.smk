@@ -18,7 +18,7 @@ rule metrics:
         "results/{dataset}/logs/metrics.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=5,
     conda:
         "../envs/cpu.yaml"
@@ -53,7 +53,7 @@ rule report:
         "results/{dataset}/logs/report.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=5,
     conda:
         "../envs/cpu.yaml"

@@ -23,7 +23,7 @@ rule sasrec:
         "results/{dataset}/logs/sasrec.benchmark.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,
         gpu=1,
         eval_batch_size=512,
@@ -49,7 +49,7 @@ rule popularity:
         "results/{dataset}/logs/popularity.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
     conda:
         "../envs/cpu.yaml"

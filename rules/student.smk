@@ -34,7 +34,7 @@ rule student:
     # (e.g. the ablation variants) use the cores better than threads inside one small model.
     threads: 1
     resources:
-        mem_mb=32000,
+        mem_mb=lambda wildcards, attempt: 32000 * attempt,
         runtime=720,
         gpu=1,
         eval_batch_size=512,
@@ -60,7 +60,7 @@ rule ablation:
         "results/{dataset}/logs/ablation.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=5,
     conda:
         "../envs/cpu.yaml"

@@ -53,6 +53,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def canonical(value: Any) -> Any:
+    """Dicts with sorted keys, recursively: Snakemake compares params by their printed form, so key order
+    (which depends on where a setting was written) must not make identical settings look changed."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 def load_schema(path: str | os.PathLike) -> dict[str, Any]:
     with open(path) as handle:
         return yaml.safe_load(handle)
@@ -79,4 +89,4 @@ def stage_config(config: dict[str, Any], schema: dict[str, Any], dataset: str, s
         where = ".".join(str(p) for p in first.absolute_path)
         origin = f"datasets.{dataset}.{stage}" if override else stage
         raise ConfigError(f"config key {origin}{'.' + where if where else ''}: {first.message}")
-    return merged
+    return canonical(merged)

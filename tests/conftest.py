@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from slmrec.config import deep_merge
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "config.schema.yaml", "rules", "workflow_scripts", "envs", "profiles")
@@ -53,9 +56,11 @@ negatives: {num_negatives: 99}
 TARGETS = ("results/demo/metrics.json", "results/demo/report.md")
 
 
-def write_tiny_config(workdir: Path, extra: str = "") -> Path:
+def write_tiny_config(workdir: Path, changes: dict | None = None) -> Path:
+    """Write the tiny config, with `changes` deep-merged into it (as a user would edit the file)."""
+    config = deep_merge(yaml.safe_load(TINY_CONFIG), changes or {})
     path = workdir / "tiny.yaml"
-    path.write_text(TINY_CONFIG + extra)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 

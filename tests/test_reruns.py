@@ -49,14 +49,15 @@ def test_runtime_settings_do_not_rerun(edited_demo):
 
 
 def test_a_student_setting_reruns_only_students_ablation_and_results(edited_demo):
-    write_tiny_config(edited_demo, "distill: {l2_weight: 0.5}\n")
+    write_tiny_config(edited_demo, {"distill": {"l2_weight": 0.5}})
     jobs = planned_jobs(edited_demo)
     # The student and the two ablation variants that use the L2 term; not ce, ce_cos or ce_cos_ms.
     assert jobs == {"student": 3, "ablation": 1, "metrics": 1, "report": 1}
 
 
 def test_a_teacher_setting_reruns_teacher_and_downstream_only(edited_demo):
-    write_tiny_config(edited_demo, "teacher: {learning_rate: 0.01}\n")
+    # The demo sets its own teacher learning rate, so the edit goes where it takes effect.
+    write_tiny_config(edited_demo, {"datasets": {"demo": {"teacher": {"learning_rate": 0.01}}}})
     jobs = planned_jobs(edited_demo)
     assert jobs.get("teacher") == 1
     assert jobs.get("student") == 6  # the student and all five ablation variants
@@ -65,7 +66,7 @@ def test_a_teacher_setting_reruns_teacher_and_downstream_only(edited_demo):
 
 
 def test_kcore_reruns_everything_from_preprocess(edited_demo):
-    write_tiny_config(edited_demo, "preprocess: {kcore: 6}\n")
+    write_tiny_config(edited_demo, {"preprocess": {"kcore": 6}})
     jobs = planned_jobs(edited_demo)
     assert {"preprocess", "negatives", "sasrec", "popularity", "teacher", "student", "metrics", "report"} <= set(jobs)
     assert "synthesize" not in jobs and "backbone" not in jobs

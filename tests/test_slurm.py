@@ -94,10 +94,7 @@ def test_demo_dag_completes_through_the_slurm_executor(tmp_path, monkeypatch):
         "results/demo/metrics.json",  # targets first: --configfile swallows the arguments after it
         "--profile",
         "profiles/slurm",
-        # profiles/default is the local workflow profile; Snakemake would load it too and let its
-        # default-resources replace the SLURM profile's (account, partition, cpus_per_task).
-        "--workflow-profile",
-        "none",
+        # profiles/default (the workflow profile, loaded too) must not override the SLURM profile.
         "--jobs",
         "2",
         "--slurm-init-seconds-before-status-checks",
@@ -111,7 +108,9 @@ def test_demo_dag_completes_through_the_slurm_executor(tmp_path, monkeypatch):
 
     calls = sbatch_calls(log)
     assert set(calls) == RULES
-    assert {rule: len(argvs) for rule, argvs in calls.items()} == {rule: 2 if rule == "teacher" else 1 for rule in RULES}
+    assert {rule: len(argvs) for rule, argvs in calls.items()} == {
+        rule: 2 if rule == "teacher" else 1 for rule in RULES
+    }
     for rule, argvs in calls.items():
         for argv in argvs:
             assert "--parsable" in argv

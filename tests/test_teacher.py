@@ -234,6 +234,21 @@ def test_changed_config_discards_checkpoints(env, monkeypatch, caplog):
 @pytest.mark.xfail(
     strict=True,
     reason=(
+        "BUG (cosmetic) slmrec/training.py train: Trainer.__init__ already creates output_dir, so on a fresh run "
+        "the directory exists without fingerprint.json and train() logs 'discarding checkpoints ... made with "
+        "other settings' although there was nothing to discard; check for checkpoint-* (or the stamp) instead"
+    ),
+)
+def test_fresh_run_discards_nothing(env, caplog):
+    caplog.set_level(logging.INFO, logger="slmrec")
+    run_teacher(env, "fresh", llm_config(max_steps=2, eval_steps=2))
+    assert (env.root / "checkpoints" / "fresh" / "checkpoint-2").is_dir()
+    assert "discarding checkpoints" not in caplog.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
         "BUG slmrec/stages/llm.py training_arguments (via slmrec/training.py base_arguments): on a machine "
         "without CUDA it does not pass use_cpu=True, so under torchrun transformers 5 builds a non-distributed "
         "PartialState (parallel_mode NOT_PARALLEL, world_size 1) although the gloo group is initialised: each "

@@ -73,7 +73,7 @@ def test_metrics_table(demo):
                 assert 0 <= row[split][name] <= 100, (stage, split, name)
         assert set(row["params"]) >= {"total", "trainable", "inference"}, stage
         assert row["params"]["total"] >= row["params"]["trainable"] >= 0, stage
-        assert row["params"]["inference"] > 0, stage
+        assert row["params"]["inference"] > 0 or stage == "popularity", stage
         assert row["train_seconds"] >= 0 and row["inference_seconds"] > 0, stage
     assert rows["teacher"]["layers"] == 4 and rows["student"]["layers"] == 2
     assert rows["student"]["params"]["inference"] < rows["teacher"]["params"]["inference"]
@@ -130,8 +130,9 @@ def test_every_rule_has_log_and_benchmark(demo):
         assert (logs / f"{rule}.log").is_file(), rule
         assert (logs / f"{rule}.benchmark.tsv").is_file(), rule
     # The LLM rules log their training progress.
-    assert "valid MRR" in (logs / "teacher.log").read_text()
-    assert "valid MRR" in (logs / "student.log").read_text()
+    for rule in ("teacher", "student"):
+        text = (logs / f"{rule}.log").read_text()
+        assert "valid MRR" in text, text[-2000:]
     # Everything is up to date: a second run has nothing to do.
     dry = run_snakemake(workflow, "-n", *TARGETS, *options)
-    assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
