@@ -141,7 +141,8 @@ def train(trainer: Trainer, checkpoint_dir: str | Path, fingerprint: dict[str, A
     checkpoint_dir = Path(checkpoint_dir)
     stamp = checkpoint_dir / "fingerprint.json"
     wanted = json.dumps(fingerprint or {}, sort_keys=True, default=str)
-    if checkpoint_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != wanted):
+    made_elsewise = not stamp.is_file() or stamp.read_text() != wanted
+    if any(checkpoint_dir.glob("checkpoint-*")) and made_elsewise:
         if trainer.is_world_process_zero():
             logger.info("discarding checkpoints in %s: made with other settings", checkpoint_dir)
             shutil.rmtree(checkpoint_dir)
@@ -177,6 +178,8 @@ def base_arguments(output_dir: str | Path, seed: int, **overrides: Any) -> Train
         "dataloader_num_workers": 0,
         "disable_tqdm": False,
         "save_only_model": False,
+        # Without CUDA, say so: under torchrun, Trainer then trains data-parallel over gloo on CPUs.
+        "use_cpu": not torch.cuda.is_available(),
     }
     options.update(overrides)
     return TrainingArguments(**options)

@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from bitsandbytes.functional import has_avx512bf16
 from helpers_data import (
     backbone_settings,
     distill_settings,
@@ -449,20 +448,11 @@ def test_online_stage_logs_the_teacher_loss(stage_env):
     assert not any(k.startswith("teacher.") for k in weights)
 
 
-QUANTIZED_TEACHER_BUG = (
-    "BUG slmrec/models/presets.py PRESETS['tiny'] intermediate_size 172: the frozen teacher runs in eval mode "
-    "under no_grad, where bitsandbytes' CPU 4-bit path (AVX512-BF16) asserts 'N must be divisible by block_n'"
-)
-
-
 @pytest.mark.parametrize(
     "quantization",
     [
         "8bit",
-        pytest.param(
-            "4bit",
-            marks=pytest.mark.xfail(has_avx512bf16(), strict=True, raises=AssertionError, reason=QUANTIZED_TEACHER_BUG),
-        ),
+        "4bit",
     ],
 )
 def test_offline_teacher_loaded_quantized(stage_env, monkeypatch, quantization):

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from bitsandbytes.functional import has_avx512bf16
 from helpers_data import make_backbone
 from safetensors.torch import load_file
 from transformers import AutoConfig
@@ -319,17 +318,6 @@ def test_8bit_eval_forward(saved, table):
     assert (F.cosine_similarity(users, reference, dim=-1) > 0.9).all()
 
 
-@pytest.mark.xfail(
-    has_avx512bf16(),
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG slmrec/models/presets.py PRESETS['tiny']: intermediate_size 172 is not a multiple of 32/64. On CPUs "
-        "with AVX512-BF16, bitsandbytes' Linear4bit repacks weights for inference in eval mode under no_grad "
-        "and asserts 'N must be divisible by block_n' on gate/up_proj (out 172), so every 4-bit evaluation "
-        "(teacher validation, offline teacher with teacher_quantization: 4bit) crashes; 192 works"
-    ),
-)
 def test_4bit_eval_forward(saved, table):
     directory, reference = saved
     model = load_llmrec(directory, table, quantization="4bit").eval()

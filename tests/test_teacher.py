@@ -27,7 +27,7 @@ from slmrec.launch import launch
 from slmrec.metrics import METRIC_NAMES
 from slmrec.models.llmrec import load_llmrec
 from slmrec.stages import llm
-from slmrec.stages.llm import NextItemDataset, training_arguments
+from slmrec.stages.llm import NextItemDataset, batch_plan, training_arguments
 
 MAX_LEN = 20
 STEPS = 8  # 60 users, one target each, batch 16: two epochs of 4 steps
@@ -99,7 +99,7 @@ def test_next_item_dataset_targets_per_user():
         NextItemDataset([[1], [2]], max_len=3, targets_per_user=1)
 
 
-def test_training_arguments_from_config(tmp_path, monkeypatch):
+def test_training_arguments_from_config(tmp_path):
     cfg = llm_config(batch_size=16, learning_rate=0.003, warmup_steps=3, max_steps=7, eval_steps=5)
     args = training_arguments(cfg, str(tmp_path), "float32")
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 1)
@@ -110,11 +110,16 @@ def test_training_arguments_from_config(tmp_path, monkeypatch):
     # The per-device micro-batch is a runtime choice: accumulation keeps the effective batch.
     args = training_arguments(cfg, str(tmp_path), "float32", per_device_batch_size=4)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 4)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    args = training_arguments(cfg, str(tmp_path), "float32")
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 1)
     with pytest.raises(ValueError, match="not a multiple"):
         training_arguments(cfg, str(tmp_path), "float32", per_device_batch_size=3)
+
+
+def test_batch_plan_keeps_the_effective_batch():
+    assert batch_plan(16, 0, 2) == (8, 1)  # two processes share the batch
+    assert batch_plan(256, 16, 4) == (16, 4)  # 16 x 4 devices x 4 accumulation steps
+    assert batch_plan(64, 0, 1) == (64, 1)
+    with pytest.raises(ValueError, match="not a multiple"):
+        batch_plan(16, 3, 1)
 
 
 # --- the stage --------------------------------------------------------------------------------------
@@ -231,14 +236,6 @@ def test_changed_config_discards_checkpoints(env, monkeypatch, caplog):
     assert stamp["cfg"]["learning_rate"] == 0.005
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (cosmetic) slmrec/training.py train: Trainer.__init__ already creates output_dir, so on a fresh run "
-        "the directory exists without fingerprint.json and train() logs 'discarding checkpoints ... made with "
-        "other settings' although there was nothing to discard; check for checkpoint-* (or the stamp) instead"
-    ),
-)
 def test_fresh_run_discards_nothing(env, caplog):
     caplog.set_level(logging.INFO, logger="slmrec")
     run_teacher(env, "fresh", llm_config(max_steps=2, eval_steps=2))
@@ -246,16 +243,6 @@ def test_fresh_run_discards_nothing(env, caplog):
     assert "discarding checkpoints" not in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG slmrec/stages/llm.py training_arguments (via slmrec/training.py base_arguments): on a machine "
-        "without CUDA it does not pass use_cpu=True, so under torchrun transformers 5 builds a non-distributed "
-        "PartialState (parallel_mode NOT_PARALLEL, world_size 1) although the gloo group is initialised: each "
-        "worker trains on the whole dataset (8 steps per epoch instead of 4) and every rank writes the artifacts. "
-        "Passing use_cpu=not torch.cuda.is_available() makes this test pass"
-    ),
-)
 def test_two_processes_match_one(env, single, tmp_path):
     """torchrun, 2 CPU workers over gloo: same outputs and shapes, same loss trend as one process."""
     out = env.root / "ddp"

@@ -125,21 +125,26 @@ def read_amazon2018(path: str | os.PathLike, on_bad_line: str = "error") -> Revi
     which finds the bad lines and names them (or skips them).
     """
     path = Path(path)
-    return _read_json_lines_fast(path) or _read_json_lines_in_blocks(path, on_bad_line)
+    reviews = _read_json_lines_fast(path)
+    return reviews if reviews is not None else _read_json_lines_in_blocks(path, on_bad_line)
 
 
 def _read_json_lines_fast(path: Path) -> Reviews | None:
     """polars' own typed NDJSON reader (parallel, gzip-aware, ~8x faster than the block parser), or None.
 
-    It is strict where the block parser is lenient (a rating or timestamp given as a JSON string,
-    a fractional timestamp) and fails on any malformed line, so None (read again with the block
-    parser) is the answer whenever it fails or leaves a field empty: what it does accept, it reads
-    exactly as the block parser would. It skips blank lines, so line numbers come from a second,
-    cheap scan of the raw lines, run at the same time.
+    It is strict where the block parser is lenient (a rating or timestamp given as a JSON string, a
+    fractional timestamp) and fails on any malformed line, so it returns None (read the file with
+    the block parser) whenever it fails or leaves a field empty. What it accepts, it reads as the
+    block parser would, except ids that are not JSON strings (written out slightly differently) and
+    a key repeated within a record (first value rather than last). It skips blank lines, so line
+    numbers come from a second scan, of the raw lines, run alongside. polars expands glob patterns
+    in the NDJSON path, so a name with glob characters goes to the block parser.
     """
+    if any(char in str(path) for char in "*?["):
+        return None
     records = pl.scan_ndjson(path, schema=JSON_SCHEMA)
     lines = (
-        pl.scan_lines(path, name="text", row_index_name="line", row_index_offset=1)
+        pl.scan_lines(path, name="text", row_index_name="line", row_index_offset=1, glob=False)
         .filter(pl.col("text").str.strip_chars() != "")
         .select("line")
     )

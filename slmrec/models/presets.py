@@ -20,7 +20,7 @@ SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "hidden_size": 64,
-        "intermediate_size": 172,
+        "intermediate_size": 192,  # a multiple of 64: bitsandbytes repacks 4-bit weights in blocks
         "num_hidden_layers": 8,
         "num_attention_heads": 4,
         "num_key_value_heads": 4,

@@ -70,21 +70,25 @@ def model_config(
     )
 
 
+def batch_plan(batch_size: int, per_device_batch_size: int, world: int) -> tuple[int, int]:
+    """(micro-batch per device, gradient accumulation steps) that make up the effective `batch_size`.
+
+    The micro-batch is a runtime choice (a rule resource; 0 = as large as possible), so changing it
+    does not change the science: accumulation makes up the rest.
+    """
+    micro = per_device_batch_size or math.ceil(batch_size / world)
+    accumulation = max(1, batch_size // (micro * world))
+    if micro * world * accumulation != batch_size:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of per-device batch {micro} x {world} processes")
+    return micro, accumulation
+
+
 def training_arguments(
     cfg: dict[str, Any], checkpoint_dir: str, dtype: str, per_device_batch_size: int = 0
 ) -> TrainingArguments:
-    """Trainer settings from a config section; `batch_size` is the effective batch over all devices.
-
-    The per-device micro-batch is a runtime choice (a rule resource), so gradient accumulation
-    makes up the rest and changing it does not change the science.
-    """
+    """Trainer settings from a config section; `batch_size` is the effective batch over all devices."""
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    micro = per_device_batch_size or math.ceil(cfg["batch_size"] / world)
-    accumulation = max(1, cfg["batch_size"] // (micro * world))
-    if micro * world * accumulation != cfg["batch_size"]:
-        raise ValueError(
-            f"batch_size {cfg['batch_size']} is not a multiple of per-device batch {micro} x {world} processes"
-        )
+    micro, accumulation = batch_plan(cfg["batch_size"], per_device_batch_size, world)
     cuda = torch.cuda.is_available()
     return base_arguments(
         checkpoint_dir,
