@@ -62,14 +62,28 @@ def _efficiency_markdown(rows: list[dict[str, Any]]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
-def plot_training_curves(logs: dict[str, str | Path], path: str | Path) -> None:
-    """Loss terms and validation MRR per step for each trained LLM model."""
+def _figure(**options: Any) -> tuple[Any, Any]:
+    """A matplotlib figure drawn off-screen (jobs run on machines without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (loss_ax, mrr_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    return plt.subplots(**options)
+
+
+def _save(fig: Any, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_training_curves(logs: dict[str, str | Path], path: str | Path) -> None:
+    """Loss terms and validation MRR per step for each trained LLM model."""
+    fig, (loss_ax, mrr_ax) = _figure(ncols=2, figsize=(11, 4))
     for name, log_path in logs.items():
         log = pl.read_csv(log_path)
         if log.height == 0:
@@ -83,20 +97,14 @@ def plot_training_curves(logs: dict[str, str | Path], path: str | Path) -> None:
     for ax in (loss_ax, mrr_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
-def plot_layer_sweep(points: dict[int, dict[str, float]], student: tuple[int, dict[str, float]] | None, path) -> None:
+def plot_layer_sweep(
+    points: dict[int, dict[str, float]], student: tuple[int, dict[str, float]] | None, path: str | Path
+) -> None:
     """Test metrics against the number of decoder layers (E4SRec_l), with the distilled student marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(figsize=(6, 4))
     layers = sorted(points)
     for metric in ("HR@10", "NDCG@10", "MRR"):
         line = ax.plot(layers, [points[n][metric] for n in layers], marker="o", label=f"E4SRec_l {metric}")
@@ -105,10 +113,7 @@ def plot_layer_sweep(points: dict[int, dict[str, float]], student: tuple[int, di
     ax.set(title="test metrics against decoder layers (star: SLMRec student)", xlabel="layers", ylabel="%")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def layer_sweep_points(table: dict[str, Any], sweep: dict[str, str | Path]) -> dict[int, dict[str, float]]:

@@ -178,6 +178,44 @@ def finish(
     return metrics
 
 
+def prepare(
+    splits_path: str, negatives_path: str, stats_path: str, item_embeddings_path: str, max_len: int, targets: int
+) -> tuple[torch.Tensor, dict[str, EvalSplit], NextItemDataset]:
+    """The frozen item table, the validation/test splits and the training samples, cross-checked."""
+    num_items = read_json(stats_path)["items"]
+    table = load_item_embeddings(item_embeddings_path, num_items)
+    eval_splits = load_eval_splits(splits_path, negatives_path, num_items)
+    dataset = NextItemDataset(pl.read_parquet(splits_path)["train"].to_list(), max_len, targets)
+    return table, eval_splits, dataset
+
+
+def fit(
+    model: nn.Module,
+    dataset: NextItemDataset,
+    valid: EvalSplit,
+    cfg: dict[str, Any],
+    dtype: str,
+    checkpoint_dir: str,
+    max_len: int,
+    eval_batch_size: int,
+    per_device_batch_size: int,
+    fingerprint: dict[str, Any],
+) -> tuple[RankingTrainer, TrainLog, float]:
+    """Train with Trainer (resuming a killed run), selecting by validation MRR; returns the wall time too."""
+    log = TrainLog()
+    trainer = RankingTrainer(
+        model=model,
+        args=training_arguments(cfg, checkpoint_dir, dtype, per_device_batch_size),
+        train_dataset=dataset,
+        eval_dataset=valid,
+        evaluator=validator(valid, max_len, eval_batch_size),
+        callbacks=[log],
+    )
+    begin = time.perf_counter()
+    train(trainer, checkpoint_dir, fingerprint=fingerprint)
+    return trainer, log, time.perf_counter() - begin
+
+
 def run(
     splits_path: str,
     negatives_path: str,
@@ -198,10 +236,8 @@ def run(
     """Train the E4SRec-style teacher with `layers` (default `cfg['layers']`) decoder layers."""
     started = utc_now()
     layers = layers or cfg["layers"]
-    num_items = read_json(stats_path)["items"]
-    table = load_item_embeddings(item_embeddings_path, num_items)
-    eval_splits = load_eval_splits(splits_path, negatives_path, num_items)
-    dataset = NextItemDataset(pl.read_parquet(splits_path)["train"].to_list(), max_len, cfg["targets_per_user"])
+    inputs = [splits_path, negatives_path, stats_path, item_embeddings_path]
+    table, eval_splits, dataset = prepare(*inputs, max_len, cfg["targets_per_user"])
 
     model = build_llmrec(model_config(backbone_dir, backbone, prompt, layers, table, cfg), table, seed=cfg["seed"])
     params = llm_parameters(model)
@@ -213,18 +249,18 @@ def run(
         100 * params["trainable"] / params["total"],
         len(dataset),
     )
-    log = TrainLog()
-    trainer = RankingTrainer(
-        model=model,
-        args=training_arguments(cfg, checkpoint_dir, backbone["dtype"], per_device_batch_size),
-        train_dataset=dataset,
-        eval_dataset=eval_splits["valid"],
-        evaluator=validator(eval_splits["valid"], max_len, eval_batch_size),
-        callbacks=[log],
+    trainer, log, train_seconds = fit(
+        model,
+        dataset,
+        eval_splits["valid"],
+        cfg,
+        backbone["dtype"],
+        checkpoint_dir,
+        max_len,
+        eval_batch_size,
+        per_device_batch_size,
+        fingerprint={"cfg": cfg, "backbone": backbone, "layers": layers},
     )
-    begin = time.perf_counter()
-    train(trainer, checkpoint_dir, fingerprint={"cfg": cfg, "backbone": backbone, "layers": layers})
-    train_seconds = time.perf_counter() - begin
     if not trainer.is_world_process_zero():
         return None
     return finish(
@@ -241,7 +277,7 @@ def run(
         output=output,
         manifest={
             "config": {"teacher": cfg, "backbone": backbone, "prompt": prompt, "layers": layers, "max_len": max_len},
-            "inputs": [splits_path, negatives_path, stats_path, item_embeddings_path],
+            "inputs": inputs,
             "started": started,
         },
     )

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-import polars as pl
-
 from slmrec.config import DISTILL_TERMS
-from slmrec.evaluate import load_eval_splits
-from slmrec.io import read_json, utc_now
+from slmrec.io import utc_now
 from slmrec.models.distill import Distiller, DistillWeights
 from slmrec.models.llmrec import build_llmrec, load_llmrec
-from slmrec.stages.llm import NextItemDataset, finish, llm_parameters, model_config, training_arguments, validator
-from slmrec.stages.sasrec import load_item_embeddings
-from slmrec.training import RankingTrainer, TrainLog, train
+from slmrec.stages.llm import finish, fit, llm_parameters, model_config, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +40,8 @@ def run(
 ) -> dict[str, Any] | None:
     """Distil into a `cfg['layers']`-layer student; `teacher_dir` is the teacher stage's artifact (offline)."""
     started = utc_now()
-    num_items = read_json(stats_path)["items"]
-    table = load_item_embeddings(item_embeddings_path, num_items)
-    eval_splits = load_eval_splits(splits_path, negatives_path, num_items)
-    dataset = NextItemDataset(pl.read_parquet(splits_path)["train"].to_list(), max_len, cfg["targets_per_user"])
+    inputs = [splits_path, negatives_path, stats_path, item_embeddings_path]
+    table, eval_splits, dataset = prepare(*inputs, max_len, cfg["targets_per_user"])
     weights = weights_of(distill)
     online = distill["mode"] == "online"
 
@@ -72,18 +64,18 @@ def run(
         weights,
         "online" if online else "offline",
     )
-    log = TrainLog()
-    trainer = RankingTrainer(
-        model=model,
-        args=training_arguments(cfg, checkpoint_dir, backbone["dtype"], per_device_batch_size),
-        train_dataset=dataset,
-        eval_dataset=eval_splits["valid"],
-        evaluator=validator(eval_splits["valid"], max_len, eval_batch_size),
-        callbacks=[log],
+    trainer, log, train_seconds = fit(
+        model,
+        dataset,
+        eval_splits["valid"],
+        cfg,
+        backbone["dtype"],
+        checkpoint_dir,
+        max_len,
+        eval_batch_size,
+        per_device_batch_size,
+        fingerprint={"cfg": cfg, "distill": distill, "teacher": teacher_cfg},
     )
-    begin = time.perf_counter()
-    train(trainer, checkpoint_dir, fingerprint={"cfg": cfg, "distill": distill, "teacher": teacher_cfg})
-    train_seconds = time.perf_counter() - begin
     if not trainer.is_world_process_zero():
         return None
     metrics = finish(
@@ -100,8 +92,7 @@ def run(
         output=output,
         manifest={
             "config": {"student": cfg, "distill": distill, "backbone": backbone, "prompt": prompt, "max_len": max_len},
-            "inputs": [splits_path, negatives_path, stats_path, item_embeddings_path]
-            + ([f"{teacher_dir}/trainable.safetensors"] if teacher_dir and not online else []),
+            "inputs": inputs + ([f"{teacher_dir}/trainable.safetensors"] if teacher_dir and not online else []),
             "started": started,
         },
         extra={
