@@ -71,3 +71,24 @@ def finished_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tiny_config(workdir)
     run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
     return workdir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Two shared cores: one intra-op thread per test process avoids oversubscription."""
+    import torch
+    import transformers
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny preset checkpoint, built once per session."""
+    from helpers_data import make_backbone
+
+    return make_backbone(tmp_path_factory.mktemp("tiny"))

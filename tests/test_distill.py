@@ -13,13 +13,11 @@ import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers
 from helpers_data import (
     backbone_settings,
     distill_settings,
     llm_config,
     llm_outputs,
-    make_backbone,
     make_dataset,
     prompt_settings,
     write_item_table,
@@ -40,20 +38,6 @@ HISTORIES = [[3, 7, 1, 9, 4], [12, 5], [8], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20,
 LABELS = torch.tensor([11, 6, 9, 24])
 ITEMS = pad_left(HISTORIES, 12)
 TERM_OF = {"cos": "loss_cos", "l2": "loss_l2", "multi_supervision": "loss_ms"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> str:
-    return make_backbone(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

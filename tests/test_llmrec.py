@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from helpers_data import make_backbone
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
@@ -32,21 +31,6 @@ LAYERS = 2
 HISTORIES = [[3, 7, 1, 9, 4], [12, 5], [8], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]]
 LABELS = torch.tensor([11, 6, 9, 24])
 PROJECTIONS = {"input_proj.weight", "input_proj.bias", "output_proj.weight", "output_proj.bias"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: one intra-op thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> str:
-    return make_backbone(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -28,15 +28,6 @@ NUM_ITEMS = 30
 MAX_LEN = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: one intra-op thread avoids oversubscription, which slows training tenfold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_model(seed: int = 0, dropout: float = 0.0, layers: int = 2, heads: int = 2) -> SASRec:
     torch.manual_seed(seed)
     model = SASRec(SASRecConfig(NUM_ITEMS, hidden=16, layers=layers, heads=heads, dropout=dropout, max_len=MAX_LEN))

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 import torch
-import transformers
 from helpers_data import (
     LLM_OUTPUTS,
     backbone_settings,
@@ -32,15 +31,6 @@ from slmrec.stages.llm import NextItemDataset, batch_plan, training_arguments
 MAX_LEN = 20
 STEPS = 8  # 60 users, one target each, batch 16: two epochs of 4 steps
 EVAL = {"full_ranking": False}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
