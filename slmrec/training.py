@@ -157,9 +157,15 @@ def train(trainer: Trainer, checkpoint_dir: str | Path, fingerprint: dict[str, A
     trainer.train(resume_from_checkpoint=last)
 
 
+def _numel(parameter: torch.Tensor) -> int:
+    """Logical size: a 4-bit weight is stored packed (two values a byte) with its real shape on the side."""
+    quant_state = getattr(parameter, "quant_state", None)
+    return math.prod(quant_state.shape) if quant_state is not None else parameter.numel()
+
+
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(_numel(p) for p in model.parameters())
+    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}
 
 

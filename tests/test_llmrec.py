@@ -24,6 +24,7 @@ from slmrec.models.llmrec import (
     load_backbone,
     load_llmrec,
 )
+from slmrec.training import count_parameters
 
 NUM_ITEMS = 40
 ITEM_DIM = 16
@@ -367,3 +368,9 @@ def test_layer_count_comes_from_the_checkpoint_config(tmp_path, backbone):
     with pytest.raises(BackboneError, match="has 3 decoder layers"):
         load_backbone(copy, 4)
     assert len(load_backbone(copy, 3).layers) == 3
+
+
+def test_parameter_counts_do_not_shrink_when_quantized(backbone):
+    full = count_parameters(load_backbone(backbone, 2))["total"]
+    for quantization in ("8bit", "4bit"):
+        assert count_parameters(load_backbone(backbone, 2, quantization=quantization))["total"] == full
