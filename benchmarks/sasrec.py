@@ -18,7 +18,9 @@ Both run in this process with the same torch thread count, so the ratio is fair 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,16 +74,17 @@ def time_slmrec(paths: dict[str, Path], workdir: Path, epochs: int) -> dict[str,
         train_log=out / "train_log.csv",
         manifest=out / "manifest.json",
     )
-    metrics = run_sasrec(
-        str(paths["splits"]),
-        str(paths["negatives"]),
-        str(paths["stats"]),
-        {**CONFIG, "epochs": epochs},
-        MAX_LEN,
-        {"full_ranking": False},
-        output,
-        checkpoint_dir=str(workdir / "checkpoints"),
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer's per-epoch dicts are progress, not results
+        metrics = run_sasrec(
+            str(paths["splits"]),
+            str(paths["negatives"]),
+            str(paths["stats"]),
+            {**CONFIG, "epochs": epochs},
+            MAX_LEN,
+            {"full_ranking": False},
+            output,
+            checkpoint_dir=str(workdir / "checkpoints"),
+        )
     log = pl.read_csv(output.train_log)
     # Includes the per-epoch validation and checkpoint the stage does: a conservative figure for slmrec.
     per_epoch = metrics["train_seconds"] / log.height

@@ -116,8 +116,8 @@ def evaluate(
         histories = split.histories[rows]
         users = encode(pad_left(histories, max_len).to(device)).float()
         table = item_table.to(users.device, torch.float32)
-        targets = torch.as_tensor(split.targets[rows], device=users.device)
-        negatives = torch.as_tensor(split.negatives[rows], device=users.device)
+        targets = torch.tensor(split.targets[rows], device=users.device)
+        negatives = torch.tensor(split.negatives[rows], device=users.device)
         pos = (users * table[targets]).sum(-1)
         neg = torch.einsum("bd,bkd->bk", users, table[negatives])
         sampled.append(sampled_ranks(pos, neg).cpu())

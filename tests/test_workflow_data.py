@@ -25,3 +25,34 @@ def test_demo_dag_to_negatives(workflow):
     # A second run has nothing to do.
     dry = run_snakemake(workflow, "-n", "results/demo/data/negatives.parquet")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def _small_reviews(path):
+    from slmrec.data.synthetic import write_synthetic_reviews
+
+    write_synthetic_reviews(path, users=200, items=150, seed=3)
+    return path
+
+
+def test_a_local_path_is_read_in_place(workflow, tmp_path):
+    raw = _small_reviews(tmp_path / "local_5.json.gz")
+    extra = workflow / "local.yaml"
+    extra.write_text(f"datasets:\n  mine:\n    source: {{kind: amazon2018, path: {raw}}}\n")
+    run_snakemake(workflow, "results/mine/data/stats.json", "--configfile", str(extra))
+    manifest = json.loads((workflow / "results/mine/data/manifest.json").read_text())
+    assert list(manifest["inputs"]) == [str(raw)]
+    assert not (workflow / "results" / "mine" / "raw").exists(), "a local file must not be copied"
+
+
+def test_download_rule_fetches_a_mirror(workflow, tmp_path):
+    raw = _small_reviews(tmp_path / "mirror_5.json.gz")
+    extra = workflow / "mirror.yaml"
+    extra.write_text(
+        "datasets:\n  fetched:\n    source:\n      kind: amazon2018\n      file: Mirror_5.json.gz\n"
+        f"      urls: [file://{tmp_path}/missing_5.json.gz, file://{raw}]\n"
+    )
+    run_snakemake(workflow, "results/fetched/data/stats.json", "--configfile", str(extra))
+    fetched = workflow / "results" / "fetched" / "raw" / "Mirror_5.json.gz"
+    assert fetched.read_bytes() == raw.read_bytes()
+    manifest = json.loads((fetched.parent / "Mirror_5.json.gz.manifest.json").read_text())
+    assert manifest["stage"] == "download" and len(manifest["config"]["urls"]) == 2
