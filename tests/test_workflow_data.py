@@ -56,3 +56,9 @@ def test_download_rule_fetches_a_mirror(workflow, tmp_path):
     assert fetched.read_bytes() == raw.read_bytes()
     manifest = json.loads((fetched.parent / "Mirror_5.json.gz.manifest.json").read_text())
     assert manifest["stage"] == "download" and len(manifest["config"]["urls"]) == 2
+
+
+def test_a_real_domain_without_a_backbone_path_says_what_to_set(workflow):
+    proc = run_snakemake(workflow, "--dry-run", "results/cloth/metrics.json", check=False)
+    assert proc.returncode != 0
+    assert "datasets.cloth.backbone: set `path`" in proc.stdout + proc.stderr
