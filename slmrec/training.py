@@ -96,37 +96,51 @@ class RankingTrainer(Trainer):
 
 
 class TrainLog(TrainerCallback):
-    """One row per evaluation (training loss terms since the last one, validation metrics, seconds)."""
+    """A log line per evaluation, and `train_log.csv`: one row per evaluation with the mean of each
+    training loss term since the previous one, the validation metrics and the seconds in between.
+
+    The rows come from Trainer's own `log_history`, which a resumed run restores from its checkpoint,
+    so a job killed and rerun still writes the whole curve (seconds are known for this run's rows).
+    """
 
     def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-        self._pending: dict[str, list[float]] = {}
+        self.seconds: dict[int, float] = {}
         self._last = time.perf_counter()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
-        for key, value in (logs or {}).items():
-            if key.startswith("loss") and isinstance(value, int | float):
-                self._pending.setdefault(key, []).append(float(value))
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: D102
         now = time.perf_counter()
-        row: dict[str, float] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-        row.update({key: sum(values) / len(values) for key, values in self._pending.items()})
-        row.update({k.removeprefix("eval_"): v for k, v in (metrics or {}).items() if k != "eval_seconds"})
-        row["seconds"] = now - self._last
-        self.rows.append(row)
-        self._pending, self._last = {}, now
+        self.seconds[state.global_step] = now - self._last
+        self._last = now
+        losses = [e["loss"] for e in reversed(state.log_history) if "loss" in e][:1]
         logger.info(
             "epoch %.2f step %d: loss %s, valid MRR %.3f, %.1f s",
-            row["epoch"],
-            row["step"],
-            f"{row['loss']:.4f}" if "loss" in row else "n/a",
-            row.get("mrr", math.nan),
-            row["seconds"],
+            state.epoch or 0.0,
+            state.global_step,
+            f"{losses[0]:.4f}" if losses else "n/a",
+            (metrics or {}).get("eval_mrr", math.nan),
+            self.seconds[state.global_step],
         )
 
-    def write_csv(self, path: str | Path) -> None:
-        frame = pl.DataFrame(self.rows) if self.rows else pl.DataFrame({"step": [], "epoch": []})
+    def rows(self, log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+        rows, pending = [], {}
+        for entry in log_history:
+            for key, value in entry.items():
+                if key.startswith("loss"):
+                    pending.setdefault(key, []).append(float(value))
+            metrics = {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_")}
+            if not metrics:
+                continue
+            row = {"step": entry["step"], "epoch": round(entry.get("epoch", 0.0), 4)}
+            row.update({key: sum(values) / len(values) for key, values in pending.items()})
+            row.update({k: v for k, v in metrics.items() if k != "seconds"})
+            row["seconds"] = self.seconds.get(entry["step"], math.nan)
+            rows.append(row)
+            pending = {}
+        return rows
+
+    def write_csv(self, path: str | Path, log_history: list[dict[str, Any]]) -> None:
+        rows = self.rows(log_history)
+        frame = pl.DataFrame(rows) if rows else pl.DataFrame({"step": [], "epoch": []})
         first = ("step", "epoch")
         frame = frame.select(*first, *sorted(c for c in frame.columns if c not in first))
         with atomic_path(path) as tmp:

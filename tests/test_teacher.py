@@ -196,7 +196,12 @@ def test_resume_after_interruption(env, single, monkeypatch, caplog):
     assert second == [5, 6, 7, 8]
     state = json.loads((checkpoints / "checkpoint-8" / "trainer_state.json").read_text())
     assert state["global_step"] == STEPS
-    assert pl.read_csv(env.root / "resumed" / "train_log.csv")["step"].to_list() == [6, 8]
+    # The log covers the whole run, the evaluations before the kill included, as if never interrupted.
+    resumed_log = pl.read_csv(env.root / "resumed" / "train_log.csv")
+    single_log = pl.read_csv(env.root / "single" / "train_log.csv")
+    assert resumed_log["step"].to_list() == single_log["step"].to_list() == [2, 4, 6, 8]
+    assert resumed_log["mrr"].to_list() == pytest.approx(single_log["mrr"].to_list(), abs=1e-6)
+    assert resumed_log["loss"].to_list() == pytest.approx(single_log["loss"].to_list(), abs=1e-5)
     # Resuming restores optimizer, scheduler and data order: the result is the uninterrupted run's.
     assert metrics["best_step"] == single["best_step"]
     assert metrics["test"]["MRR"] == pytest.approx(single["test"]["MRR"], abs=1e-6)

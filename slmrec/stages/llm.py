@@ -171,7 +171,7 @@ def finish(
     }
     out_dir = Path(output.model).parent
     model.save(out_dir)
-    log.write_csv(output.train_log)
+    log.write_csv(output.train_log, trainer.state.log_history)
     write_json(output.metrics, metrics)
     write_manifest(output.manifest, stage=stage, outputs=[output.model, output.metrics, output.train_log], **manifest)
     logger.info("%s test: %s", name, {k: round(v, 3) for k, v in scores["test"].items()})

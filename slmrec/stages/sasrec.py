@@ -137,7 +137,7 @@ def run(
         "best_valid_mrr": trainer.state.best_metric,
     }
     save_model(model, output)
-    log.write_csv(output.train_log)
+    log.write_csv(output.train_log, trainer.state.log_history)
     write_json(output.metrics, metrics)
     write_manifest(
         output.manifest,
