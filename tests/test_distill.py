@@ -362,22 +362,28 @@ def run_student(env: SimpleNamespace, name: str, distill: dict, teacher_dir: str
     )
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_offline_stage_leaves_the_teacher_bit_identical(stage_env, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="slmrec")
-    file_before = sha256(stage_env.teacher / "trainable.safetensors")
-    loaded_before = snapshot(load_llmrec(stage_env.teacher, stage_env.table))
-    built: list[Distiller] = []
+@pytest.fixture
+def built(monkeypatch) -> list[Distiller]:
+    """Every Distiller the student stage builds during a test, to inspect its teacher afterwards."""
+    distillers: list[Distiller] = []
 
     class Recording(Distiller):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            built.append(self)
+            distillers.append(self)
 
     monkeypatch.setattr(student_stage, "Distiller", Recording)
+    return distillers
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_offline_stage_leaves_the_teacher_bit_identical(stage_env, built, caplog):
+    caplog.set_level(logging.INFO, logger="slmrec")
+    file_before = sha256(stage_env.teacher / "trainable.safetensors")
+    loaded_before = snapshot(load_llmrec(stage_env.teacher, stage_env.table))
     metrics = run_student(stage_env, "student", distill_settings(), str(stage_env.teacher))
 
     (model,) = built
@@ -439,15 +445,7 @@ def test_online_stage_logs_the_teacher_loss(stage_env):
         "4bit",
     ],
 )
-def test_offline_teacher_loaded_quantized(stage_env, monkeypatch, quantization):
-    built: list[Distiller] = []
-
-    class Recording(Distiller):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            built.append(self)
-
-    monkeypatch.setattr(student_stage, "Distiller", Recording)
+def test_offline_teacher_loaded_quantized(stage_env, built, quantization):
     name = f"student_{quantization}"
     metrics = run_student(stage_env, name, distill_settings(teacher_quantization=quantization), str(stage_env.teacher))
     (model,) = built

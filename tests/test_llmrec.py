@@ -295,17 +295,10 @@ def test_quantized_loading_stays_close_to_full_precision(saved, table, quantizat
     assert not torch.equal(users, reference)  # it really ran quantized
 
 
-def test_8bit_eval_forward(saved, table):
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+def test_quantized_eval_forward(saved, table, quantization):
     directory, reference = saved
-    model = load_llmrec(directory, table, quantization="8bit").eval()
-    with torch.no_grad():
-        users = model.user_vectors(pad_left(HISTORIES, 12))
-    assert (F.cosine_similarity(users, reference, dim=-1) > 0.9).all()
-
-
-def test_4bit_eval_forward(saved, table):
-    directory, reference = saved
-    model = load_llmrec(directory, table, quantization="4bit").eval()
+    model = load_llmrec(directory, table, quantization=quantization).eval()
     with torch.no_grad():
         users = model.user_vectors(pad_left(HISTORIES, 12))
     assert (F.cosine_similarity(users, reference, dim=-1) > 0.9).all()

@@ -6,30 +6,14 @@ import json
 
 import polars as pl
 import pytest
-import yaml
-from conftest import copy_workflow, run_snakemake
+from conftest import TARGETS, run_snakemake
 
 from slmrec.config import ABLATION_TERMS
 from slmrec.metrics import METRIC_NAMES
 
-TARGETS = ("results/demo/metrics.json", "results/demo/report.md")
 PAPER_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# Deep-merged into config.yaml by Snakemake: a small, fast demo with every stage still present.
-FAST = {
-    "datasets": {
-        "demo": {
-            "source": {"users": 300, "items": 300},
-            "negatives": {"num_negatives": 99},
-            "sasrec": {"epochs": 2, "hidden": 32, "layers": 1, "batch_size": 64},
-            "teacher": {"layers": 4, "max_steps": 4, "eval_steps": 2, "batch_size": 32, "warmup_steps": 0},
-            "student": {"layers": 2},
-            "distill": {"blocks": 2},
-            "report": {"ablation": True},
-        }
-    }
-}
 RULE_LOGS = (
     "synthesize",
     "preprocess",
@@ -47,19 +31,14 @@ RULE_LOGS = (
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    workflow = copy_workflow(tmp_path_factory.mktemp("workflow"))
-    override = tmp_path_factory.mktemp("config") / "fast.yaml"
-    override.write_text(yaml.safe_dump(FAST))
-    # Targets first: --configfile and --set-threads take several values and would swallow them.
-    options = ("--configfile", str(override), "--set-threads", "sasrec=1", "teacher=1", "student=1")
-    proc = run_snakemake(workflow, *TARGETS, *options)
-    return workflow, options, proc
+def demo(finished_demo):
+    """The tiny demo DAG (conftest), run once per session, and the options it was run with."""
+    return finished_demo, ("--configfile", "tiny.yaml")
 
 
 @pytest.mark.e2e
 def test_metrics_table(demo):
-    workflow, _, _ = demo
+    workflow, _ = demo
     results = workflow / "results" / "demo"
     table = json.loads((results / "metrics.json").read_text())
     assert table["dataset"] == "demo"
@@ -85,7 +64,7 @@ def test_metrics_table(demo):
 
 @pytest.mark.e2e
 def test_report_and_figures(demo):
-    workflow, _, _ = demo
+    workflow, _ = demo
     results = workflow / "results" / "demo"
     report = (results / "report.md").read_text()
     assert "randomly initialised" in report
@@ -99,7 +78,7 @@ def test_report_and_figures(demo):
 
 @pytest.mark.e2e
 def test_ablation_and_student_artifacts(demo):
-    workflow, _, _ = demo
+    workflow, _ = demo
     results = workflow / "results" / "demo"
     ablation = json.loads((results / "ablation" / "metrics.json").read_text())
     variants = {row["variant"]: row for row in ablation["rows"]}
@@ -124,7 +103,7 @@ def test_ablation_and_student_artifacts(demo):
 
 @pytest.mark.e2e
 def test_every_rule_has_log_and_benchmark(demo):
-    workflow, options, proc = demo
+    workflow, options = demo
     logs = workflow / "results" / "demo" / "logs"
     for rule in RULE_LOGS:
         assert (logs / f"{rule}.log").is_file(), rule

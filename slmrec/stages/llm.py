@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,50 +133,17 @@ def llm_parameters(model: LLMRec) -> dict[str, int]:
     return {**counts, "inference": counts["total"] - lora}
 
 
-def finish(
-    model: LLMRec,
-    trainer: RankingTrainer,
-    log: TrainLog,
-    eval_splits: dict[str, EvalSplit],
-    stage: str,
-    name: str,
-    train_seconds: float,
-    max_len: int,
-    eval_cfg: dict[str, Any],
-    eval_batch_size: int,
-    output: Any,
-    manifest: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Score the selected model on valid and test, then write weights, metrics, log and manifest."""
-    model.eval()
-    scores = evaluate_splits(
-        model.user_vectors,
-        model.item_table,
-        eval_splits,
-        max_len,
-        batch_size=eval_batch_size,
-        full_ranking=eval_cfg["full_ranking"],
-        device=model.item_table.device,
-    )
-    metrics = {
-        "model": name,
-        "layers": model.num_layers,
-        **scores,
-        "params": llm_parameters(model),
-        "train_seconds": train_seconds,
-        "inference_seconds": scores["test"]["seconds"],
-        "best_step": int(Path(trainer.state.best_model_checkpoint or "checkpoint-0").name.split("-")[-1]),
-        "best_valid_mrr": trainer.state.best_metric,
-        **(extra or {}),
-    }
-    out_dir = Path(output.model).parent
-    model.save(out_dir)
-    log.write_csv(output.train_log, trainer.state.log_history)
-    write_json(output.metrics, metrics)
-    write_manifest(output.manifest, stage=stage, outputs=[output.model, output.metrics, output.train_log], **manifest)
-    logger.info("%s test: %s", name, {k: round(v, 3) for k, v in scores["test"].items()})
-    return metrics
+@dataclass
+class Job:
+    """How one training job runs and where it writes: the same for the teacher and every student."""
+
+    max_len: int
+    eval_cfg: dict[str, Any]
+    output: Any
+    checkpoint_dir: str
+    dtype: str
+    eval_batch_size: int = 512
+    per_device_batch_size: int = 0
 
 
 def prepare(
@@ -189,31 +157,73 @@ def prepare(
     return table, eval_splits, dataset
 
 
-def fit(
-    model: nn.Module,
+def train_and_save(
+    trained: nn.Module,
+    saved: LLMRec,
     dataset: NextItemDataset,
-    valid: EvalSplit,
+    eval_splits: dict[str, EvalSplit],
     cfg: dict[str, Any],
-    dtype: str,
-    checkpoint_dir: str,
-    max_len: int,
-    eval_batch_size: int,
-    per_device_batch_size: int,
+    job: Job,
+    *,
+    stage: str,
+    name: str,
     fingerprint: dict[str, Any],
-) -> tuple[RankingTrainer, TrainLog, float]:
-    """Train with Trainer (resuming a killed run), selecting by validation MRR; returns the wall time too."""
+    manifest: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Train `trained` with Trainer (resuming a killed run, selecting by validation MRR), then score the
+    selected `saved` model on valid and test and write its weights, metrics, log and manifest.
+
+    `saved` is the model itself for the teacher, the student inside the distiller for a student. Only
+    the main process writes; the others return None.
+    """
     log = TrainLog()
     trainer = RankingTrainer(
-        model=model,
-        args=training_arguments(cfg, checkpoint_dir, dtype, per_device_batch_size),
+        model=trained,
+        args=training_arguments(cfg, job.checkpoint_dir, job.dtype, job.per_device_batch_size),
         train_dataset=dataset,
-        eval_dataset=valid,
-        evaluator=validator(valid, max_len, eval_batch_size),
+        eval_dataset=eval_splits["valid"],
+        evaluator=validator(eval_splits["valid"], job.max_len, job.eval_batch_size),
         callbacks=[log],
     )
     begin = time.perf_counter()
-    train(trainer, checkpoint_dir, fingerprint=fingerprint)
-    return trainer, log, time.perf_counter() - begin
+    train(trainer, job.checkpoint_dir, fingerprint=fingerprint)
+    train_seconds = time.perf_counter() - begin
+    if not trainer.is_world_process_zero():
+        return None
+    saved.eval()
+    scores = evaluate_splits(
+        saved.user_vectors,
+        saved.item_table,
+        eval_splits,
+        job.max_len,
+        batch_size=job.eval_batch_size,
+        full_ranking=job.eval_cfg["full_ranking"],
+        device=saved.item_table.device,
+    )
+    metrics = {
+        "model": name,
+        "layers": saved.num_layers,
+        **scores,
+        "params": llm_parameters(saved),
+        "train_seconds": train_seconds,
+        "inference_seconds": scores["test"]["seconds"],
+        "best_step": int(Path(trainer.state.best_model_checkpoint or "checkpoint-0").name.split("-")[-1]),
+        "best_valid_mrr": trainer.state.best_metric,
+        **(extra or {}),
+    }
+    out_dir = Path(job.output.model).parent
+    saved.save(out_dir)
+    log.write_csv(job.output.train_log, trainer.state.log_history)
+    write_json(job.output.metrics, metrics)
+    write_manifest(
+        job.output.manifest,
+        stage=stage,
+        outputs=[job.output.model, job.output.metrics, job.output.train_log],
+        **manifest,
+    )
+    logger.info("%s test: %s", name, {k: round(v, 3) for k, v in scores["test"].items()})
+    return metrics
 
 
 def run(
@@ -249,32 +259,17 @@ def run(
         100 * params["trainable"] / params["total"],
         len(dataset),
     )
-    trainer, log, train_seconds = fit(
+    job = Job(max_len, eval_cfg, output, checkpoint_dir, backbone["dtype"], eval_batch_size, per_device_batch_size)
+    return train_and_save(
+        model,
         model,
         dataset,
-        eval_splits["valid"],
-        cfg,
-        backbone["dtype"],
-        checkpoint_dir,
-        max_len,
-        eval_batch_size,
-        per_device_batch_size,
-        fingerprint={"cfg": cfg, "backbone": backbone, "layers": layers},
-    )
-    if not trainer.is_world_process_zero():
-        return None
-    return finish(
-        model,
-        trainer,
-        log,
         eval_splits,
+        cfg,
+        job,
         stage="teacher",
         name=f"E4SRec_{layers}",
-        train_seconds=train_seconds,
-        max_len=max_len,
-        eval_cfg=eval_cfg,
-        eval_batch_size=eval_batch_size,
-        output=output,
+        fingerprint={"cfg": cfg, "backbone": backbone, "layers": layers},
         manifest={
             "config": {"teacher": cfg, "backbone": backbone, "prompt": prompt, "layers": layers, "max_len": max_len},
             "inputs": inputs,

@@ -9,7 +9,7 @@ from slmrec.config import DISTILL_TERMS
 from slmrec.io import utc_now
 from slmrec.models.distill import Distiller, DistillWeights
 from slmrec.models.llmrec import build_llmrec, load_llmrec
-from slmrec.stages.llm import finish, fit, llm_parameters, model_config, prepare
+from slmrec.stages.llm import Job, llm_parameters, model_config, prepare, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -64,32 +64,17 @@ def run(
         weights,
         "online" if online else "offline",
     )
-    trainer, log, train_seconds = fit(
+    job = Job(max_len, eval_cfg, output, checkpoint_dir, backbone["dtype"], eval_batch_size, per_device_batch_size)
+    return train_and_save(
         model,
-        dataset,
-        eval_splits["valid"],
-        cfg,
-        backbone["dtype"],
-        checkpoint_dir,
-        max_len,
-        eval_batch_size,
-        per_device_batch_size,
-        fingerprint={"cfg": cfg, "distill": distill, "teacher": teacher_cfg},
-    )
-    if not trainer.is_world_process_zero():
-        return None
-    metrics = finish(
         student,
-        trainer,
-        log,
+        dataset,
         eval_splits,
+        cfg,
+        job,
         stage="student",
         name=name,
-        train_seconds=train_seconds,
-        max_len=max_len,
-        eval_cfg=eval_cfg,
-        eval_batch_size=eval_batch_size,
-        output=output,
+        fingerprint={"cfg": cfg, "distill": distill, "teacher": teacher_cfg},
         manifest={
             "config": {"student": cfg, "distill": distill, "backbone": backbone, "prompt": prompt, "max_len": max_len},
             "inputs": inputs + ([f"{teacher_dir}/trainable.safetensors"] if teacher_dir and not online else []),
@@ -101,4 +86,3 @@ def run(
             "teacher_params": llm_parameters(teacher) if teacher is not None else None,
         },
     )
-    return metrics
