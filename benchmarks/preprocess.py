@@ -6,7 +6,7 @@
 It writes a synthetic Amazon 2018 review file (gzipped JSON lines, cached in --workdir, keyed by its
 parameters), then runs, each in its own subprocess so that its peak RSS is its own:
 
-* slmrec: `slmrec.data.preprocess.run`, the code of the Snakemake rule (read, rating filter,
+* slmrec: `slmrec.stages.preprocess.run`, the code of the Snakemake rule (read, rating filter,
   de-duplication, iterative k-core, ids, leave-one-out splits, four parquet files, stats, manifest);
 * pandas: the same steps written the obvious way with pandas (chunked `read_json`, `drop_duplicates`,
   `groupby().transform("size")` k-core, `factorize`, `groupby().agg(list)`, `to_parquet`).
@@ -201,9 +201,8 @@ def outputs_in(outdir: Path) -> dict[str, Path]:
 
 def child_slmrec(raw: Path, outdir: Path) -> dict:
     """The rule's own code path, with each phase timed by wrapping the module's functions."""
-    from types import SimpleNamespace
-
-    import slmrec.data.preprocess as stage
+    import slmrec.stages.preprocess as stage
+    from slmrec.call import StageCall
 
     phases: dict[str, float] = {}
 
@@ -220,11 +219,13 @@ def child_slmrec(raw: Path, outdir: Path) -> dict:
     stage.read_reviews = timed("read", stage.read_reviews)
     stage.preprocess = timed("transform", stage.preprocess)
     outdir.mkdir(parents=True, exist_ok=True)
-    output = SimpleNamespace(**{name: str(path) for name, path in outputs_in(outdir).items()})
+    output = {name: str(path) for name, path in outputs_in(outdir).items()}
+    params = {
+        "source": {"kind": "amazon2018"},
+        "preprocess": {"min_rating": MIN_RATING, "kcore": KCORE, "on_bad_line": "error"},
+    }
     began = time.perf_counter()
-    result = stage.run(
-        str(raw), {"kind": "amazon2018"}, {"min_rating": MIN_RATING, "kcore": KCORE, "on_bad_line": "error"}, output
-    )
+    result = stage.run(StageCall("preprocess", {"raw": str(raw)}, output, params))
     seconds = time.perf_counter() - began
     phases["write+manifest"] = seconds - phases["read"] - phases["transform"]
     return {"seconds": seconds, "phases": phases, "stats": result.stats, **peak_rss()}

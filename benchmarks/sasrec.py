@@ -24,11 +24,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import polars as pl
 import torch
 
+from slmrec.call import StageCall
+from slmrec.config import schema_defaults
 from slmrec.data.negatives import draw_negatives
 from slmrec.data.preprocess import preprocess, read_amazon2018
 from slmrec.data.synthetic import write_synthetic_reviews
@@ -37,24 +38,16 @@ from slmrec.io import write_json, write_parquet
 from slmrec.models.sasrec import SASRec, SASRecConfig
 from slmrec.stages.sasrec import run as run_sasrec
 
-CONFIG = {
-    "hidden": 64,
-    "layers": 2,
-    "heads": 1,
-    "dropout": 0.2,
-    "lr": 0.005,
-    "weight_decay": 0.0,
-    "batch_size": 128,
-    "patience": 100,
-    "seed": 42,
-}
-MAX_LEN = 50
+# The schema's SASRec settings with the demo's learning rate, and no early stopping within the timed epochs.
+CONFIG = {**schema_defaults("sasrec"), "lr": 0.005, "patience": 100}
+MAX_LEN = CONFIG["max_len"]
 
 
 def build_dataset(workdir: Path, users: int, items: int) -> dict[str, Path]:
     raw = workdir / "reviews.json.gz"
-    write_synthetic_reviews(raw, users=users, items=items, seed=7)
-    result = preprocess(read_amazon2018(raw), 3, 5)
+    source = {**schema_defaults("source"), "users": users, "items": items}
+    write_synthetic_reviews(raw, **{k: v for k, v in source.items() if k != "kind"})
+    result = preprocess(read_amazon2018(raw, "error"), 3, 5)
     paths = {name: workdir / f"{name}.parquet" for name in ("splits", "users", "negatives")}
     write_parquet(paths["splits"], result.splits)
     write_parquet(paths["users"], result.users)
@@ -67,28 +60,21 @@ def build_dataset(workdir: Path, users: int, items: int) -> dict[str, Path]:
 
 def time_slmrec(paths: dict[str, Path], workdir: Path, epochs: int) -> dict[str, float]:
     out = workdir / "sasrec"
-    output = SimpleNamespace(
-        model=out / "model.safetensors",
-        item_embeddings=out / "item_embeddings.safetensors",
-        metrics=out / "metrics.json",
-        train_log=out / "train_log.csv",
-        manifest=out / "manifest.json",
-    )
+    files = ("model.safetensors", "item_embeddings.safetensors", "metrics.json", "train_log.csv", "manifest.json")
+    output = {name.split(".")[0]: str(out / name) for name in files}
+    inputs = {name: str(paths[name]) for name in ("splits", "negatives", "stats")}
+    params = {
+        "target": "sasrec",
+        "sasrec": {**CONFIG, "epochs": epochs},
+        "evaluate": {"full_ranking": False},
+        "checkpoints": str(workdir / "checkpoints"),
+    }
     with contextlib.redirect_stdout(sys.stderr):  # Trainer's per-epoch dicts are progress, not results
-        metrics = run_sasrec(
-            str(paths["splits"]),
-            str(paths["negatives"]),
-            str(paths["stats"]),
-            {**CONFIG, "epochs": epochs},
-            MAX_LEN,
-            {"full_ranking": False},
-            output,
-            checkpoint_dir=str(workdir / "checkpoints"),
-        )
-    log = pl.read_csv(output.train_log)
+        row = run_sasrec(StageCall("sasrec", inputs, output, params, {"eval_batch_size": 512}))
+    log = pl.read_csv(output["train_log"])
     # Includes the per-epoch validation and checkpoint the stage does: a conservative figure for slmrec.
-    per_epoch = metrics["train_seconds"] / log.height
-    return {"epoch_seconds": per_epoch, "test": metrics["test"], "valid_seconds": metrics["valid"]["seconds"]}
+    per_epoch = row.train_seconds / log.height
+    return {"epoch_seconds": per_epoch, "test": row.test, "valid_seconds": row.valid["seconds"]}
 
 
 def time_prefix_loop(paths: dict[str, Path], max_batches: int) -> float:
@@ -106,7 +92,9 @@ def time_prefix_loop(paths: dict[str, Path], max_batches: int) -> float:
             labels.append(seq[end])
     inputs, targets = pad_left(histories, MAX_LEN), torch.tensor(labels)
     torch.manual_seed(CONFIG["seed"])
-    model = SASRec(SASRecConfig(num_items, CONFIG["hidden"], CONFIG["layers"], CONFIG["heads"], CONFIG["dropout"]))
+    model = SASRec(
+        SASRecConfig(num_items, CONFIG["hidden"], CONFIG["layers"], CONFIG["heads"], CONFIG["dropout"], MAX_LEN)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=CONFIG["lr"], betas=(0.9, 0.98))
     model.train()
     order = torch.randperm(len(targets))
@@ -115,7 +103,7 @@ def time_prefix_loop(paths: dict[str, Path], max_batches: int) -> float:
     for begin in starts[:max_batches]:
         batch = order[begin : begin + CONFIG["batch_size"]]
         user = model.user_vectors(inputs[batch])
-        logits = user @ model.item_table().T
+        logits = user @ model.item_table.T
         logits[:, 0] = float("-inf")
         loss = torch.nn.functional.cross_entropy(logits, targets[batch])
         optimizer.zero_grad()

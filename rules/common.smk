@@ -1,11 +1,13 @@
-# Helpers shared by every rules/*.smk file, for per-dataset stage settings and raw-input resolution.
+# Helpers shared by every rules/*.smk file: per-dataset stage settings, narrowed to what each stage reads,
+# and the targets' paths, all derived from the vocabulary in slmrec/targets.py.
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from slmrec.config import ABLATION_TERMS, canonical, load_schema, stage_config, variant_settings
+from slmrec import targets
+from slmrec.config import canonical, load_schema, stage_config
 
 SCHEMA = load_schema(Path(workflow.basedir) / "config.schema.yaml")
 DATASETS = sorted(config["datasets"])
@@ -17,16 +19,26 @@ for _dataset in DATASETS:
     for _stage in STAGES:
         stage_config(config, SCHEMA, _dataset, _stage)
 
-ABLATION_VARIANTS = list(ABLATION_TERMS)
-
 
 def dataset_settings(dataset, stage):
     return stage_config(config, SCHEMA, dataset, stage)
 
 
-def settings(stage):
-    """An input function for `params:` giving a dataset's merged settings of one stage."""
-    return lambda wildcards: dataset_settings(wildcards.dataset, stage)
+def settings(stage, keys=None, drop=()):
+    """An input function for `params:`: a dataset's merged settings of one stage, narrowed to `keys`
+    (or without `drop`), so a stage is rerun only by the settings it reads."""
+
+    def narrowed(wildcards):
+        chosen = dataset_settings(wildcards.dataset, stage)
+        return {k: v for k, v in chosen.items() if (keys is None or k in keys) and k not in drop}
+
+    return narrowed
+
+
+def checkpoints(wildcards, output):
+    """Where a training job keeps its checkpoints: beside its target, under checkpoints/."""
+    target = Path(output.metrics).parent.relative_to(f"results/{wildcards.dataset}")
+    return f"results/{wildcards.dataset}/checkpoints/{target}"
 
 
 def source(dataset):
@@ -51,7 +63,7 @@ def raw_file(wildcards):
 
 def backbone_dir(wildcards):
     """A local checkpoint (backbone.path), or the preset the `backbone` rule builds for this dataset."""
-    chosen = settings("backbone")(wildcards)
+    chosen = dataset_settings(wildcards.dataset, "backbone")
     if chosen["path"]:
         return chosen["path"]
     if chosen["preset"]:
@@ -62,49 +74,64 @@ def backbone_dir(wildcards):
     )
 
 
+# How the LLM stages load the backbone (which backbone is their input, not a setting).
+backbone_loading = settings("backbone", keys=("dtype", "quantization"))
+
+
 def teacher_layers(wildcards):
-    """`teacher` uses teacher.layers; `teacher_l{n}` (E4SRec_n of the layer sweep) uses n."""
-    suffix = wildcards.teacher.removeprefix("teacher")
-    return int(suffix.removeprefix("_l")) if suffix else settings("teacher")(wildcards)["layers"]
+    return targets.teacher_layers(wildcards.teacher, dataset_settings(wildcards.dataset, "teacher")["layers"])
 
 
-def distill_settings(wildcards):
-    """The distill settings of one student target (offline, online, or an ablation variant)."""
-    return variant_settings(settings("distill")(wildcards), wildcards.student)
+def student_distill(wildcards):
+    return targets.student_distill(wildcards.student, dataset_settings(wildcards.dataset, "distill"))
+
+
+def online_teacher(wildcards):
+    """The teacher's settings, read only by a student that trains its teacher alongside (online)."""
+    return dataset_settings(wildcards.dataset, "teacher") if student_distill(wildcards)["online"] else {}
 
 
 def teacher_artifact(wildcards):
-    """The offline teacher a student learns from; a variant that needs no teacher does not wait for one."""
-    chosen = distill_settings(wildcards)
-    if chosen["mode"] == "online" or (chosen["cos_weight"] == 0 and chosen["l2_weight"] == 0):
-        return []
-    return [f"results/{wildcards.dataset}/teacher/trainable.safetensors"]
+    """The trained teacher an offline student learns from; a variant that needs none does not wait for one."""
+    if not targets.needs_offline_teacher(student_distill(wildcards)):
+        return {}
+    teacher = f"results/{wildcards.dataset}/{targets.TEACHER}"
+    return {"teacher": f"{teacher}/trainable.safetensors", "teacher_config": f"{teacher}/config.json"}
 
 
 def reported_students(dataset):
-    mode = dataset_settings(dataset, "distill")["mode"]
-    return {"offline": ["student"], "online": ["student_online"], "both": ["student", "student_online"]}[mode]
+    return dataset_settings(dataset, "report")["students"]
 
 
 def result_rows(wildcards):
-    """The metrics files behind one dataset's table, by stage name."""
-    rows = {
-        "popularity": f"results/{wildcards.dataset}/popularity/metrics.json",
-        "sasrec": f"results/{wildcards.dataset}/sasrec/metrics.json",
-        "teacher": f"results/{wildcards.dataset}/teacher/metrics.json",
-    }
-    for student in reported_students(wildcards.dataset):
-        rows[student] = f"results/{wildcards.dataset}/{student}/metrics.json"
-    return rows
+    """The metrics rows behind one dataset's table, by target."""
+    rows = ["popularity", "sasrec", targets.TEACHER, *reported_students(wildcards.dataset)]
+    return {target: f"results/{wildcards.dataset}/{target}/metrics.json" for target in rows}
+
+
+def train_logs(wildcards):
+    trained = [targets.TEACHER, *reported_students(wildcards.dataset)]
+    return [f"results/{wildcards.dataset}/{target}/train_log.csv" for target in trained]
 
 
 def layer_sweep(wildcards):
     sweep = dataset_settings(wildcards.dataset, "report")["layer_sweep"]
-    return {f"teacher_l{n}": f"results/{wildcards.dataset}/teacher_l{n}/metrics.json" for n in sweep}
+    return [f"results/{wildcards.dataset}/{targets.sweep_teacher(n)}/metrics.json" for n in sweep]
 
 
-def report_extras(wildcards):
-    extras = {f"log_{name}": path.replace("metrics.json", "train_log.csv") for name, path in result_rows(wildcards).items() if name not in ("popularity", "sasrec")}
-    if dataset_settings(wildcards.dataset, "report")["ablation"]:
-        extras["ablation"] = f"results/{wildcards.dataset}/ablation/metrics.json"
-    return extras
+def ablation_rows(wildcards):
+    """Table 4's variants by name; the variant with every term is the offline student, never trained twice."""
+    variants = targets.ABLATION_VARIANTS
+    return {v: f"results/{wildcards.dataset}/{targets.ablation_target(v)}/metrics.json" for v in variants}
+
+
+def report_ablation(wildcards):
+    if not dataset_settings(wildcards.dataset, "report")["ablation"]:
+        return {}
+    return {"ablation": f"results/{wildcards.dataset}/{targets.ABLATION}/metrics.json"}
+
+
+def synthetic_backbone(wildcards):
+    """Whether the LLM backbone is the randomly initialised preset (the report then says so)."""
+    chosen = dataset_settings(wildcards.dataset, "backbone")
+    return not chosen["path"] and chosen["preset"] == "tiny"

@@ -5,7 +5,8 @@ rule backbone:
     output:
         directory=directory("results/{dataset}/backbone"),
     params:
-        backbone=settings("backbone"),
+        preset=lambda wildcards: dataset_settings(wildcards.dataset, "backbone")["preset"],
+        seed=lambda wildcards: dataset_settings(wildcards.dataset, "backbone")["seed"],
         prompt=settings("prompt"),
     log:
         "results/{dataset}/logs/backbone.log",
@@ -35,15 +36,16 @@ rule teacher:
         train_log="results/{dataset}/{teacher}/train_log.csv",
         manifest="results/{dataset}/{teacher}/manifest.json",
     wildcard_constraints:
-        teacher=r"teacher(_l[0-9]+)?",
+        teacher=targets.TEACHER_PATTERN,
     params:
-        teacher=settings("teacher"),
+        target=lambda wildcards: wildcards.teacher,
+        # `layers` comes from the target (teacher_l{n}), so teacher.layers reruns only `teacher`.
+        teacher=settings("teacher", drop=("layers",)),
         layers=teacher_layers,
-        backbone=settings("backbone"),
+        backbone=backbone_loading,
         prompt=settings("prompt"),
-        max_len=lambda wildcards: settings("preprocess")(wildcards)["max_len"],
         evaluate=settings("evaluate"),
-        checkpoints=lambda wildcards: f"results/{wildcards.dataset}/checkpoints/{wildcards.teacher}",
+        checkpoints=checkpoints,
     log:
         "results/{dataset}/logs/{teacher}.log",
     benchmark:

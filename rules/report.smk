@@ -12,6 +12,8 @@ rule metrics:
             labels={"dataset": "{dataset}", "table": "metrics (Tables 2 and 5)"},
         ),
         manifest="results/{dataset}/manifest.json",
+    params:
+        dataset=lambda wildcards: wildcards.dataset,
     log:
         "results/{dataset}/logs/metrics.log",
     benchmark:
@@ -28,9 +30,10 @@ rule metrics:
 
 rule report:
     input:
-        unpack(report_extras),
-        unpack(layer_sweep),
+        unpack(report_ablation),
         table="results/{dataset}/metrics.json",
+        train_logs=train_logs,
+        sweep=layer_sweep,
     output:
         report=report(
             "results/{dataset}/report.md", category="Results", labels={"dataset": "{dataset}", "file": "report"}
@@ -46,7 +49,7 @@ rule report:
             labels={"dataset": "{dataset}", "figure": "metrics against layers"},
         ),
     params:
-        backbone=settings("backbone"),
+        synthetic=synthetic_backbone,
     log:
         "results/{dataset}/logs/report.log",
     benchmark:

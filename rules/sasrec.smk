@@ -13,10 +13,10 @@ rule sasrec:
         train_log="results/{dataset}/sasrec/train_log.csv",
         manifest="results/{dataset}/sasrec/manifest.json",
     params:
+        target="sasrec",
         sasrec=settings("sasrec"),
-        max_len=lambda wildcards: settings("preprocess")(wildcards)["max_len"],
         evaluate=settings("evaluate"),
-        checkpoints=lambda wildcards: f"results/{wildcards.dataset}/checkpoints/sasrec",
+        checkpoints=checkpoints,
     log:
         "results/{dataset}/logs/sasrec.log",
     benchmark:
@@ -42,6 +42,7 @@ rule popularity:
         metrics="results/{dataset}/popularity/metrics.json",
         manifest="results/{dataset}/popularity/manifest.json",
     params:
+        target="popularity",
         evaluate=settings("evaluate"),
     log:
         "results/{dataset}/logs/popularity.log",
@@ -51,6 +52,7 @@ rule popularity:
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
+        eval_batch_size=512,
     conda:
         "../envs/cpu.yaml"
     script:

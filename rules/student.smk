@@ -1,14 +1,15 @@
-# SLMRec distillation: the student (offline and online) and the Table 4 ablation, from one rule.
+# SLMRec distillation: the students (offline and online) and the Table 4 ablation variants, from one rule;
+# the ablation table reuses the offline student for the variant that keeps every term.
 
 
 rule student:
     input:
+        unpack(teacher_artifact),
         splits="results/{dataset}/data/splits.parquet",
         negatives="results/{dataset}/data/negatives.parquet",
         stats="results/{dataset}/data/stats.json",
         item_embeddings="results/{dataset}/sasrec/item_embeddings.safetensors",
         backbone=backbone_dir,
-        teacher=teacher_artifact,
     output:
         model="results/{dataset}/{student}/trainable.safetensors",
         config="results/{dataset}/{student}/config.json",
@@ -16,16 +17,16 @@ rule student:
         train_log="results/{dataset}/{student}/train_log.csv",
         manifest="results/{dataset}/{student}/manifest.json",
     wildcard_constraints:
-        student=r"student(_online)?|ablation/(ce|ce_cos|ce_cos_l2|ce_cos_ms|all)",
+        student=targets.STUDENT_PATTERN,
     params:
+        target=lambda wildcards: wildcards.student,
         student=settings("student"),
-        teacher=settings("teacher"),
-        distill=distill_settings,
-        backbone=settings("backbone"),
+        distill=student_distill,
+        teacher=online_teacher,
+        backbone=backbone_loading,
         prompt=settings("prompt"),
-        max_len=lambda wildcards: settings("preprocess")(wildcards)["max_len"],
         evaluate=settings("evaluate"),
-        checkpoints=lambda wildcards: f"results/{wildcards.dataset}/checkpoints/{wildcards.student}",
+        checkpoints=checkpoints,
     log:
         "results/{dataset}/logs/{student}.log",
     benchmark:
@@ -47,13 +48,14 @@ rule student:
 
 rule ablation:
     input:
-        expand("results/{{dataset}}/ablation/{variant}/metrics.json", variant=ABLATION_VARIANTS),
+        unpack(ablation_rows),
     output:
         table=report(
             "results/{dataset}/ablation/metrics.json",
             category="Results",
             labels={"dataset": "{dataset}", "table": "ablation (Table 4)"},
         ),
+        manifest="results/{dataset}/ablation/manifest.json",
     log:
         "results/{dataset}/logs/ablation.log",
     benchmark:

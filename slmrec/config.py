@@ -9,34 +9,14 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-# The weighted distillation terms (distill.<term>_weight), and which of them each Table 4 ablation keeps.
-DISTILL_TERMS = ("cos", "l2", "multi_supervision")
-ABLATION_TERMS = {
-    "ce": (),
-    "ce_cos": ("cos",),
-    "ce_cos_l2": ("cos", "l2"),
-    "ce_cos_ms": ("cos", "multi_supervision"),
-    "all": ("cos", "l2", "multi_supervision"),
-}
-
-
-def variant_settings(distill: dict[str, Any], variant: str) -> dict[str, Any]:
-    """The distill settings of a target: `student`, `student_online` or `ablation/<variant>`."""
-    if variant == "student":
-        return {**distill, "mode": "offline"}
-    if variant == "student_online":
-        return {**distill, "mode": "online"}
-    name = variant.removeprefix("ablation/")
-    if name not in ABLATION_TERMS:
-        raise ValueError(f"unknown ablation variant {name!r}; known: {', '.join(ABLATION_TERMS)}")
-    kept = ABLATION_TERMS[name]
-    weights = {f"{term}_weight": distill[f"{term}_weight"] if term in kept else 0.0 for term in DISTILL_TERMS}
-    return {**distill, **weights, "mode": "offline"}
+# The workflow's schema, beside the Snakefile at the top of the checkout.
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -71,18 +51,17 @@ def load_schema(path: str | os.PathLike) -> dict[str, Any]:
 def stage_config(config: dict[str, Any], schema: dict[str, Any], dataset: str, stage: str) -> dict[str, Any]:
     """The settings of `stage` for `dataset`: what a rule receives through `params:`.
 
-    The student inherits every training setting it does not set from the teacher of the same dataset.
+    The student inherits every training setting it does not set from the teacher of the same dataset
+    (its schema lists those settings without defaults, so the teacher's values show through).
     """
     if dataset not in config["datasets"]:
         known = ", ".join(sorted(config["datasets"]))
         raise ConfigError(f"unknown dataset {dataset!r}: config.yaml defines {known}")
     override = config["datasets"][dataset].get(stage, {})
     merged = deep_merge(config.get(stage, {}), override)
-    checked_as = stage
     if stage == "student":
         merged = deep_merge(stage_config(config, schema, dataset, "teacher"), merged)
-        checked_as = "teacher"
-    stage_schema = {"$defs": schema["$defs"], **schema["$defs"][checked_as]}
+    stage_schema = {"$defs": schema["$defs"], **schema["$defs"][stage]}
     errors = sorted(jsonschema.Draft202012Validator(stage_schema).iter_errors(merged), key=str)
     if errors:
         first = errors[0]
@@ -90,3 +69,14 @@ def stage_config(config: dict[str, Any], schema: dict[str, Any], dataset: str, s
         origin = f"datasets.{dataset}.{stage}" if override else stage
         raise ConfigError(f"config key {origin}{'.' + where if where else ''}: {first.message}")
     return canonical(merged)
+
+
+def schema_defaults(stage: str, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
+    """A stage section with nothing set: every value is the schema's default (the one place defaults live)."""
+    from snakemake.utils import validate
+
+    config: dict[str, Any] = {"datasets": {"any": {"source": {"kind": "synthetic"}}}}
+    validate(config, str(schema_path), set_default=True)
+    if stage == "source":
+        return config["datasets"]["any"]["source"]
+    return stage_config(config, load_schema(schema_path), "any", stage)

@@ -102,7 +102,8 @@ def evaluate(
     split: EvalSplit,
     max_len: int,
     batch_size: int = 256,
-    full_ranking: bool = False,
+    *,
+    full_ranking: bool,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Metrics in percent on the stored candidates (and, optionally, over all items with history masked).
@@ -138,3 +139,12 @@ def evaluate_splits(
     encode: Encoder, item_table: Tensor, splits: dict[str, EvalSplit], max_len: int, **options: Any
 ) -> dict[str, dict[str, float]]:
     return {name: evaluate(encode, item_table, split, max_len, **options) for name, split in splits.items()}
+
+
+def evaluate_recommender(
+    recommender: Any, splits: dict[str, EvalSplit], max_len: int, batch_size: int, full_ranking: bool
+) -> dict[str, dict[str, float]]:
+    """Every split, for a model with `user_vectors` and an `item_table` (the `Recommender` interface)."""
+    table = recommender.item_table
+    options = {"batch_size": batch_size, "full_ranking": full_ranking, "device": table.device}
+    return evaluate_splits(recommender.user_vectors, table, splits, max_len, **options)

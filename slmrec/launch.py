@@ -1,8 +1,8 @@
-"""Run a training stage in this process, or data-parallel under torchrun when a job has several devices.
+"""Run a stage in this process, or data-parallel under torchrun when a job has several devices.
 
 Snakemake's `script:` starts one Python process; a rule with `gpu: N > 1` re-launches the same stage
-function as N torchrun workers (NCCL on GPUs, gloo on CPUs), which `transformers.Trainer` picks up
-as distributed data parallel. Arguments travel as a JSON file.
+as N torchrun workers (NCCL on GPUs, gloo on CPUs), which `transformers.Trainer` picks up as
+distributed data parallel. The stage call travels as a JSON file.
 """
 
 from __future__ import annotations
@@ -15,25 +15,24 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
+
+from slmrec.call import StageCall
 
 logger = logging.getLogger(__name__)
 
 
-def _call(target: str, kwargs: dict[str, Any]) -> Any:
-    module, _, name = target.partition(":")
-    function = getattr(importlib.import_module(module), name)
-    return function(**{**kwargs, "output": SimpleNamespace(**kwargs["output"])})
+def call_stage(call: StageCall) -> Any:
+    return importlib.import_module(f"slmrec.stages.{call.stage}").run(call)
 
 
-def launch(target: str, kwargs: dict[str, Any], processes: int = 1, log_path: str | None = None) -> Any:
-    """Call `module:function(**kwargs)`; `kwargs["output"]` is a dict of named output paths."""
+def launch(call: StageCall, processes: int = 1, log_path: str | None = None) -> Any:
+    """Run the call's stage; with several processes the main one only waits, and returns None."""
     if processes <= 1:
-        return _call(target, kwargs)
+        return call_stage(call)
     with tempfile.TemporaryDirectory() as tmp:
-        arguments = Path(tmp) / "arguments.json"
-        arguments.write_text(json.dumps({"target": target, "kwargs": kwargs}))
+        arguments = Path(tmp) / "call.json"
+        arguments.write_text(json.dumps(call.to_json()))
         command = [
             sys.executable,
             "-m",
@@ -53,9 +52,8 @@ def launch(target: str, kwargs: dict[str, Any], processes: int = 1, log_path: st
 def main(argv: list[str] | None = None) -> None:
     """Entry point of each torchrun worker."""
     (path,) = argv if argv is not None else sys.argv[1:]
-    spec = json.loads(Path(path).read_text())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _call(spec["target"], spec["kwargs"])
+    call_stage(StageCall(**json.loads(Path(path).read_text())))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,15 @@ count, and report numbers better than the model deserves.
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
+
+from slmrec.io import read_json, write_json
 
 METRIC_NAMES = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 
@@ -133,3 +139,77 @@ def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
         out[f"NDCG@{k}"] = 100.0 * float(torch.where(r < k, gain, 0.0).mean())
     out["MRR"] = 100.0 * float((1.0 / (r + 1.0)).mean())
     return {name: out[name] for name in METRIC_NAMES}
+
+
+class MetricsRowError(ValueError):
+    """A metrics file is not a row of the one shape every stage writes."""
+
+
+@dataclass
+class MetricsRow:
+    """One model's results: what every stage writes to its `metrics.json` and the table and report read.
+
+    `valid` and `test` hold the metrics in percent (plus `seconds` and, optionally, `full_*`); `params`
+    the total, trainable and at-inference parameter counts; `details` what only some models have
+    (distillation settings and boundaries, the teacher's parameter counts).
+    """
+
+    model: str
+    target: str
+    layers: int | None
+    valid: dict[str, float]
+    test: dict[str, float]
+    params: dict[str, int]
+    train_seconds: float
+    inference_seconds: float
+    best_step: int | None
+    best_valid_mrr: float | None
+    details: dict[str, Any]
+
+    @classmethod
+    def scored(
+        cls,
+        model: str,
+        target: str,
+        recommender: Any,
+        scores: dict[str, dict[str, float]],
+        *,
+        train_seconds: float = 0.0,
+        best_step: int | None = None,
+        best_valid_mrr: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> MetricsRow:
+        """The row of a scored `Recommender`; inference time is the time to score the test split."""
+        return cls(
+            model=model,
+            target=target,
+            layers=recommender.num_layers,
+            valid=scores["valid"],
+            test=scores["test"],
+            params=recommender.parameter_counts(),
+            train_seconds=train_seconds,
+            inference_seconds=scores["test"]["seconds"],
+            best_step=best_step,
+            best_valid_mrr=best_valid_mrr,
+            details=details or {},
+        )
+
+    def write(self, path: str | os.PathLike) -> None:
+        missing = [name for name in METRIC_NAMES for split in (self.valid, self.test) if name not in split]
+        if missing:
+            raise MetricsRowError(f"{path}: the row of {self.model} lacks metrics {sorted(set(missing))}")
+        write_json(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> MetricsRow:
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise MetricsRowError(f"{path}: not a metrics row (a JSON object); rerun the stage that wrote it")
+        fields_ = [f.name for f in fields(cls)]
+        missing = [name for name in fields_ if name not in data]
+        unknown = [name for name in data if name not in fields_]
+        if missing or unknown:
+            raise MetricsRowError(
+                f"{path}: not a metrics row (missing {missing}, unknown {unknown}); rerun the stage that wrote it"
+            )
+        return cls(**data)

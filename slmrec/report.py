@@ -6,35 +6,26 @@ The table has a row per model, laid out like the paper's Table 2 (accuracy) and 
 
 from __future__ import annotations
 
-import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from slmrec.io import atomic_path, read_json, utc_now, write_json, write_manifest
-from slmrec.metrics import METRIC_NAMES
+from slmrec.io import atomic_path, read_json
+from slmrec.metrics import MetricsRow
+from slmrec.targets import STUDENT, TEACHER, variant_label
 
 TABLE_METRICS = ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")
-ROW_KEYS = ("model", "stage", "layers", "valid", "test", "params", "train_seconds", "inference_seconds")
 
 
 def metrics_table(dataset: str, rows: dict[str, str | Path], stats_path: str | Path) -> dict[str, Any]:
-    """Gather the stages' metrics files (stage name -> path) into the final table."""
-    table_rows = []
-    for stage, path in rows.items():
-        metrics = read_json(path)
-        missing = [k for k in ("valid", "test", "params") if k not in metrics]
-        if missing:
-            raise ValueError(f"{path}: metrics file lacks {missing}; rerun the {stage} rule")
-        row = {"stage": stage, **{k: metrics.get(k) for k in ROW_KEYS if k != "stage"}}
-        row["valid"] = {k: metrics["valid"][k] for k in METRIC_NAMES}
-        row["test"] = {k: metrics["test"][k] for k in METRIC_NAMES}
-        table_rows.append(row)
-    by_stage = {row["stage"]: row for row in table_rows}
+    """Gather the stages' metrics rows (target -> path) into the final table, with the student's speed-ups."""
+    table_rows = [asdict(MetricsRow.read(path)) for path in rows.values()]
+    by_target = {row["target"]: row for row in table_rows}
     speedup = None
-    if "teacher" in by_stage and "student" in by_stage:
-        teacher, student = by_stage["teacher"], by_stage["student"]
+    if TEACHER in by_target and STUDENT in by_target:
+        teacher, student = by_target[TEACHER], by_target[STUDENT]
         speedup = {
             "teacher": teacher["model"],
             "student": student["model"],
@@ -81,10 +72,11 @@ def _save(fig: Any, path: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_training_curves(logs: dict[str, str | Path], path: str | Path) -> None:
-    """Loss terms and validation MRR per step for each trained LLM model."""
+def plot_training_curves(logs: list[str | Path], path: str | Path) -> None:
+    """Loss terms and validation MRR per step for each trained LLM model (labelled by its target directory)."""
     fig, (loss_ax, mrr_ax) = _figure(ncols=2, figsize=(11, 4))
-    for name, log_path in logs.items():
+    for log_path in logs:
+        name = Path(log_path).parent.name
         log = pl.read_csv(log_path)
         if log.height == 0:
             continue
@@ -116,10 +108,12 @@ def plot_layer_sweep(
     _save(fig, path)
 
 
-def layer_sweep_points(table: dict[str, Any], sweep: dict[str, str | Path]) -> dict[int, dict[str, float]]:
-    points = {int(re.sub(r"\D", "", stage)): read_json(path)["test"] for stage, path in sweep.items()}
+def layer_sweep_points(table: dict[str, Any], sweep: list[str | Path]) -> dict[int, dict[str, float]]:
+    """Test metrics by layer count: the sweep's E4SRec_l teachers and the table's teacher."""
+    rows = [MetricsRow.read(path) for path in sweep]
+    points = {row.layers: row.test for row in rows}
     for row in table["rows"]:
-        if row["stage"] == "teacher" and row.get("layers"):
+        if row["target"] == TEACHER:
             points.setdefault(row["layers"], row["test"])
     return points
 
@@ -167,39 +161,18 @@ def write_report(
 
 
 def ablation_table(rows: dict[str, str | Path]) -> dict[str, Any]:
-    """The Table 4 variants side by side (valid and test metrics, and the weights used)."""
+    """The Table 4 variants side by side (variant -> metrics path; `all` is the offline student's row)."""
     out = []
     for variant, path in rows.items():
-        metrics = read_json(path)
+        row = MetricsRow.read(path)
         out.append(
             {
                 "variant": variant,
-                "model": metrics["model"],
-                "distill": metrics.get("distill"),
-                "valid": {k: metrics["valid"][k] for k in METRIC_NAMES},
-                "test": {k: metrics["test"][k] for k in METRIC_NAMES},
+                "model": variant_label(variant),
+                "trained_as": row.model,
+                "distill": row.details.get("distill"),
+                "valid": row.valid,
+                "test": row.test,
             }
         )
     return {"rows": out}
-
-
-def write_ablation(rows: dict[str, str | Path], path: str | Path) -> dict[str, Any]:
-    table = ablation_table(rows)
-    write_json(path, table)
-    return table
-
-
-def run_metrics(dataset: str, rows: dict[str, str], stats_path: str, output: Any) -> dict[str, Any]:
-    """The `metrics` rule: the table, and a manifest linking it to every stage behind it."""
-    started = utc_now()
-    table = metrics_table(dataset, rows, stats_path)
-    write_json(output.table, table)
-    write_manifest(
-        output.manifest,
-        stage="metrics",
-        config={"rows": list(rows)},
-        inputs=[*rows.values(), stats_path],
-        outputs=[output.table],
-        started=started,
-    )
-    return table

@@ -1,9 +1,13 @@
-"""What every trained model shares: a `transformers.Trainer` that selects by ranking metrics.
+"""The one training path of SASRec, the teacher and every student: fit, select, score, save.
 
-`RankingTrainer` swaps Trainer's loss-based evaluation for the shared ranking protocol
-(`slmrec.evaluate`) on the stored validation negatives, so `metric_for_best_model: mrr`, early
-stopping and "load the best model at the end" all work on validation MRR. It also refuses to
-continue past a non-finite loss, and keeps a per-evaluation log for `train_log.csv`.
+`fit_and_save` trains any `Recommender` with a `transformers.Trainer`, resumes a killed run only
+under the same run identity, selects the model by validation MRR, scores it on valid and test through
+the shared protocol (`slmrec.evaluate`), and writes its artifacts, `train_log.csv`, a `MetricsRow`
+and the manifest.
+
+`RankingTrainer` swaps Trainer's loss-based evaluation for that protocol on the stored validation
+negatives, so `metric_for_best_model: mrr`, early stopping and "load the best model at the end" all
+work on validation MRR. It also refuses to continue past a non-finite loss.
 """
 
 from __future__ import annotations
@@ -11,23 +15,31 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from slmrec.call import RunIdentity, StageCall
+from slmrec.data.samples import NextItemDataset, TrainingData
+from slmrec.evaluate import EvalSplit, evaluate, evaluate_recommender
 from slmrec.io import atomic_path
+from slmrec.metrics import MetricsRow
 
 logger = logging.getLogger(__name__)
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
+IDENTITY_FILE = "identity.json"  # the run identity the checkpoints beside it were made under
+FINISHED_FILE = "FINISHED"  # training ended: these checkpoints are never resumed
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -100,12 +112,37 @@ class TrainLog(TrainerCallback):
     training loss term since the previous one, the validation metrics and the seconds in between.
 
     The rows come from Trainer's own `log_history`, which a resumed run restores from its checkpoint,
-    so a job killed and rerun still writes the whole curve (seconds are known for this run's rows).
+    so a job killed and rerun still writes the whole curve; the seconds, and the total training time,
+    travel in a small file beside each checkpoint.
     """
+
+    CLOCK = "slmrec_clock.json"
 
     def __init__(self) -> None:
         self.seconds: dict[int, float] = {}
-        self._last = time.perf_counter()
+        self.earlier = 0.0  # training seconds of the runs before a resume, up to the checkpoint resumed
+        self._begin = self._last = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Training seconds of the whole run, summed over resumes."""
+        return self.earlier + time.perf_counter() - self._begin
+
+    def restore(self, checkpoint: str | Path) -> None:
+        clock = Path(checkpoint) / self.CLOCK
+        if clock.is_file():
+            saved = json.loads(clock.read_text())
+            self.earlier = saved["elapsed"]
+            self.seconds = {int(step): value for step, value in saved["seconds"].items()}
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102
+        self._begin = self._last = time.perf_counter()
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: D102
+        # Beside each checkpoint, so a resumed run knows how long the run took up to it.
+        if state.is_world_process_zero:
+            clock = {"elapsed": self.elapsed, "seconds": self.seconds}
+            (Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.CLOCK).write_text(json.dumps(clock))
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: D102
         now = time.perf_counter()
@@ -147,42 +184,6 @@ class TrainLog(TrainerCallback):
             frame.write_csv(tmp)
 
 
-def train(trainer: Trainer, checkpoint_dir: str | Path, fingerprint: dict[str, Any] | None = None) -> None:
-    """Train, resuming from the newest checkpoint a killed run left in `checkpoint_dir`.
-
-    Checkpoints made under other settings (the `fingerprint`) are discarded rather than resumed.
-    """
-    checkpoint_dir = Path(checkpoint_dir)
-    stamp = checkpoint_dir / "fingerprint.json"
-    wanted = json.dumps(fingerprint or {}, sort_keys=True, default=str)
-    made_elsewise = not stamp.is_file() or stamp.read_text() != wanted
-    if any(checkpoint_dir.glob("checkpoint-*")) and made_elsewise:
-        if trainer.is_world_process_zero():
-            logger.info("discarding checkpoints in %s: made with other settings", checkpoint_dir)
-            shutil.rmtree(checkpoint_dir)
-    if trainer.args.world_size > 1:
-        torch.distributed.barrier()
-    last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
-    if trainer.is_world_process_zero():
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(wanted)
-    if last:
-        logger.info("resuming from %s", last)
-    trainer.train(resume_from_checkpoint=last)
-
-
-def _numel(parameter: torch.Tensor) -> int:
-    """Logical size: a 4-bit weight is stored packed (two values a byte) with its real shape on the side."""
-    quant_state = getattr(parameter, "quant_state", None)
-    return math.prod(quant_state.shape) if quant_state is not None else parameter.numel()
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    total = sum(_numel(p) for p in model.parameters())
-    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable}
-
-
 def base_arguments(output_dir: str | Path, seed: int, **overrides: Any) -> TrainingArguments:
     """TrainingArguments with the project's fixed choices; stage settings come in as overrides."""
     options: dict[str, Any] = {
@@ -203,3 +204,198 @@ def base_arguments(output_dir: str | Path, seed: int, **overrides: Any) -> Train
     }
     options.update(overrides)
     return TrainingArguments(**options)
+
+
+def batch_plan(batch_size: int, per_device_batch_size: int, world: int) -> tuple[int, int]:
+    """(micro-batch per device, gradient accumulation steps) that make up the effective `batch_size`.
+
+    The micro-batch is a runtime choice (a rule resource; 0 = as large as possible), so changing it
+    does not change the science: accumulation makes up the rest.
+    """
+    micro = per_device_batch_size or math.ceil(batch_size / world)
+    accumulation = max(1, batch_size // (micro * world))
+    if micro * world * accumulation != batch_size:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of per-device batch {micro} x {world} processes")
+    return micro, accumulation
+
+
+def step_arguments(
+    cfg: dict[str, Any], checkpoint_dir: str | Path, dtype: str, per_device_batch_size: int
+) -> TrainingArguments:
+    """Trainer settings of the LLM stages from their config section; `batch_size` is the effective batch."""
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    micro, accumulation = batch_plan(cfg["batch_size"], per_device_batch_size, world)
+    cuda = torch.cuda.is_available()
+    return base_arguments(
+        checkpoint_dir,
+        cfg["seed"],
+        learning_rate=cfg["learning_rate"],
+        lr_scheduler_type=cfg["lr_scheduler_type"],
+        warmup_steps=cfg["warmup_steps"],
+        max_steps=cfg["max_steps"],
+        num_train_epochs=cfg["epochs"],
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulation,
+        weight_decay=cfg["weight_decay"],
+        max_grad_norm=cfg["max_grad_norm"],
+        adam_beta1=cfg["adam_beta1"],
+        adam_beta2=cfg["adam_beta2"],
+        adam_epsilon=cfg["adam_epsilon"],
+        optim="adamw_torch",
+        eval_strategy="steps",
+        eval_steps=cfg["eval_steps"],
+        save_strategy="steps",
+        save_steps=cfg["eval_steps"],
+        logging_steps=cfg["logging_steps"],
+        bf16=cuda and dtype == "bfloat16",
+        fp16=cuda and dtype == "float16",
+        ddp_find_unused_parameters=False,
+    )
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """What every model offers the training path and the evaluation protocol.
+
+    A user vector ([B, d], from left-padded item ids [B, L]) scores an item by its dot product with
+    that item's row of `item_table` ([items + 1, d], row 0 padding).
+    """
+
+    @property
+    def item_table(self) -> Tensor: ...
+
+    @property
+    def num_layers(self) -> int | None: ...
+
+    def user_vectors(self, items: Tensor) -> Tensor: ...
+
+    def parameter_counts(self) -> dict[str, int]:
+        """`total`, `trainable` and `inference` (what scoring needs) parameters."""
+        ...
+
+    def save_artifacts(self, output: dict[str, str]) -> None:
+        """Write the model's own files among the stage's outputs."""
+        ...
+
+
+@dataclass
+class Fit:
+    """What a stage chooses about training and scoring; everything else is the same for every model."""
+
+    args: TrainingArguments
+    dataset: torch.utils.data.Dataset
+    splits: dict[str, EvalSplit]
+    max_len: int
+    eval_batch_size: int
+    full_ranking: bool
+    callbacks: list[TrainerCallback] = field(default_factory=list)
+
+
+def validate(recommender: Recommender, fit: Fit) -> dict[str, float]:
+    """The validation metrics that select the model (sampled candidates only: full ranking is for reports)."""
+    table = recommender.item_table
+    split = fit.splits["valid"]
+    return evaluate(
+        recommender.user_vectors,
+        table,
+        split,
+        fit.max_len,
+        fit.eval_batch_size,
+        full_ranking=False,
+        device=table.device,
+    )
+
+
+def resume_point(checkpoint_dir: Path, identity: RunIdentity, is_main: bool, distributed: bool) -> str | None:
+    """The checkpoint to resume from: only one a killed run of this very identity left, never a finished one.
+
+    Anything else in `checkpoint_dir` is discarded, and the log says why.
+    """
+    stamp, finished = checkpoint_dir / IDENTITY_FILE, checkpoint_dir / FINISHED_FILE
+    if is_main and any(checkpoint_dir.glob("checkpoint-*")):
+        if finished.exists():
+            reason = "they belong to a run that finished"
+        elif not stamp.is_file():
+            reason = "they carry no record of the settings they were made with"
+        else:
+            changed = identity.changes(RunIdentity.read(stamp))
+            reason = f"changed since they were made: {', '.join(changed)}" if changed else None
+        if reason:
+            logger.info("starting afresh: discarding the checkpoints in %s, %s", checkpoint_dir, reason)
+            shutil.rmtree(checkpoint_dir)
+    if distributed:
+        torch.distributed.barrier()
+    last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    if is_main:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        identity.write(stamp)
+    return last
+
+
+def fit_and_save(
+    recommender: Recommender,
+    call: StageCall,
+    fit: Fit,
+    *,
+    name: str,
+    trained: nn.Module | None = None,
+    details: dict[str, Any] | None = None,
+) -> MetricsRow | None:
+    """Train (`trained`, or the recommender itself), keep the best validation MRR, score, write everything.
+
+    `trained` is the module whose loss trains the recommender when they differ (the distiller around a
+    student). Only the main process writes; the others return None.
+    """
+    checkpoint_dir = Path(fit.args.output_dir)
+    log = TrainLog()
+    trainer = RankingTrainer(
+        model=trained if trained is not None else recommender,
+        args=fit.args,
+        train_dataset=fit.dataset,
+        eval_dataset=fit.splits["valid"],
+        evaluator=lambda _: validate(recommender, fit),
+        callbacks=[log, *fit.callbacks],
+    )
+    main = trainer.is_world_process_zero()
+    last = resume_point(checkpoint_dir, call.identity(), main, trainer.args.world_size > 1)
+    if last:
+        logger.info("resuming from %s", last)
+        log.restore(last)
+    trainer.train(resume_from_checkpoint=last)
+    train_seconds = log.elapsed
+    if not main:
+        return None
+    (checkpoint_dir / FINISHED_FILE).touch()
+    recommender.eval()
+    scores = evaluate_recommender(recommender, fit.splits, fit.max_len, fit.eval_batch_size, fit.full_ranking)
+    best = trainer.state.best_model_checkpoint
+    row = MetricsRow.scored(
+        name,
+        call.params["target"],
+        recommender,
+        scores,
+        train_seconds=train_seconds,
+        best_step=int(Path(best).name.split("-")[-1]) if best else None,
+        best_valid_mrr=trainer.state.best_metric,
+        details=details,
+    )
+    recommender.save_artifacts(call.output)
+    log.write_csv(call.output["train_log"], trainer.state.log_history)
+    row.write(call.output["metrics"])
+    call.write_manifest()
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    logger.info("%s test: %s", name, {k: round(v, 3) for k, v in scores["test"].items()})
+    return row
+
+
+def llm_fit(call: StageCall, cfg: dict[str, Any], data: TrainingData) -> Fit:
+    """How the teacher and every student train: steps of Trainer over next-item samples."""
+    dtype = call.params["backbone"]["dtype"]
+    return Fit(
+        step_arguments(cfg, call.params["checkpoints"], dtype, call.resources["per_device_batch_size"]),
+        NextItemDataset(data.sequences, cfg["max_len"], cfg["targets_per_user"]),
+        data.splits,
+        cfg["max_len"],
+        call.resources["eval_batch_size"],
+        call.params["evaluate"]["full_ranking"],
+    )

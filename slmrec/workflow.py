@@ -1,4 +1,4 @@
-"""Glue between Snakemake's `script:` directive and the library: logging into the rule's log file."""
+"""Glue between Snakemake's `script:` directive and the stages: logging into the rule's log, and the call."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import logging
 import os
 from collections.abc import Iterator
 from typing import Any
+
+from slmrec.call import StageCall
+from slmrec.launch import launch
 
 
 @contextlib.contextmanager
@@ -29,20 +32,9 @@ def rule_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
             root.removeHandler(handler)
 
 
-def llm_stage_arguments(snakemake: Any) -> dict[str, Any]:
-    """What the teacher and student rules hand their stage alike: inputs, shared settings, outputs, resources."""
-    return {
-        "splits_path": snakemake.input.splits,
-        "negatives_path": snakemake.input.negatives,
-        "stats_path": snakemake.input.stats,
-        "item_embeddings_path": snakemake.input.item_embeddings,
-        "backbone_dir": snakemake.input.backbone,
-        "backbone": snakemake.params.backbone,
-        "prompt": snakemake.params.prompt,
-        "max_len": snakemake.params.max_len,
-        "eval_cfg": snakemake.params.evaluate,
-        "output": dict(snakemake.output.items()),
-        "checkpoint_dir": snakemake.params.checkpoints,
-        "eval_batch_size": snakemake.resources.eval_batch_size,
-        "per_device_batch_size": snakemake.resources.per_device_batch_size,
-    }
+def run_stage(snakemake: Any, stage: str) -> Any:
+    """A rule's whole script: call `slmrec.stages.<stage>.run` with the rule's inputs, outputs, params and
+    resources, logging into the rule's log; a rule with `gpu: N > 1` runs it as N data-parallel workers."""
+    call = StageCall.from_snakemake(snakemake, stage)
+    with rule_logging(snakemake.log[0]):
+        return launch(call, processes=int(call.resources.get("gpu", 1)), log_path=snakemake.log[0])

@@ -73,6 +73,19 @@ def finished_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+SWEEP = (1, 2)
+
+
+@pytest.fixture(scope="session")
+def swept_demo(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the finished demo that also trained the layer sweep's E4SRec_1 and E4SRec_2 teachers."""
+    workdir = tmp_path_factory.mktemp("swept_demo") / "run"
+    shutil.copytree(finished_demo, workdir, symlinks=True)
+    write_tiny_config(workdir, {"datasets": {"demo": {"report": {"layer_sweep": list(SWEEP)}}}})
+    run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
+    return workdir
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Two shared cores: one intra-op thread per test process avoids oversubscription."""

@@ -6,10 +6,30 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from slmrec.call import StageCall
+from slmrec.config import schema_defaults
 from slmrec.data.negatives import draw_negatives
 from slmrec.data.preprocess import preprocess, read_amazon2018
 from slmrec.data.synthetic import write_synthetic_reviews
 from slmrec.io import write_json
+from slmrec.targets import student_distill
+
+# Runtime resources the training rules declare (rules/*.smk); small evaluation batches for tests.
+RESOURCES = {"eval_batch_size": 64, "per_device_batch_size": 0, "gpu": 1}
+
+
+def stage_call(
+    stage: str, inputs: dict[str, Any], output: SimpleNamespace, params: dict[str, Any], **resources
+) -> StageCall:
+    """The call a rule makes: named inputs and outputs, `params:` and resources."""
+    inputs = {k: str(v) for k, v in inputs.items()}
+    return StageCall(stage, inputs, {k: str(v) for k, v in vars(output).items()}, params, {**RESOURCES, **resources})
+
+
+def data_inputs(data: SimpleNamespace) -> dict[str, str]:
+    """The preprocess and negatives artifacts every model stage reads."""
+    return {"splits": data.splits, "negatives": data.negatives, "stats": data.stats}
+
 
 SASREC_OUTPUTS = ("model", "item_embeddings", "metrics", "train_log", "manifest")
 
@@ -23,8 +43,10 @@ def make_dataset(
     """
     directory.mkdir(parents=True, exist_ok=True)
     raw = directory / "raw.json.gz"
-    write_synthetic_reviews(raw, users=users, items=items, seed=seed, **sequence_options)
-    result = preprocess(read_amazon2018(raw))
+    options = {**schema_defaults("source"), "users": users, "items": items, "seed": seed, **sequence_options}
+    write_synthetic_reviews(raw, **{k: v for k, v in options.items() if k != "kind"})
+    cfg = schema_defaults("preprocess")
+    result = preprocess(read_amazon2018(raw, cfg["on_bad_line"]), cfg["min_rating"], cfg["kcore"])
     paths = SimpleNamespace(
         dir=directory,
         splits=str(directory / "splits.parquet"),
@@ -35,7 +57,9 @@ def make_dataset(
     )
     result.splits.write_parquet(paths.splits)
     write_json(paths.stats, result.stats)
-    draw_negatives(result.splits, result.stats["items"], num_negatives, seed=2025).write_parquet(paths.negatives)
+    draw_negatives(
+        result.splits, result.stats["items"], num_negatives, schema_defaults("negatives")["seed"]
+    ).write_parquet(paths.negatives)
     return paths
 
 
@@ -52,21 +76,9 @@ def sasrec_outputs(directory: Path) -> SimpleNamespace:
 
 
 def sasrec_config(**overrides: Any) -> dict[str, Any]:
-    """A small, fast SASRec configuration (the keys the `sasrec` rule passes through `params:`)."""
-    cfg: dict[str, Any] = {
-        "hidden": 32,
-        "layers": 1,
-        "heads": 1,
-        "dropout": 0.2,
-        "lr": 0.005,
-        "weight_decay": 0.0,
-        "batch_size": 64,
-        "epochs": 2,
-        "patience": 3,
-        "seed": 42,
-    }
-    cfg.update(overrides)
-    return cfg
+    """A small, fast `sasrec` section: the schema's defaults with a smaller model and fewer epochs."""
+    small = {"hidden": 32, "layers": 1, "lr": 0.005, "batch_size": 64, "epochs": 2, "patience": 3, "max_len": 20}
+    return {**schema_defaults("sasrec"), **small, **overrides}
 
 
 # --- the LLM stages (teacher, student) ---------------------------------------------------------
@@ -82,10 +94,10 @@ LLM_OUTPUTS = {
 
 def make_backbone(directory: Path, seed: int = 0) -> str:
     """The `tiny` preset (random LLaMA, 8 layers, hidden 64) and its tokenizer, as the `backbone` rule writes it."""
-    from slmrec.models.llmrec import DEFAULT_PROMPT_PREFIX, DEFAULT_PROMPT_SUFFIX
     from slmrec.models.presets import build_preset
 
-    build_preset("tiny", directory, [DEFAULT_PROMPT_PREFIX, DEFAULT_PROMPT_SUFFIX], seed=seed)
+    prompt = prompt_settings()
+    build_preset("tiny", directory, [prompt["prefix"], prompt["suffix"]], seed=seed)
     return str(directory)
 
 
@@ -105,49 +117,21 @@ def llm_outputs(directory: Path) -> SimpleNamespace:
 
 
 def llm_config(**overrides: Any) -> dict[str, Any]:
-    """A tiny, fast `teacher` section (every key the schema fills in), for 2-layer models."""
-    cfg: dict[str, Any] = {
-        "layers": 2,
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-        "targets_per_user": 1,
-        "batch_size": 16,
-        "learning_rate": 0.01,
-        "lr_scheduler_type": "cosine",
-        "warmup_steps": 0,
-        "max_steps": 4,
-        "epochs": 1,
-        "eval_steps": 2,
-        "logging_steps": 1,
-        "weight_decay": 0.0,
-        "max_grad_norm": 1.0,
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.999,
-        "adam_epsilon": 1e-8,
-        "gradient_checkpointing": False,
-        "seed": 42,
-    }
-    cfg.update(overrides)
-    return cfg
+    """A tiny, fast `teacher` section: the schema's defaults with 2 layers, small LoRA and a few steps."""
+    lora = {**schema_defaults("teacher")["lora"], "r": 4, "alpha": 8, "dropout": 0.0}
+    small = {"layers": 2, "lora": lora, "batch_size": 16, "learning_rate": 0.01, "warmup_steps": 0, "max_steps": 4}
+    return {**schema_defaults("teacher"), **small, "eval_steps": 2, "max_len": 20, **overrides}
 
 
 def backbone_settings(**overrides: Any) -> dict[str, Any]:
-    return {"path": None, "preset": "tiny", "dtype": "float32", "quantization": "none", "seed": 0, **overrides}
+    """What the LLM stages read of `backbone`: how it is loaded."""
+    return {"dtype": "float32", "quantization": "none", **overrides}
 
 
 def prompt_settings() -> dict[str, str]:
-    from slmrec.models.llmrec import DEFAULT_PROMPT_PREFIX, DEFAULT_PROMPT_SUFFIX
-
-    return {"prefix": DEFAULT_PROMPT_PREFIX, "suffix": DEFAULT_PROMPT_SUFFIX}
+    return schema_defaults("prompt")
 
 
-def distill_settings(**overrides: Any) -> dict[str, Any]:
-    """A `distill` section for 2-block distillation (e.g. a 4-layer teacher into a 2-layer student)."""
-    return {
-        "mode": "offline",
-        "blocks": 2,
-        "cos_weight": 1.0,
-        "l2_weight": 0.1,
-        "multi_supervision_weight": 0.1,
-        "teacher_quantization": "none",
-        **overrides,
-    }
+def distill_settings(target: str = "student", **overrides: Any) -> dict[str, Any]:
+    """What a student target reads of `distill`, for 2-block distillation (e.g. 4 teacher layers into 2)."""
+    return student_distill(target, {**schema_defaults("distill"), "blocks": 2, **overrides})

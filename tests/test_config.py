@@ -39,7 +39,9 @@ def invalid(config: dict) -> str:
 
 def test_shipped_config_validates_and_gets_defaults(config):
     validate(config, SCHEMA_PATH)
-    assert config["preprocess"] == {"min_rating": 3, "kcore": 5, "max_len": 50, "on_bad_line": "error"}
+    assert config["preprocess"] == {"min_rating": 3, "kcore": 5, "on_bad_line": "error"}
+    assert config["sasrec"]["max_len"] == config["teacher"]["max_len"] == 50
+    assert config["report"]["students"] == ["student"]
     assert config["negatives"] == {"num_negatives": 999, "seed": 2025}
     assert sorted(config["datasets"]) == ["cloth", "demo", "movie", "music", "sport"]
     demo = config["datasets"]["demo"]["source"]
@@ -132,7 +134,9 @@ def test_unknown_synthetic_option_is_named(config):
     [
         ("preprocess", "kcore", 2),  # below 3 there is no train/valid/test for every user
         ("preprocess", "on_bad_line", "ignore"),
-        ("preprocess", "max_len", 0),
+        ("sasrec", "max_len", 0),
+        ("teacher", "max_len", 0),
+        ("report", "students", []),
         ("negatives", "num_negatives", 0),
         ("negatives", "seed", 1.5),
     ],
@@ -196,7 +200,6 @@ def test_stage_config_merges_dataset_overrides(config, schema):
     assert stage_config(config, schema, "demo", "preprocess") == {
         "min_rating": 3,
         "kcore": 10,
-        "max_len": 50,
         "on_bad_line": "error",
     }
     assert stage_config(config, schema, "demo", "negatives") == {"num_negatives": 99, "seed": 2025}
@@ -265,3 +268,27 @@ def test_snakemake_refuses_a_bad_dataset_override(tmp_path, config):
     assert proc.returncode != 0
     assert "datasets.demo.preprocess.kcore" in output
     assert not (tmp_path / "results").exists()
+
+
+def test_student_inherits_unset_training_settings_from_the_teacher(config, schema):
+    config["teacher"]["weight_decay"] = 0.01
+    config["datasets"]["demo"]["student"] = {"max_steps": 10}
+    validate(config, SCHEMA_PATH)
+    student = stage_config(config, schema, "demo", "student")
+    # From the top-level teacher, from the demo's own teacher, and the student's own.
+    assert student["weight_decay"] == 0.01 and student["learning_rate"] == 0.003 and student["max_steps"] == 10
+    assert student["layers"] == 4  # the student's own default, never the teacher's layers
+    assert stage_config(config, schema, "demo", "teacher")["max_steps"] == 300  # the demo's teacher
+
+
+def test_student_schema_lists_its_keys(config, schema):
+    """The student accepts exactly the teacher's training settings and its own `layers`."""
+    assert set(schema["$defs"]["student"]["properties"]) == set(schema["$defs"]["teacher"]["properties"])
+    config["student"]["lora_r"] = 4
+    assert "'lora_r' was unexpected" in invalid(config)
+
+
+def test_old_distill_mode_key_is_refused(config):
+    """`distill.mode` meant two things; the report's students now live in `report.students`."""
+    config["distill"]["mode"] = "both"
+    assert "'mode' was unexpected" in invalid(config)

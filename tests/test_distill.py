@@ -14,30 +14,37 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers_data import (
+    LLM_OUTPUTS,
     backbone_settings,
+    data_inputs,
     distill_settings,
     llm_config,
     llm_outputs,
     make_dataset,
     prompt_settings,
+    stage_call,
     write_item_table,
 )
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaModel
 
-from slmrec.config import ABLATION_TERMS, DISTILL_TERMS, variant_settings
+from slmrec import training
+from slmrec.config import schema_defaults
 from slmrec.evaluate import pad_left
 from slmrec.metrics import METRIC_NAMES
 from slmrec.models.distill import DistillConfigError, Distiller, DistillWeights, block_boundaries
-from slmrec.models.llmrec import LLMRec, LLMRecConfig, LoraSettings, build_llmrec, load_llmrec
+from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec, load_llmrec
 from slmrec.stages import student as student_stage
+from slmrec.targets import ABLATION_VARIANTS, LOSS_TERMS, STUDENT_ONLINE, ablation_target, student_distill
+from slmrec.training import TrainLog
 
 NUM_ITEMS = 40
 ITEM_DIM = 16
 HISTORIES = [[3, 7, 1, 9, 4], [12, 5], [8], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]]
 LABELS = torch.tensor([11, 6, 9, 24])
 ITEMS = pad_left(HISTORIES, 12)
-TERM_OF = {"cos": "loss_cos", "l2": "loss_l2", "multi_supervision": "loss_ms"}
+TERM_OF = {term.name: term.log_key for term in LOSS_TERMS}
+PAPER_WEIGHTS = DistillWeights.from_settings(schema_defaults("distill"))  # λ1 = 1, λ2 = 0.1, λ3 = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +61,13 @@ def perturb_lora(model: LLMRec, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
 
 
+def llm_settings(backbone: str, table: torch.Tensor, layers: int) -> LLMRecConfig:
+    # LoRA dropout 0: deterministic in train mode.
+    return LLMRecConfig.from_settings(backbone, backbone_settings(), prompt_settings(), llm_config(), layers, table)
+
+
 def make_llmrec(backbone: str, table: torch.Tensor, layers: int, seed: int) -> LLMRec:
-    cfg = LLMRecConfig(
-        backbone=backbone,
-        layers=layers,
-        item_dim=table.shape[1],
-        num_items=table.shape[0] - 1,
-        lora=LoraSettings(r=4, alpha=8, dropout=0.0),  # deterministic in train mode
-    )
-    model = build_llmrec(cfg, table, seed=seed)
+    model = build_llmrec(llm_settings(backbone, table, layers), table, seed=seed)
     perturb_lora(model, seed)
     return model
 
@@ -78,7 +83,7 @@ def pair(backbone, table) -> SimpleNamespace:
 def distiller(pair, weights: DistillWeights | None = None, online: bool = False, blocks: int = 2) -> Distiller:
     torch.manual_seed(0)
     return Distiller(
-        copy.deepcopy(pair.student), copy.deepcopy(pair.teacher), blocks, weights or DistillWeights(), online=online
+        copy.deepcopy(pair.student), copy.deepcopy(pair.teacher), blocks, weights or PAPER_WEIGHTS, online=online
     )
 
 
@@ -149,10 +154,9 @@ def test_hidden_size_mismatch_is_a_config_error(pair, backbone, table):
     small = LlamaModel(
         LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2)
     )
-    cfg = LLMRecConfig(backbone=backbone, layers=4, item_dim=ITEM_DIM, num_items=NUM_ITEMS)
-    teacher = LLMRec(cfg, small, table, torch.tensor([1, 5, 6]), torch.tensor([7]))
+    teacher = LLMRec(llm_settings(backbone, table, 4), small, table, torch.tensor([1, 5, 6]), torch.tensor([7]))
     with pytest.raises(DistillConfigError, match="teacher hidden size 32 differs from the student's 64"):
-        Distiller(copy.deepcopy(pair.student), teacher, 2, DistillWeights())
+        Distiller(copy.deepcopy(pair.student), teacher, 2, PAPER_WEIGHTS)
 
 
 # --- the loss -------------------------------------------------------------------------------------
@@ -185,7 +189,7 @@ def test_terms_are_what_the_paper_defines(pair):
         assert torch.allclose(out["user"], model.user_vectors(ITEMS), atol=1e-6)
 
 
-@pytest.mark.parametrize("term", DISTILL_TERMS)
+@pytest.mark.parametrize("term", list(TERM_OF))
 def test_zero_weight_removes_exactly_its_term(pair, term):
     weights = DistillWeights(cos=1.0, l2=0.1, multi_supervision=0.1)
     model = distiller(pair, weights).eval()
@@ -299,8 +303,8 @@ def test_online_trains_teacher_and_student(pair):
 # --- ablation settings ----------------------------------------------------------------------------
 
 
-def test_variant_settings_zero_exactly_the_right_weights():
-    base = distill_settings(cos_weight=1.0, l2_weight=0.1, multi_supervision_weight=0.01, mode="both")
+def test_student_targets_read_exactly_the_weights_they_keep():
+    base = {**schema_defaults("distill"), "cos_weight": 1.0, "l2_weight": 0.1, "multi_supervision_weight": 0.01}
     kept = {
         "ce": set(),
         "ce_cos": {"cos"},
@@ -308,21 +312,20 @@ def test_variant_settings_zero_exactly_the_right_weights():
         "ce_cos_ms": {"cos", "multi_supervision"},
         "all": {"cos", "l2", "multi_supervision"},
     }
-    assert set(ABLATION_TERMS) == set(kept)
+    assert set(ABLATION_VARIANTS) == set(kept)
     for variant, terms in kept.items():
-        settings = variant_settings(base, f"ablation/{variant}")
-        for term in DISTILL_TERMS:
-            key = f"{term}_weight"
-            assert settings[key] == (base[key] if term in terms else 0.0), (variant, term)
-        assert settings["mode"] == "offline"
-        assert {k: v for k, v in settings.items() if not k.endswith("_weight") and k != "mode"} == {
-            k: v for k, v in base.items() if not k.endswith("_weight") and k != "mode"
-        }
-    assert variant_settings(base, "student") == {**base, "mode": "offline"}
-    assert variant_settings(base, "student_online") == {**base, "mode": "online"}
-    assert base["mode"] == "both"  # not mutated
+        settings = student_distill(ablation_target(variant), base)
+        for term in LOSS_TERMS:
+            expected = base[term.weight_key] if term.name in terms else 0.0
+            assert settings[term.weight_key] == expected, (variant, term)
+        assert settings["online"] is False and settings["blocks"] == base["blocks"]
+        # Only a variant that compares with the teacher reads how the teacher is loaded.
+        assert ("teacher_quantization" in settings) == bool(terms & {"cos", "l2"})
+    assert ablation_target("all") == "student"  # the full variant is the student, never trained twice
+    assert student_distill(STUDENT_ONLINE, base)["online"] is True
+    assert "teacher_quantization" not in student_distill(STUDENT_ONLINE, base)
     with pytest.raises(ValueError, match="unknown ablation variant 'ce_l2'"):
-        variant_settings(base, "ablation/ce_l2")
+        ablation_target("ce_l2")
 
 
 # --- the stage ------------------------------------------------------------------------------------
@@ -336,30 +339,27 @@ def stage_env(tmp_path_factory, backbone) -> SimpleNamespace:
     items = write_item_table(root / "item_embeddings.safetensors", data.num_items, dim=ITEM_DIM)
     table = load_file(items)["item_embeddings"]
     teacher = make_llmrec(backbone, table, layers=4, seed=1)
-    teacher.save(root / "teacher")
+    teacher.save_artifacts({name: str(root / "teacher" / file) for name, file in LLM_OUTPUTS.items()})
     return SimpleNamespace(root=root, data=data, items=items, table=table, backbone=backbone, teacher=root / "teacher")
 
 
-def run_student(env: SimpleNamespace, name: str, distill: dict, teacher_dir: str | None) -> dict:
-    return student_stage.run(
-        env.data.splits,
-        env.data.negatives,
-        env.data.stats,
-        env.items,
-        env.backbone,
-        teacher_dir,
-        llm_config(layers=2, max_steps=4, eval_steps=2),
-        llm_config(layers=4),
-        distill,
-        backbone_settings(),
-        prompt_settings(),
-        20,
-        {"full_ranking": False},
-        llm_outputs(env.root / name),
-        str(env.root / "checkpoints" / name),
-        name=f"SLMRec_{name}",
-        eval_batch_size=64,
-    )
+def run_student(env: SimpleNamespace, target: str, distill: dict, teacher_dir: Path | None) -> dict:
+    """Run the student stage as the rule calls it for `target`; return its metrics row as written."""
+    params = {
+        "target": target,
+        "student": llm_config(layers=2, max_steps=4, eval_steps=2),
+        "distill": distill,
+        "teacher": llm_config(layers=4) if distill["online"] else {},
+        "backbone": backbone_settings(),
+        "prompt": prompt_settings(),
+        "evaluate": {"full_ranking": False},
+        "checkpoints": str(env.root / "checkpoints" / target),
+    }
+    inputs = {**data_inputs(env.data), "item_embeddings": env.items, "backbone": env.backbone}
+    if teacher_dir:
+        inputs.update(teacher=teacher_dir / "trainable.safetensors", teacher_config=teacher_dir / "config.json")
+    student_stage.run(stage_call("student", inputs, llm_outputs(env.root / target), params))
+    return json.loads((env.root / target / "metrics.json").read_text())
 
 
 @pytest.fixture
@@ -384,7 +384,7 @@ def test_offline_stage_leaves_the_teacher_bit_identical(stage_env, built, caplog
     caplog.set_level(logging.INFO, logger="slmrec")
     file_before = sha256(stage_env.teacher / "trainable.safetensors")
     loaded_before = snapshot(load_llmrec(stage_env.teacher, stage_env.table))
-    metrics = run_student(stage_env, "student", distill_settings(), str(stage_env.teacher))
+    metrics = run_student(stage_env, "student", distill_settings(), stage_env.teacher)
 
     (model,) = built
     assert not model.online and not model.teacher.training
@@ -396,10 +396,11 @@ def test_offline_stage_leaves_the_teacher_bit_identical(stage_env, built, caplog
     log = pl.read_csv(out / "train_log.csv")
     assert {"loss", "loss_ce", "loss_cos", "loss_l2", "loss_ms", "mrr"} <= set(log.columns)
     assert log["step"].to_list() == [2, 4]
-    assert metrics["model"] == "SLMRec_student" and metrics["layers"] == 2
-    assert [tuple(b) for b in metrics["boundaries"]] == [(2, 1), (4, 2)]
-    assert metrics["teacher_params"]["total"] > metrics["params"]["total"]
-    assert metrics["distill"]["mode"] == "offline"
+    assert metrics["model"] == "SLMRec 2←4" and metrics["layers"] == 2
+    details = metrics["details"]
+    assert [tuple(b) for b in details["boundaries"]] == [(2, 1), (4, 2)]
+    assert details["teacher_params"]["total"] > metrics["params"]["total"]
+    assert details["distill"]["online"] is False
     for split in ("valid", "test"):
         assert all(0 <= metrics[split][m] <= 100 for m in METRIC_NAMES)
     # The saved student is a plain 2-layer LLMRec (no teacher, no adapters), loadable on its own.
@@ -411,16 +412,16 @@ def test_offline_stage_leaves_the_teacher_bit_identical(stage_env, built, caplog
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "student"
     assert str(stage_env.teacher / "trainable.safetensors") in manifest["inputs"]
-    assert "teacher 4" in caplog.text and "offline" in caplog.text
+    assert str(stage_env.teacher / "config.json") in manifest["inputs"]
+    assert "SLMRec 2←4" in caplog.text and "offline" in caplog.text
 
 
 def test_ce_only_student_needs_no_teacher(stage_env):
-    distill = variant_settings(distill_settings(), "ablation/ce")
-    metrics = run_student(stage_env, "ce", distill, None)
-    log = pl.read_csv(stage_env.root / "ce" / "train_log.csv")
+    metrics = run_student(stage_env, "ablation/ce", distill_settings("ablation/ce"), None)
+    log = pl.read_csv(stage_env.root / "ablation" / "ce" / "train_log.csv")
     assert {c for c in log.columns if c.startswith("loss")} == {"loss", "loss_ce"}
-    assert metrics["teacher_params"] is None
-    assert all(metrics["distill"][f"{t}_weight"] == 0.0 for t in DISTILL_TERMS)
+    assert metrics["details"]["teacher_params"] is None and metrics["model"] == "SLMRec_ce 2"
+    assert all(metrics["details"]["distill"][t.weight_key] == 0.0 for t in LOSS_TERMS)
 
 
 def test_offline_with_alignment_terms_requires_the_teacher_artifact(stage_env):
@@ -429,11 +430,11 @@ def test_offline_with_alignment_terms_requires_the_teacher_artifact(stage_env):
 
 
 def test_online_stage_logs_the_teacher_loss(stage_env):
-    metrics = run_student(stage_env, "student_online", distill_settings(mode="online"), None)
+    metrics = run_student(stage_env, "student_online", distill_settings("student_online"), None)
     log = pl.read_csv(stage_env.root / "student_online" / "train_log.csv")
     assert {"loss_ce", "loss_teacher", "loss_cos", "loss_l2", "loss_ms"} <= set(log.columns)
-    assert metrics["distill"]["mode"] == "online"
-    assert metrics["teacher_params"]["trainable"] > 0
+    assert metrics["details"]["distill"]["online"] is True and metrics["model"] == "SLMRec_online 2←4"
+    assert metrics["details"]["teacher_params"]["trainable"] > 0
     weights = load_file(str(stage_env.root / "student_online" / "trainable.safetensors"))
     assert not any(k.startswith("teacher.") for k in weights)
 
@@ -447,7 +448,7 @@ def test_online_stage_logs_the_teacher_loss(stage_env):
 )
 def test_offline_teacher_loaded_quantized(stage_env, built, quantization):
     name = f"student_{quantization}"
-    metrics = run_student(stage_env, name, distill_settings(teacher_quantization=quantization), str(stage_env.teacher))
+    metrics = run_student(stage_env, name, distill_settings(teacher_quantization=quantization), stage_env.teacher)
     (model,) = built
     assert model.teacher.config.quantization == quantization and model.student.config.quantization == "none"
     assert getattr(model.teacher.backbone, "is_quantized", False)
@@ -455,3 +456,48 @@ def test_offline_teacher_loaded_quantized(stage_env, built, quantization):
     log = pl.read_csv(stage_env.root / name / "train_log.csv")
     assert log["loss_cos"].is_finite().all() and log["loss_l2"].is_finite().all()
     assert all(0 <= metrics["test"][m] <= 100 for m in METRIC_NAMES)
+
+
+# --- resume ---------------------------------------------------------------------------------------
+
+
+class Killed(Exception):
+    pass
+
+
+def run_killed(env, monkeypatch, target: str, teacher_dir: Path, step: int = 3) -> None:
+    """Run the offline student until it is killed after optimizer step `step` (a checkpoint exists at 2)."""
+
+    class Dying(training.TrainLog):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Killed(f"killed after step {step}")
+
+    monkeypatch.setattr(training, "TrainLog", Dying)
+    with pytest.raises(Killed):
+        run_student(env, target, distill_settings(), teacher_dir)
+    monkeypatch.setattr(training, "TrainLog", TrainLog)
+    assert (env.root / "checkpoints" / target / "checkpoint-2").is_dir()
+
+
+def test_killed_student_resumes_with_the_same_teacher(stage_env, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="slmrec")
+    run_killed(stage_env, monkeypatch, "resumed", stage_env.teacher)
+    caplog.clear()
+    metrics = run_student(stage_env, "resumed", distill_settings(), stage_env.teacher)
+    assert "resuming from" in caplog.text and "starting afresh" not in caplog.text
+    assert pl.read_csv(stage_env.root / "resumed" / "train_log.csv")["step"].to_list() == [2, 4]
+    assert metrics["train_seconds"] > 0
+
+
+def test_killed_student_starts_afresh_when_its_teacher_changed(stage_env, monkeypatch, caplog, backbone):
+    """A retrained teacher is another run of the student, even with every setting the same."""
+    caplog.set_level(logging.INFO, logger="slmrec")
+    run_killed(stage_env, monkeypatch, "new_teacher", stage_env.teacher)
+    retrained = stage_env.root / "retrained_teacher"
+    other = make_llmrec(backbone, stage_env.table, layers=4, seed=7)
+    other.save_artifacts({name: str(retrained / file) for name, file in LLM_OUTPUTS.items()})
+    caplog.clear()
+    run_student(stage_env, "new_teacher", distill_settings(), retrained)
+    assert "starting afresh" in caplog.text and "input teacher" in caplog.text
+    assert "resuming from" not in caplog.text

@@ -1,8 +1,10 @@
-"""The downloader against a real HTTP server on 127.0.0.1: resume, mirrors, checksums, atomicity."""
+"""The downloader against a real HTTP server on 127.0.0.1: resume, mirrors, checksums, content checks, atomicity."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import random
 import re
 import socket
@@ -15,7 +17,16 @@ import pytest
 
 from slmrec.data.download import DownloadError, download
 
-PAYLOAD = random.Random(0).randbytes(200_000)
+_RNG = random.Random(0)
+# A real .json.gz (the downloader checks the gzip stream and the first record), about 200 kB.
+PAYLOAD = gzip.compress(
+    b"".join(
+        json.dumps({"reviewerID": f"u{i}", "asin": f"a{i}", "reviewText": _RNG.randbytes(150).hex()}).encode() + b"\n"
+        for i in range(700)
+    ),
+    mtime=0,
+)
+HTML = b"<!DOCTYPE html>\n<html><head><title>Service Unavailable</title></head><body>Try later</body></html>\n"
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 FAST = {"backoff": 0, "timeout": 5, "progress": False}
 
@@ -27,6 +38,8 @@ class Behaviour:
     honour_range: bool = True
     drop_first: int = 0  # this many responses send half the body, then hang up
     status: int | None = None  # answer every request with this error instead
+    body: bytes = PAYLOAD  # what a 200 sends
+    cut_without_length: bool = False  # send half the body with no Content-Length, then hang up (HTTP/1.0)
     ranges: list[str | None] = field(default_factory=list)
     user_agents: list[str | None] = field(default_factory=list)
 
@@ -43,20 +56,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(behaviour.status)
             return
 
+        if behaviour.cut_without_length:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(behaviour.body[: len(behaviour.body) // 2])
+            self.close_connection = True
+            return
+
         start = 0
         if requested and behaviour.honour_range:
             start = int(re.fullmatch(r"bytes=(\d+)-", requested).group(1))
-            if start >= len(PAYLOAD):
+            if start >= len(behaviour.body):
                 self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+                self.send_header("Content-Range", f"bytes */{len(behaviour.body)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+            self.send_header("Content-Range", f"bytes {start}-{len(behaviour.body) - 1}/{len(behaviour.body)}")
         else:
             self.send_response(200)
-        body = PAYLOAD[start:]
+        body = behaviour.body[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if behaviour.drop_first:
@@ -201,14 +221,67 @@ def test_all_mirrors_failing_names_each_and_leaves_no_dest(serve, tmp_path):
     assert not dest.exists()
 
 
-def test_file_url_is_copied(tmp_path):
+# --- bad input: bodies that are not the file, URLs that are not mirrors --------------------------------------
+
+
+def test_body_cut_short_without_content_length_is_refused_for_the_next_mirror(serve, tmp_path):
+    # HTTP/1.0, no Content-Length, the server hangs up halfway: only the gzip check notices.
+    cut, cut_seen = serve(cut_without_length=True)
+    good, _ = serve()
+    dest = tmp_path / "Toys_5.json.gz"
+
+    download([cut, good], dest, None, **FAST)
+
+    assert dest.read_bytes() == PAYLOAD
+    assert len(cut_seen.ranges) == 1  # a wrong body is not fetched again from the same mirror
+
+
+def test_truncated_and_html_bodies_fail_naming_the_file_and_each_reason(serve, tmp_path):
+    cut, _ = serve(cut_without_length=True)
+    html, _ = serve(body=HTML)
+    dest = tmp_path / "raw" / "Toys_5.json.gz"
+
+    with pytest.raises(DownloadError) as excinfo:
+        download([cut, html], dest, None, **FAST)
+
+    message = str(excinfo.value)
+    assert "could not download Toys_5.json.gz" in message
+    assert f"{cut}: truncated download: the gzip stream ends early" in message
+    assert f"{html}: not a gzip file" in message and "HTML page" in message
+    assert sorted(p.name for p in dest.parent.iterdir()) == []  # neither the file nor a .part
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("Toys_5.json", "the first line is not a JSON object"), ("ratings.csv", "the first line is not a CSV row")],
+)
+def test_html_page_served_with_200_is_refused(serve, tmp_path, name, reason):
+    url, _ = serve(body=HTML)
+    dest = tmp_path / name
+
+    with pytest.raises(DownloadError) as excinfo:
+        download([url], dest, None, **FAST)
+
+    message = str(excinfo.value)
+    assert f"could not download {name}" in message and reason in message and "HTML page" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_uncompressed_json_and_csv_bodies_pass_the_check(serve, tmp_path):
+    for name, body in (("Toys_5.json", gzip.decompress(PAYLOAD)), ("ratings.csv", b"A,u1,5.0,10\nB,u1,4.0,11\n")):
+        url, _ = serve(body=body)
+        assert download([url], tmp_path / name, None, **FAST).read_bytes() == body
+
+
+def test_file_url_mirror_is_refused(serve, tmp_path):
     source = tmp_path / "mirror" / "Toys_5.json.gz"
     source.parent.mkdir()
     source.write_bytes(PAYLOAD)
+    good, seen = serve()
     dest = tmp_path / "raw" / "Toys_5.json.gz"
-    (tmp_path / "raw").mkdir()
-    (tmp_path / "raw" / "Toys_5.json.gz.part").write_bytes(b"junk from an earlier run")
 
-    download([source.as_uri()], dest, DIGEST, **FAST)
+    with pytest.raises(ValueError, match=re.escape(f"mirror URL {source.as_uri()!r} is not http")) as excinfo:
+        download([good, source.as_uri()], dest, DIGEST, **FAST)
 
-    assert dest.read_bytes() == PAYLOAD
+    assert "source.path" in str(excinfo.value)
+    assert not dest.parent.exists() and seen.ranges == []  # refused before anything was fetched or written

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
 import polars as pl
 import pytest
 import torch
+from helpers_data import data_inputs, stage_call
 
 from slmrec.data.preprocess import DataError
 from slmrec.evaluate import evaluate, evaluate_splits, load_eval_splits, pad_left
-from slmrec.metrics import METRIC_NAMES, metrics_from_ranks
+from slmrec.metrics import METRIC_NAMES, MetricsRow, metrics_from_ranks
+from slmrec.models.popularity import Popularity
 from slmrec.stages import popularity
+from slmrec.training import Recommender
 
 NUM_ITEMS = 10
 # user: (train, valid, test)
@@ -163,7 +167,7 @@ def test_evaluate_gives_the_hand_computed_ranks(files, batch_size):
     splits = load_eval_splits(files().splits, files().negatives, NUM_ITEMS)
     for name, split in splits.items():
         encoder = RecordingEncoder()
-        metrics = evaluate(encoder, item_table(), split, max_len=2, batch_size=batch_size)
+        metrics = evaluate(encoder, item_table(), split, max_len=2, batch_size=batch_size, full_ranking=False)
         assert set(metrics) == {*METRIC_NAMES, "seconds"}
         assert metrics["seconds"] >= 0
         expected = metrics_from_ranks(torch.tensor(SAMPLED_RANKS[name]))
@@ -175,7 +179,7 @@ def test_evaluate_gives_the_hand_computed_ranks(files, batch_size):
 
 def test_evaluate_metric_values_by_hand(files):
     valid = load_eval_splits(files().splits, files().negatives, NUM_ITEMS)["valid"]
-    metrics = evaluate(RecordingEncoder(), item_table(), valid, max_len=5)
+    metrics = evaluate(RecordingEncoder(), item_table(), valid, max_len=5, full_ranking=False)
     # Ranks 2, 1, 0 among 1 + 3 candidates.
     assert metrics["HR@1"] == pytest.approx(100 / 3)
     assert metrics["HR@5"] == metrics["HR@10"] == pytest.approx(100)
@@ -196,12 +200,14 @@ def test_ties_count_against_the_model(files):
     test = splits["test"]
     scores = list(SCORES)
     scores[3] = 2.0001  # strictly above: same rank as the tie
-    assert evaluate(RecordingEncoder(), item_table(scores), test, 3)["MRR"] == pytest.approx(
-        evaluate(RecordingEncoder(), item_table(), test, 3)["MRR"]
+    assert evaluate(RecordingEncoder(), item_table(scores), test, 3, full_ranking=False)["MRR"] == pytest.approx(
+        evaluate(RecordingEncoder(), item_table(), test, 3, full_ranking=False)["MRR"]
     )
     scores[3] = 1.9999  # strictly below: one rank better for user 2
     better = metrics_from_ranks(torch.tensor([2, 1, 1]))
-    assert evaluate(RecordingEncoder(), item_table(scores), test, 3)["MRR"] == pytest.approx(better["MRR"])
+    assert evaluate(RecordingEncoder(), item_table(scores), test, 3, full_ranking=False)["MRR"] == pytest.approx(
+        better["MRR"]
+    )
 
 
 def test_full_ranking_masks_history(files):
@@ -225,7 +231,7 @@ def test_full_ranking_masks_the_whole_history_not_just_the_window(files):
 
 def test_evaluate_splits_scores_both(files):
     splits = load_eval_splits(files().splits, files().negatives, NUM_ITEMS)
-    result = evaluate_splits(RecordingEncoder(), item_table(), splits, max_len=2, batch_size=2)
+    result = evaluate_splits(RecordingEncoder(), item_table(), splits, max_len=2, batch_size=2, full_ranking=False)
     assert set(result) == {"valid", "test"}
     for name in result:
         expected = metrics_from_ranks(torch.tensor(SAMPLED_RANKS[name]))
@@ -234,14 +240,16 @@ def test_evaluate_splits_scores_both(files):
 
 def test_evaluate_accepts_half_precision_tables(files):
     valid = load_eval_splits(files().splits, files().negatives, NUM_ITEMS)["valid"]
-    metrics = evaluate(RecordingEncoder(), item_table().to(torch.bfloat16), valid, max_len=2)
+    metrics = evaluate(RecordingEncoder(), item_table().to(torch.bfloat16), valid, max_len=2, full_ranking=False)
     assert metrics["MRR"] == pytest.approx(metrics_from_ranks(torch.tensor(SAMPLED_RANKS["valid"]))["MRR"])
 
 
 def test_evaluate_refuses_nan_scores(files):
     valid = load_eval_splits(files().splits, files().negatives, NUM_ITEMS)["valid"]
     with pytest.raises(ValueError, match="NaN"):
-        evaluate(lambda batch: torch.full((len(batch), 1), float("nan")), item_table(), valid, max_len=2)
+        evaluate(
+            lambda batch: torch.full((len(batch), 1), float("nan")), item_table(), valid, max_len=2, full_ranking=False
+        )
 
 
 # --- popularity --------------------------------------------------------------------------------
@@ -252,12 +260,19 @@ POPULARITY_RANKS = {"valid": [3, 1, 3], "test": [2, 3, 1]}
 
 
 def test_popularity_table_counts_training_items():
-    table = popularity.popularity_table(splits_frame(), NUM_ITEMS)
+    train = splits_frame()["train"].to_list()
+    table = Popularity(train, NUM_ITEMS).item_table
     assert table.shape == (NUM_ITEMS + 1, 1)
     assert table.dtype == torch.float32
     assert table[:, 0].tolist() == COUNTS
     # Items that never occur in training still get a row.
-    assert popularity.popularity_table(splits_frame(), NUM_ITEMS + 3)[-3:, 0].tolist() == [0, 0, 0]
+    assert Popularity(train, NUM_ITEMS + 3).item_table[-3:, 0].tolist() == [0, 0, 0]
+    assert isinstance(Popularity(train, NUM_ITEMS), Recommender)
+
+
+def run_popularity(paths, output, full_ranking: bool) -> MetricsRow:
+    params = {"target": "popularity", "evaluate": {"full_ranking": full_ranking}}
+    return popularity.run(stage_call("popularity", data_inputs(paths), output, params))
 
 
 def test_popularity_run_writes_metrics_and_manifest(files, tmp_path):
@@ -265,9 +280,10 @@ def test_popularity_run_writes_metrics_and_manifest(files, tmp_path):
     output = SimpleNamespace(
         metrics=str(tmp_path / "pop" / "metrics.json"), manifest=str(tmp_path / "pop" / "manifest.json")
     )
-    returned = popularity.run(paths.splits, paths.negatives, paths.stats, {"full_ranking": True}, output)
+    returned = run_popularity(paths, output, full_ranking=True)
     metrics = json.loads(Path(output.metrics).read_text())
-    assert metrics == json.loads(json.dumps(returned))
+    assert metrics == json.loads(json.dumps(asdict(returned)))
+    assert MetricsRow.read(output.metrics) == returned
     assert metrics["model"] == "Popularity"
     for name, ranks in POPULARITY_RANKS.items():
         expected = metrics_from_ranks(torch.tensor(ranks))
@@ -278,7 +294,7 @@ def test_popularity_run_writes_metrics_and_manifest(files, tmp_path):
     assert metrics["inference_seconds"] == metrics["test"]["seconds"]
     manifest = json.loads(Path(output.manifest).read_text())
     assert manifest["stage"] == "popularity"
-    assert manifest["config"] == {"evaluate": {"full_ranking": True}}
+    assert manifest["config"] == {"target": "popularity", "evaluate": {"full_ranking": True}}
     assert set(manifest["inputs"]) == {paths.splits, paths.negatives, paths.stats}
     assert list(manifest["outputs"]) == [output.metrics]
 
@@ -287,5 +303,5 @@ def test_popularity_run_refuses_mismatched_negatives(files, tmp_path):
     paths = files(negatives=dict(reversed(NEGATIVES.items())))
     output = SimpleNamespace(metrics=str(tmp_path / "m.json"), manifest=str(tmp_path / "man.json"))
     with pytest.raises(DataError):
-        popularity.run(paths.splits, paths.negatives, paths.stats, {"full_ranking": False}, output)
+        run_popularity(paths, output, full_ranking=False)
     assert not Path(output.metrics).exists() and not Path(output.manifest).exists()

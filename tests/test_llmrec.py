@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from helpers_data import LLM_OUTPUTS, backbone_settings, llm_config, prompt_settings
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
@@ -19,12 +20,11 @@ from slmrec.models.llmrec import (
     BackboneError,
     LLMRec,
     LLMRecConfig,
-    LoraSettings,
     build_llmrec,
+    count_parameters,
     load_backbone,
     load_llmrec,
 )
-from slmrec.training import count_parameters
 
 NUM_ITEMS = 40
 ITEM_DIM = 16
@@ -39,10 +39,20 @@ def table() -> torch.Tensor:
     return torch.randn(NUM_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(3))
 
 
-def config(backbone: str, **overrides) -> LLMRecConfig:
-    # No LoRA dropout: train mode is then deterministic, which the comparisons below need.
-    options = {"layers": LAYERS, "lora": LoraSettings(r=4, alpha=8, dropout=0.0), **overrides}
-    return LLMRecConfig(backbone=backbone, item_dim=ITEM_DIM, num_items=NUM_ITEMS, **options)
+def config(backbone: str, layers: int = LAYERS, **loading) -> LLMRecConfig:
+    # No LoRA dropout (llm_config): train mode is then deterministic, which the comparisons below need.
+    table = torch.zeros(NUM_ITEMS + 1, ITEM_DIM)
+    return LLMRecConfig.from_settings(
+        backbone, backbone_settings(**loading), prompt_settings(), llm_config(), layers, table
+    )
+
+
+def llm_files(directory) -> dict[str, str]:
+    return {name: str(directory / file) for name, file in LLM_OUTPUTS.items()}
+
+
+def load(backbone: str, layers: int, quantization: str = "none"):
+    return load_backbone(backbone, layers, "float32", quantization)
 
 
 def perturb_lora(model: LLMRec, seed: int = 1) -> None:
@@ -93,8 +103,8 @@ def test_preset_is_a_hugging_face_checkpoint(backbone):
 
 def test_truncation_keeps_only_the_first_layers(backbone):
     cfg = AutoConfig.from_pretrained(backbone)
-    two = load_backbone(backbone, 2)
-    full = load_backbone(backbone, 8)
+    two = load(backbone, 2)
+    full = load(backbone, 8)
     assert len(two.layers) == 2 and two.config.num_hidden_layers == 2
     assert len(full.layers) == 8
     count = sum(p.numel() for p in two.parameters())
@@ -113,13 +123,13 @@ def test_truncation_keeps_only_the_first_layers(backbone):
 @pytest.mark.parametrize("layers", [0, 9])
 def test_impossible_layer_count_is_a_backbone_error(backbone, layers):
     with pytest.raises(BackboneError, match=f"layers = {layers}.*8 decoder layers"):
-        load_backbone(backbone, layers)
+        load(backbone, layers)
 
 
 def test_directory_without_config_is_a_backbone_error(tmp_path, backbone, table):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(BackboneError, match="backbone.path"):
-        load_backbone(tmp_path, 2)
+        load(tmp_path, 2)
     with pytest.raises(BackboneError, match="backbone.path"):
         build_llmrec(config(str(tmp_path / "missing")), table)
 
@@ -234,7 +244,7 @@ def test_save_load_round_trip(tmp_path, backbone, table):
     model = build_llmrec(config(backbone), table, seed=0)
     perturb_lora(model)
     model.eval()
-    model.save(tmp_path)
+    model.save_artifacts(llm_files(tmp_path))
     assert {p.name for p in tmp_path.iterdir()} == {"config.json", "trainable.safetensors"}
     assert set(load_file(str(tmp_path / "trainable.safetensors"))) == expected_trainable(model)
     assert json.loads((tmp_path / "config.json").read_text())["layers"] == LAYERS
@@ -266,7 +276,7 @@ def saved(tmp_path_factory, backbone, table) -> tuple[Path, torch.Tensor]:
     directory = tmp_path_factory.mktemp("saved")
     model = build_llmrec(config(backbone), table, seed=0)
     perturb_lora(model)
-    model.save(directory)
+    model.save_artifacts(llm_files(directory))
     model.eval()
     with torch.no_grad():
         users = model.user_vectors(pad_left(HISTORIES, 12))
@@ -346,10 +356,10 @@ def test_bitsandbytes_failure_names_the_setting(backbone, monkeypatch, error):
 
     monkeypatch.setattr(llmrec, "AutoModel", FailingAutoModel)
     with pytest.raises(BackboneError, match="backbone.quantization") as caught:
-        load_backbone(backbone, 2, quantization="4bit")
+        load(backbone, 2, quantization="4bit")
     assert caught.value.__cause__ is error and str(error) in str(caught.value)
     # Without quantization the same failure is not disguised (it is not about bitsandbytes).
-    assert len(load_backbone(backbone, 2).layers) == 2
+    assert len(load(backbone, 2).layers) == 2
 
 
 def test_layer_count_comes_from_the_checkpoint_config(tmp_path, backbone):
@@ -359,11 +369,11 @@ def test_layer_count_comes_from_the_checkpoint_config(tmp_path, backbone):
     cfg["num_hidden_layers"] = 3
     (copy / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(BackboneError, match="has 3 decoder layers"):
-        load_backbone(copy, 4)
-    assert len(load_backbone(copy, 3).layers) == 3
+        load(copy, 4)
+    assert len(load(copy, 3).layers) == 3
 
 
 def test_parameter_counts_do_not_shrink_when_quantized(backbone):
-    full = count_parameters(load_backbone(backbone, 2))["total"]
+    full = count_parameters(load(backbone, 2))["total"]
     for quantization in ("8bit", "4bit"):
-        assert count_parameters(load_backbone(backbone, 2, quantization=quantization))["total"] == full
+        assert count_parameters(load(backbone, 2, quantization=quantization))["total"] == full

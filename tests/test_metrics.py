@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from slmrec.metrics import METRIC_NAMES, full_ranks, metrics_from_ranks, sampled_ranks
+from slmrec.metrics import METRIC_NAMES, MetricsRow, MetricsRowError, full_ranks, metrics_from_ranks, sampled_ranks
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -251,3 +253,38 @@ def test_full_ranks_errors(
 def test_metrics_from_ranks_errors(ranks: torch.Tensor, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         metrics_from_ranks(ranks)
+
+
+# --- the metrics row ---------------------------------------------------------------------------------
+
+
+def _row() -> MetricsRow:
+    scores = {name: 10.0 for name in METRIC_NAMES}
+    return MetricsRow(
+        "SASRec", "sasrec", 2, scores, scores, {"total": 1, "trainable": 1, "inference": 1}, 1.0, 0.5, 3, 10.0, {}
+    )
+
+
+def test_metrics_row_round_trips(tmp_path):
+    path = tmp_path / "metrics.json"
+    _row().write(path)
+    assert MetricsRow.read(path) == _row()
+
+
+@pytest.mark.parametrize("field", [f.name for f in fields(MetricsRow)])
+def test_a_row_lacking_a_field_is_refused(tmp_path, field):
+    path = tmp_path / "metrics.json"
+    _row().write(path)
+    data = json.loads(path.read_text())
+    del data[field]
+    path.write_text(json.dumps(data))
+    with pytest.raises(MetricsRowError, match=rf"{path}: not a metrics row \(missing \['{field}'\]"):
+        MetricsRow.read(path)
+
+
+def test_a_row_lacking_a_metric_is_never_written(tmp_path):
+    row = _row()
+    del row.test["MRR"]
+    with pytest.raises(MetricsRowError, match="lacks metrics"):
+        row.write(tmp_path / "metrics.json")
+    assert not (tmp_path / "metrics.json").exists()

@@ -9,10 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
+from helpers_data import stage_call
 from polars.testing import assert_frame_equal
 
-from slmrec.data.negatives import draw_negatives, run
+from slmrec.data.negatives import draw_negatives
 from slmrec.data.preprocess import DataError
+from slmrec.stages.negatives import run
 
 NUM_ITEMS = 40
 K = 25
@@ -109,9 +111,27 @@ def test_too_few_eligible_items_names_the_original_user_id():
         draw_negatives(make_splits(), NUM_ITEMS, K + 1, seed=1, users=users)
 
 
+def test_too_few_eligible_items_names_the_true_maximum_and_writes_nothing(tmp_path: Path):
+    # User 1 is the first short of 31 (30 eligible), but user 3 has only 20: 20 is the most that works.
+    histories = {1: (list(range(1, 9)), 9, 10), 2: ([11, 12, 13], 14, 15), 3: (list(range(21, 39)), 39, 40)}
+    splits_path, stats_path, users_path = tmp_path / "splits.parquet", tmp_path / "stats.json", tmp_path / "users.pq"
+    make_splits(histories).write_parquet(splits_path)
+    stats_path.write_text(json.dumps({"items": NUM_ITEMS}))
+    pl.DataFrame({"user": [1, 2, 3], "user_id": ["AAA", "BBB", "CCC"]}).write_parquet(users_path)
+    out = SimpleNamespace(negatives=str(tmp_path / "neg.parquet"), manifest=str(tmp_path / "neg.manifest.json"))
+    inputs = {"splits": splits_path, "stats": stats_path, "user_ids": users_path}
+    with pytest.raises(DataError) as err:
+        run(stage_call("negatives", inputs, out, {"negatives": {"num_negatives": 31, "seed": 1}}))
+    message = str(err.value)
+    assert "user 3 (CCC) has only 20 items" in message and "negatives.num_negatives = 31" in message
+    assert "(2 of 3 users have fewer than 31)" in message
+    assert "at most 20," in message and "at most 30" not in message
+    assert not Path(out.negatives).exists() and not Path(out.manifest).exists()
+
+
 def test_empty_item_table_is_an_error():
     with pytest.raises(DataError, match="0 items"):
-        draw_negatives(make_splits(), 0, 1)
+        draw_negatives(make_splits(), 0, 1, 0)
 
 
 def test_draw_is_roughly_uniform():
@@ -160,7 +180,8 @@ def test_run_writes_the_artifact_and_manifest(tmp_path: Path):
     pl.DataFrame({"user": [1, 2, 3, 4], "user_id": ["a", "b", "c", "d"]}).write_parquet(users_path)
     out = SimpleNamespace(negatives=str(tmp_path / "neg.parquet"), manifest=str(tmp_path / "neg.manifest.json"))
     cfg = {"num_negatives": K, "seed": 11}
-    result = run(str(splits_path), str(stats_path), str(users_path), cfg, out)
+    inputs = {"splits": splits_path, "stats": stats_path, "user_ids": users_path}
+    result = run(stage_call("negatives", inputs, out, {"negatives": cfg}))
     stored = pl.read_parquet(out.negatives)
     assert_frame_equal(stored, result)
     assert_frame_equal(stored, draw_negatives(make_splits(), NUM_ITEMS, K, seed=11))

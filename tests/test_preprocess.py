@@ -11,9 +11,11 @@ from types import SimpleNamespace
 
 import polars as pl
 import pytest
+from helpers_data import stage_call
 from polars.testing import assert_frame_equal
 
-from slmrec.data.preprocess import DataError, kcore, preprocess, read_amazon2018, read_ratings_csv, run
+from slmrec.data.preprocess import DataError, kcore, preprocess, read_amazon2018, read_ratings_csv
+from slmrec.stages import preprocess as stage
 
 K = 3  # the smallest k-core the stage accepts; keeps the hand case small
 
@@ -65,7 +67,8 @@ EXPECTED_STATS = {
     "interactions": 14,
     "density": 14 / 16,
 }
-CFG = {"min_rating": 3, "kcore": K, "max_len": 50, "on_bad_line": "error"}
+CFG = {"min_rating": 3, "kcore": K, "on_bad_line": "error"}
+COLUMNS = ["item", "user", "rating", "timestamp"]  # the schema's default layout
 
 
 def review(user: str, item: str, rating: float, time: int) -> str:
@@ -137,7 +140,7 @@ def test_kcore_of_a_stable_frame_is_one_pass():
 
 @pytest.fixture
 def hand(tmp_path: Path):
-    return preprocess(read_amazon2018(hand_file(tmp_path)), min_rating=3, kcore_k=K)
+    return preprocess(read_amazon2018(hand_file(tmp_path), "error"), 3, K)
 
 
 def test_stats_on_the_hand_case(hand):
@@ -159,7 +162,7 @@ def test_rating_filter_keeps_above_min_rating_only(hand, tmp_path):
     assert hand.interactions["rating"].min() == 4.0  # rating 4 kept
     assert sorted(hand.interactions["rating"].unique()) == [4.0, 5.0]
     # min_rating is configurable: with rating > 2 the rating-3 review survives the filter (k-core drops it later).
-    lenient = preprocess(read_amazon2018(hand_file(tmp_path, "lenient.json")), min_rating=2, kcore_k=K)
+    lenient = preprocess(read_amazon2018(hand_file(tmp_path, "lenient.json"), "error"), 2, K)
     assert lenient.stats["after_rating_filter"] == len(HAND)
     assert lenient.stats["after_kcore"] == EXPECTED_STATS["after_kcore"]
 
@@ -184,7 +187,7 @@ def test_timestamp_ties_keep_file_order(hand):
 def test_timestamp_ties_follow_file_order_when_it_is_swapped(tmp_path):
     swapped = list(HAND)
     swapped[4], swapped[6] = swapped[6], swapped[4]  # now B (line 5) precedes C (line 7), same timestamp
-    result = preprocess(read_amazon2018(hand_file(tmp_path, rows=swapped)), kcore_k=K)
+    result = preprocess(read_amazon2018(hand_file(tmp_path, rows=swapped), "error"), 3, K)
     train, valid, test = splits_dict(result.splits)[1]
     assert (train, valid, test) == ([4, 1], 2, 3)
 
@@ -212,7 +215,7 @@ def test_ids_do_not_depend_on_line_order(tmp_path, hand):
     rows = list(HAND)
     random.Random(3).shuffle(rows)
     assert rows != HAND
-    shuffled = preprocess(read_amazon2018(hand_file(tmp_path, "shuffled.json", rows=rows)), kcore_k=K)
+    shuffled = preprocess(read_amazon2018(hand_file(tmp_path, "shuffled.json", rows=rows), "error"), 3, K)
     assert_frame_equal(shuffled.users, hand.users)
     assert_frame_equal(shuffled.items, hand.items)
     key = ["user", "item"]
@@ -229,9 +232,9 @@ def test_ids_are_contiguous_on_a_larger_shuffled_file(tmp_path):
     rows = [
         (f"user{u:03d}", f"item{rng.randrange(40):03d}", 5.0, rng.randrange(10**6)) for u in range(60) for _ in range(8)
     ]
-    first = preprocess(read_amazon2018(hand_file(tmp_path, "big1.json", rows=rows)), kcore_k=K)
+    first = preprocess(read_amazon2018(hand_file(tmp_path, "big1.json", rows=rows), "error"), 3, K)
     rng.shuffle(rows)
-    second = preprocess(read_amazon2018(hand_file(tmp_path, "big2.json", rows=rows)), kcore_k=K)
+    second = preprocess(read_amazon2018(hand_file(tmp_path, "big2.json", rows=rows), "error"), 3, K)
     for result in (first, second):
         assert result.users["user"].to_list() == list(range(1, result.users.height + 1))
         assert result.items["item"].to_list() == list(range(1, result.items.height + 1))
@@ -246,15 +249,15 @@ def test_ids_are_contiguous_on_a_larger_shuffled_file(tmp_path):
 def test_gzipped_and_plain_files_with_blank_lines_read_the_same(tmp_path, hand):
     lines = [review(*row) for row in HAND]
     with_blanks = lines[:3] + ["", "   "] + lines[3:10] + [""] + lines[10:] + [""]
-    plain = read_amazon2018(write_lines(tmp_path / "plain.json", with_blanks))
-    zipped = read_amazon2018(write_lines(tmp_path / "zipped.json.gz", with_blanks, gzipped=True))
+    plain = read_amazon2018(write_lines(tmp_path / "plain.json", with_blanks), "error")
+    zipped = read_amazon2018(write_lines(tmp_path / "zipped.json.gz", with_blanks, gzipped=True), "error")
     assert plain.rows_read == zipped.rows_read == len(HAND)
     assert plain.bad_lines == zipped.bad_lines == 0
     assert_frame_equal(plain.frame, zipped.frame)
     # Line numbers count the blank lines: the 4th review sits on line 6.
     assert plain.frame["line"].to_list()[:5] == [1, 2, 3, 6, 7]
     for reviews in (plain, zipped):
-        result = preprocess(reviews, kcore_k=K)
+        result = preprocess(reviews, 3, K)
         assert_frame_equal(result.interactions, hand.interactions)
         assert_frame_equal(result.splits, hand.splits)
 
@@ -262,13 +265,13 @@ def test_gzipped_and_plain_files_with_blank_lines_read_the_same(tmp_path, hand):
 def test_file_without_trailing_newline(tmp_path):
     path = tmp_path / "no_newline.json"
     path.write_text("\n".join(review(*row) for row in HAND[:3]))
-    reviews = read_amazon2018(path)
+    reviews = read_amazon2018(path, "error")
     assert reviews.rows_read == 3
     assert reviews.frame["item_id"].to_list() == ["A", "A", "A"]
 
 
 def test_read_amazon2018_values(tmp_path):
-    reviews = read_amazon2018(hand_file(tmp_path))
+    reviews = read_amazon2018(hand_file(tmp_path), "error")
     assert reviews.frame.columns == ["line", "user_id", "item_id", "rating", "timestamp"]
     assert reviews.frame.row(0) == (1, "u1", "A", 5.0, 50)
     assert reviews.frame.row(13) == (14, "u2", "E", 3.0, 40)
@@ -280,10 +283,10 @@ CSV_HAND = "".join(f"{item},{user},{rating},{time}\n" for user, item, rating, ti
 def test_ratings_csv_default_layout(tmp_path, hand):
     path = tmp_path / "ratings.csv"
     path.write_text(CSV_HAND)
-    reviews = read_ratings_csv(path)
+    reviews = read_ratings_csv(path, COLUMNS, False, "error")
     assert reviews.rows_read == len(HAND)
     assert reviews.frame.row(0) == (1, "u1", "A", 5.0, 50)
-    result = preprocess(reviews, kcore_k=K)
+    result = preprocess(reviews, 3, K)
     assert result.stats == hand.stats
     assert_frame_equal(result.splits, hand.splits)
     assert_frame_equal(result.users, hand.users)
@@ -292,21 +295,31 @@ def test_ratings_csv_default_layout(tmp_path, hand):
 def test_ratings_csv_custom_columns_with_header(tmp_path, hand):
     path = tmp_path / "custom.csv"
     body = "".join(f"{time},{user},{rating},{item}\n" for user, item, rating, time in HAND)
-    path.write_text("when,who,stars,what\n" + body)
-    reviews = read_ratings_csv(path, columns=["timestamp", "user", "rating", "item"], header=True)
+    path.write_text("timestamp,user,rating,item\n" + body)
+    reviews = read_ratings_csv(path, ["timestamp", "user", "rating", "item"], True, "error")
     assert reviews.rows_read == len(HAND)
     assert reviews.frame.row(0) == (2, "u1", "A", 5.0, 50)  # line 1 is the header
-    assert_frame_equal(preprocess(reviews, kcore_k=K).splits, hand.splits)
+    assert_frame_equal(preprocess(reviews, 3, K).splits, hand.splits)
+
+
+def test_ratings_csv_header_in_another_order_is_read_by_name(tmp_path, hand):
+    # The configured order is item,user,...; the header says user comes first, and it does.
+    path = tmp_path / "swapped.csv"
+    body = "".join(f"{user},{item},{rating},{time}\n" for user, item, rating, time in HAND)
+    path.write_text("User, Item ,rating,timestamp\n" + body)
+    reviews = read_ratings_csv(path, COLUMNS, True, "error")
+    assert reviews.frame.row(0) == (2, "u1", "A", 5.0, 50)
+    assert_frame_equal(preprocess(reviews, 3, K).splits, hand.splits)
 
 
 def test_ratings_csv_bad_rating_names_the_line(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("A,u1,5.0,10\nB,u1,4.0,11\nC,u1,great,12\nD,u1,5.0,13\n")
     with pytest.raises(DataError) as err:
-        read_ratings_csv(path)
+        read_ratings_csv(path, COLUMNS, False, "error")
     message = str(err.value)
     assert str(path) in message and "line 3" in message and "rating" in message and "great" in message
-    skipped = read_ratings_csv(path, on_bad_line="skip")
+    skipped = read_ratings_csv(path, COLUMNS, False, "skip")
     assert (skipped.rows_read, skipped.bad_lines, skipped.frame.height) == (4, 1, 3)
     assert skipped.frame["line"].to_list() == [1, 2, 4]
 
@@ -315,20 +328,20 @@ def test_ratings_csv_bad_line_number_counts_the_header(tmp_path):
     path = tmp_path / "bad_header.csv"
     path.write_text("item,user,rating,timestamp\nA,u1,5.0,10\nB,u1,4.0,soon\n")
     with pytest.raises(DataError, match=r"line 3\b.*timestamp"):
-        read_ratings_csv(path, header=True)
+        read_ratings_csv(path, COLUMNS, True, "error")
 
 
 def test_ratings_csv_ignores_a_trailing_blank_line(tmp_path):
     path = tmp_path / "trailing.csv"
     path.write_text("A,u1,5.0,10\nB,u1,4.0,11\n\n")
-    assert read_ratings_csv(path).frame.height == 2
+    assert read_ratings_csv(path, COLUMNS, False, "error").frame.height == 2
 
 
 def test_ratings_csv_error_does_not_mention_json_fields(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("A,u1,great,10\n")
     with pytest.raises(DataError) as err:
-        read_ratings_csv(path)
+        read_ratings_csv(path, COLUMNS, False, "error")
     assert "reviewerID" not in str(err.value)
 
 
@@ -351,7 +364,7 @@ def test_bad_line_error_names_file_line_and_field(tmp_path, kind):
     lines = lines[:4] + [""] + [bad] + lines[4:]  # the bad line is line 6 (a blank line 5 counts)
     path = write_lines(tmp_path / "bad.json", lines)
     with pytest.raises(DataError) as err:
-        read_amazon2018(path)
+        read_amazon2018(path, "error")
     message = str(err.value)
     assert str(path) in message
     assert "line 6:" in message
@@ -367,7 +380,7 @@ def test_skip_counts_bad_lines(tmp_path, gzipped, hand):
     reviews = read_amazon2018(path, on_bad_line="skip")
     assert reviews.bad_lines == len(bads)
     assert reviews.rows_read == len(HAND) + len(bads)
-    result = preprocess(reviews, kcore_k=K)
+    result = preprocess(reviews, 3, K)
     assert result.stats["bad_lines"] == len(bads)
     assert result.stats["rows_read"] == len(HAND) + len(bads)
     assert result.stats["after_rating_filter"] == EXPECTED_STATS["after_rating_filter"]
@@ -376,9 +389,9 @@ def test_skip_counts_bad_lines(tmp_path, gzipped, hand):
 
 def test_empty_after_rating_filter_names_the_filter_and_count(tmp_path):
     rows = [(f"u{u}", f"i{i}", 3.0, u * 10 + i) for u in range(4) for i in range(4)]
-    reviews = read_amazon2018(hand_file(tmp_path, rows=rows))
+    reviews = read_amazon2018(hand_file(tmp_path, rows=rows), "error")
     with pytest.raises(DataError) as err:
-        preprocess(reviews, kcore_k=K)
+        preprocess(reviews, 3, K)
     message = str(err.value)
     assert "rating filter" in message and "rating > 3" in message
     assert "16 before" in message
@@ -386,9 +399,9 @@ def test_empty_after_rating_filter_names_the_filter_and_count(tmp_path):
 
 def test_empty_after_kcore_names_the_filter_and_count(tmp_path):
     rows = [("u1", "A", 5.0, 1), ("u1", "B", 5.0, 2), ("u2", "A", 5.0, 3), ("u2", "A", 5.0, 4), ("u3", "C", 1.0, 5)]
-    reviews = read_amazon2018(hand_file(tmp_path, rows=rows))
+    reviews = read_amazon2018(hand_file(tmp_path, rows=rows), "error")
     with pytest.raises(DataError) as err:
-        preprocess(reviews, kcore_k=K)
+        preprocess(reviews, 3, K)
     message = str(err.value)
     assert "3-core" in message
     assert "3 before" in message  # 5 read, 4 after the rating filter, 3 after de-duplication
@@ -397,12 +410,12 @@ def test_empty_after_kcore_names_the_filter_and_count(tmp_path):
 def test_empty_file_is_an_error(tmp_path):
     path = write_lines(tmp_path / "empty.json", ["", ""])
     with pytest.raises(DataError, match="no valid reviews"):
-        preprocess(read_amazon2018(path), kcore_k=K)
+        preprocess(read_amazon2018(path, "error"), 3, K)
 
 
 def test_kcore_below_three_is_refused(tmp_path):
     with pytest.raises(ValueError, match="at least 3"):
-        preprocess(read_amazon2018(hand_file(tmp_path)), kcore_k=2)
+        preprocess(read_amazon2018(hand_file(tmp_path), "error"), 3, 2)
 
 
 # --- the rule entry point -------------------------------------------------------------------------------------
@@ -417,6 +430,11 @@ def outputs(folder: Path) -> SimpleNamespace:
         stats=str(folder / "stats.json"),
         manifest=str(folder / "manifest.json"),
     )
+
+
+def run(raw: str, source: dict, cfg: dict, out: SimpleNamespace):
+    """The `preprocess` stage as its rule calls it."""
+    return stage.run(stage_call("preprocess", {"raw": raw}, out, {"preprocess": cfg, "source": source}))
 
 
 def test_run_writes_every_artifact_and_a_manifest(tmp_path):
@@ -473,3 +491,105 @@ def test_run_failure_leaves_no_artifact(tmp_path):
     with pytest.raises(DataError, match="line 2"):
         run(str(raw), {"kind": "amazon2018"}, CFG, out)
     assert not any(Path(getattr(out, name)).exists() for name in vars(out))
+
+
+# --- bad input that names the file and the line, and writes nothing ----------------------------------------
+
+
+def csv_source(header: bool) -> dict:
+    return {"kind": "ratings_csv", "columns": COLUMNS, "header": header}
+
+
+def run_fails(raw: Path, source: dict, tmp_path: Path, cfg: dict = CFG) -> str:
+    """Run the stage on bad input: it must fail with a DataError and leave no artifact; return the message."""
+    out = outputs(tmp_path / "data")
+    with pytest.raises(DataError) as err:
+        run(str(raw), source, cfg, out)
+    assert not any(Path(getattr(out, name)).exists() for name in vars(out))
+    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+    return str(err.value)
+
+
+def test_ratings_csv_header_naming_no_column_is_an_error(tmp_path):
+    raw = tmp_path / "no_header.csv"
+    raw.write_text(CSV_HAND)  # header: true, but the first line is a review
+    message = run_fails(raw, csv_source(True), tmp_path)
+    assert f"{raw}, line 1:" in message
+    assert "names none of the columns item, user, rating, timestamp" in message and "header: false" in message
+
+
+def test_ratings_csv_header_contradicting_columns_is_an_error(tmp_path):
+    raw = tmp_path / "stars.csv"
+    raw.write_text("item,user,stars,timestamp\n" + CSV_HAND)
+    message = run_fails(raw, csv_source(True), tmp_path)
+    assert f"{raw}, line 1: the header (item, user, stars, timestamp) contradicts source.columns" in message
+    assert "no column 'rating'" in message and "unknown column 'stars'" in message
+
+
+def test_ratings_csv_row_with_too_many_columns_names_the_line_and_skip_skips_it(tmp_path, hand):
+    lines = CSV_HAND.splitlines()
+    raw = tmp_path / "ragged.csv"
+    raw.write_text("\n".join(["item,user,rating,timestamp", *lines[:5], "Z,u9,5.0,77,extra", *lines[5:]]) + "\n")
+    message = run_fails(raw, csv_source(True), tmp_path)
+    assert f"{raw}, line 7: 5 fields, not 4" in message
+    skipped = read_ratings_csv(raw, COLUMNS, True, "skip")
+    assert (skipped.rows_read, skipped.bad_lines) == (len(HAND) + 1, 1)
+    assert 7 not in skipped.frame["line"].to_list() and skipped.frame["line"].to_list()[5] == 8
+    result = preprocess(skipped, 3, K)
+    assert result.stats["bad_lines"] == 1
+    assert_frame_equal(result.splits, hand.splits)
+
+
+def test_truncated_json_gz_names_the_file_and_the_records_before_the_cut(tmp_path):
+    lines = [review(f"u{i % 50}", f"i{i % 40}", 5.0, i) + " " * (i % 7) for i in range(5000)]
+    whole = gzip.compress(("\n".join(lines) + "\n").encode())
+    raw = tmp_path / "cut.json.gz"
+    raw.write_bytes(whole[: len(whole) // 2])
+    message = run_fails(raw, {"kind": "amazon2018"}, tmp_path)
+    assert f"{raw}, line " in message and "the gzip stream ends early" in message
+    records = int(message.split("after ")[1].split(" complete records")[0])
+    assert 0 < records < len(lines)
+    assert f"line {records + 1}:" in message  # the line that was cut
+    # Exactly the whole lines a lenient reader gets out of the cut file.
+    with gzip.open(raw, "rb") as handle:
+        got = b""
+        try:
+            while chunk := handle.read1(1 << 16):
+                got += chunk
+        except EOFError:
+            pass
+    assert records == got.count(b"\n")
+
+
+def test_a_stray_byte_in_a_field_we_never_read_is_harmless(tmp_path, hand):
+    lines = [review(*row).encode() for row in HAND]
+    lines[3] = lines[3].replace(b'"fine, ', b'"caf\xe9 ')  # Latin-1 in reviewText
+    raw = tmp_path / "latin1.json.gz"
+    raw.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    reviews = read_amazon2018(raw, "error")
+    assert (reviews.rows_read, reviews.bad_lines) == (len(HAND), 0)
+    result = preprocess(reviews, 3, K)
+    assert_frame_equal(result.splits, hand.splits)
+    assert_frame_equal(result.users, hand.users)
+
+
+def test_a_stray_byte_in_a_field_we_read_is_a_bad_line(tmp_path, hand):
+    lines = [review(*row).encode() for row in HAND]
+    extra = review("u9", "Z", 5.0, 99).encode().replace(b'"u9"', b'"u\xff9"')
+    raw = tmp_path / "bad_id.json"
+    raw.write_bytes(b"\n".join([*lines[:6], extra, *lines[6:]]) + b"\n")
+    message = run_fails(raw, {"kind": "amazon2018"}, tmp_path)
+    assert f"{raw}, line 7: field 'reviewerID' is not valid UTF-8" in message
+    skipped = read_amazon2018(raw, "skip")
+    assert (skipped.rows_read, skipped.bad_lines) == (len(HAND) + 1, 1)
+    assert "u\ufffd9" not in skipped.frame["user_id"].to_list()
+    assert_frame_equal(preprocess(skipped, 3, K).splits, hand.splits)
+
+
+def test_a_stray_byte_in_a_csv_id_is_a_bad_line(tmp_path):
+    raw = tmp_path / "bad_id.csv"
+    raw.write_bytes(CSV_HAND.encode() + b"Z,u\xff9,5.0,99\n")
+    message = run_fails(raw, csv_source(False), tmp_path)
+    assert f"{raw}, line {len(HAND) + 1}: column 'user' is not valid UTF-8" in message
+    skipped = read_ratings_csv(raw, COLUMNS, False, "skip")
+    assert (skipped.rows_read, skipped.bad_lines) == (len(HAND) + 1, 1)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from conftest import TARGETS, run_snakemake, write_tiny_config
+from conftest import SWEEP, TARGETS, run_snakemake
+
+from slmrec.metrics import MetricsRow
+from slmrec.targets import sweep_teacher, teacher_name
 
 pytestmark = pytest.mark.e2e
 
@@ -19,14 +21,11 @@ def test_snakemake_html_report(finished_demo, tmp_path):
         assert name in text, name
 
 
-def test_layer_sweep_trains_e4srec_l_and_plots_them(finished_demo, tmp_path):
-    workdir = tmp_path / "run"
-    shutil.copytree(finished_demo, workdir, symlinks=True)
-    write_tiny_config(workdir, {"datasets": {"demo": {"report": {"layer_sweep": [1, 2]}}}})
-    run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
-    for layers in (1, 2):
-        metrics = json.loads((workdir / f"results/demo/teacher_l{layers}/metrics.json").read_text())
-        assert metrics["layers"] == layers and metrics["model"] == f"E4SRec_{layers}"
-    manifest = json.loads((workdir / "results/demo/teacher_l1/manifest.json").read_text())
-    assert manifest["config"]["layers"] == 1
-    assert (workdir / "results/demo/layer_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_layer_sweep_trains_e4srec_l_and_plots_them(swept_demo):
+    results = swept_demo / "results" / "demo"
+    for layers in SWEEP:
+        row = MetricsRow.read(results / sweep_teacher(layers) / "metrics.json")
+        assert row.layers == layers and row.model == teacher_name(layers) and row.target == sweep_teacher(layers)
+    manifest = json.loads((results / sweep_teacher(1) / "manifest.json").read_text())
+    assert manifest["config"]["layers"] == 1 and "layers" not in manifest["config"]["teacher"]
+    assert (results / "layer_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,11 +48,17 @@ def test_runtime_settings_do_not_rerun(edited_demo):
     assert planned_jobs(edited_demo, *extra) == {}
 
 
-def test_a_student_setting_reruns_only_students_ablation_and_results(edited_demo):
+def test_a_distill_weight_reruns_only_the_students_that_use_it(edited_demo):
     write_tiny_config(edited_demo, {"distill": {"l2_weight": 0.5}})
     jobs = planned_jobs(edited_demo)
-    # The student and the two ablation variants that use the L2 term; not ce, ce_cos or ce_cos_ms.
-    assert jobs == {"student": 3, "ablation": 1, "metrics": 1, "report": 1}
+    # The student (which is also the ablation's `all` row) and ce_cos_l2; not ce, ce_cos or ce_cos_ms.
+    assert jobs == {"student": 2, "ablation": 1, "metrics": 1, "report": 1}
+
+
+def test_a_student_only_setting_reruns_no_teacher(edited_demo):
+    write_tiny_config(edited_demo, {"datasets": {"demo": {"student": {"learning_rate": 0.01}}}})
+    jobs = planned_jobs(edited_demo)
+    assert jobs == {"student": 5, "ablation": 1, "metrics": 1, "report": 1}
 
 
 def test_a_teacher_setting_reruns_teacher_and_downstream_only(edited_demo):
@@ -60,9 +66,41 @@ def test_a_teacher_setting_reruns_teacher_and_downstream_only(edited_demo):
     write_tiny_config(edited_demo, {"datasets": {"demo": {"teacher": {"learning_rate": 0.01}}}})
     jobs = planned_jobs(edited_demo)
     assert jobs.get("teacher") == 1
-    assert jobs.get("student") == 6  # the student and all five ablation variants
+    assert jobs.get("student") == 5  # the student inherits the setting, so do the four trained variants
     assert {"metrics", "report", "ablation"} <= set(jobs)
     assert not {"preprocess", "negatives", "sasrec", "synthesize", "popularity"} & set(jobs)
+
+
+@pytest.mark.parametrize(
+    ("edit", "trained"),
+    [
+        ({"sasrec": {"max_len": 30}}, {"sasrec", "teacher", "student"}),
+        ({"teacher": {"max_len": 30}}, {"teacher", "student"}),
+    ],
+    ids=["sasrec", "teacher"],
+)
+def test_max_len_reruns_no_data_stage(edited_demo, edit, trained):
+    write_tiny_config(edited_demo, edit)
+    jobs = planned_jobs(edited_demo)
+    assert trained <= set(jobs)
+    assert not {"synthesize", "preprocess", "negatives", "popularity"} & set(jobs)
+    assert ("sasrec" in jobs) == ("sasrec" in trained)
+
+
+def test_report_settings_rerun_no_training(edited_demo):
+    write_tiny_config(edited_demo, {"datasets": {"demo": {"report": {"ablation": False}}}})
+    assert planned_jobs(edited_demo) == {"report": 1}
+
+
+def test_teacher_layers_rerun_no_layer_sweep_teacher(swept_demo, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(swept_demo, workdir, symlinks=True)
+    assert planned_jobs(workdir) == {}
+    write_tiny_config(workdir, {"datasets": {"demo": {"teacher": {"layers": 8}, "report": {"layer_sweep": [1, 2]}}}})
+    jobs = planned_jobs(workdir)
+    # Only `teacher` (and what learns from it) reruns: teacher_l1 and teacher_l2 read their depth from the target.
+    assert jobs.get("teacher") == 1
+    assert jobs.get("student") == 4  # ce reads no teacher
 
 
 def test_kcore_reruns_everything_from_preprocess(edited_demo):

@@ -12,14 +12,16 @@ import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_data import SASREC_OUTPUTS, make_dataset, sasrec_config, sasrec_outputs
+from helpers_data import SASREC_OUTPUTS, data_inputs, make_dataset, sasrec_config, sasrec_outputs, stage_call
 from safetensors.torch import load_file
 
+from slmrec import training
 from slmrec.data.preprocess import DataError
+from slmrec.data.samples import SequenceDataset, training_sequences
 from slmrec.evaluate import evaluate, load_eval_splits, pad_left
 from slmrec.io import write_json
 from slmrec.metrics import METRIC_NAMES
-from slmrec.models.sasrec import SASRec, SASRecConfig
+from slmrec.models.sasrec import SASRec, SASRecConfig, load_item_embeddings
 from slmrec.stages import popularity
 from slmrec.stages import sasrec as stage
 from slmrec.training import NonFiniteLossError
@@ -76,9 +78,9 @@ def test_hidden_states_are_causal():
 
 def test_padded_positions_are_zero_and_nothing_is_nan():
     items = pad_left([[4, 5, 6], [], [1]], MAX_LEN)
-    for training in (False, True):
+    for train_mode in (False, True):
         model = make_model(dropout=0.3)
-        model.train(training)
+        model.train(train_mode)
         hidden = model.encode(items)
         assert torch.isfinite(hidden).all()
         assert (hidden[items == 0] == 0).all()
@@ -96,7 +98,7 @@ SEQUENCES = [h + [NUM_ITEMS] for h in HISTORIES]
 
 
 def _training_batch(sequences):
-    dataset = stage.SequenceDataset(sequences, MAX_LEN)
+    dataset = SequenceDataset(sequences, MAX_LEN)
     return {k: torch.stack([dataset[i][k] for i in range(len(dataset))]) for k in ("input_ids", "labels")}
 
 
@@ -109,7 +111,7 @@ def _per_prefix_losses(model, sequences):
             inputs, targets = seq[:-1][-MAX_LEN:], seq[1:][-MAX_LEN:]
             for t in range(len(inputs)):
                 user = model.user_vectors(pad_left([inputs[: t + 1]], MAX_LEN))
-                logits = user @ model.item_table().T
+                logits = user @ model.item_table.T
                 logits[:, 0] = float("-inf")
                 losses.append(F.cross_entropy(logits, torch.tensor([targets[t]])))
     assert len(losses) == 5 + 2 + 1 + MAX_LEN
@@ -148,7 +150,7 @@ def test_batched_loss_is_token_weighted_cross_entropy_at_every_real_position():
                 if label == 0:
                     assert batch["input_ids"][row, col] == 0
                     continue
-                logits = hidden[row, col] @ model.item_table().T
+                logits = hidden[row, col] @ model.item_table.T
                 logits[0] = float("-inf")
                 losses.append(F.cross_entropy(logits[None], torch.tensor([label])))
     losses = torch.stack(losses)
@@ -164,7 +166,7 @@ def test_batched_loss_is_token_weighted_cross_entropy_at_every_real_position():
 
 
 def test_sequence_dataset_shifts_by_one():
-    dataset = stage.SequenceDataset([[1, 2, 3, 4], [5, 6, 7]], 5)
+    dataset = SequenceDataset([[1, 2, 3, 4], [5, 6, 7]], 5)
     assert dataset[0]["input_ids"].tolist() == [0, 0, 1, 2, 3]
     assert dataset[0]["labels"].tolist() == [0, 0, 2, 3, 4]
     assert dataset[1]["input_ids"].tolist() == [0, 0, 0, 5, 6]
@@ -183,19 +185,23 @@ def tiny(tmp_path_factory):
     )
 
 
-def run_stage(data, out_dir: Path, cfg=None, full_ranking=False, stats=None, negatives=None, max_len=20):
+def sasrec_call(data, out_dir: Path, cfg=None, full_ranking=False, stats=None, negatives=None):
+    """The call the `sasrec` rule makes."""
+    inputs = {"splits": data.splits, "negatives": negatives or data.negatives, "stats": stats or data.stats}
+    params = {
+        "target": "sasrec",
+        "sasrec": cfg or sasrec_config(),
+        "evaluate": {"full_ranking": full_ranking},
+        "checkpoints": str(out_dir / "checkpoints"),
+    }
+    return stage_call("sasrec", inputs, sasrec_outputs(out_dir), params)
+
+
+def run_stage(data, out_dir: Path, cfg=None, full_ranking=False, stats=None, negatives=None):
+    """Run the stage; return its metrics row (as written) and its outputs."""
     output = sasrec_outputs(out_dir)
-    metrics = stage.run(
-        data.splits,
-        negatives or data.negatives,
-        stats or data.stats,
-        cfg or sasrec_config(),
-        max_len,
-        {"full_ranking": full_ranking},
-        output,
-        checkpoint_dir=str(out_dir / "checkpoints"),
-    )
-    return metrics, output
+    stage.run(sasrec_call(data, out_dir, cfg, full_ranking, stats, negatives))
+    return json.loads(Path(output.metrics).read_text()), output
 
 
 @pytest.fixture(scope="module")
@@ -215,13 +221,13 @@ def test_stage_outputs(tiny, full_run):
     tables = load_file(output.item_embeddings)
     assert list(tables) == ["item_embeddings"]
     assert tables["item_embeddings"].shape == (tiny.num_items + 1, 32)
-    assert torch.equal(stage.load_item_embeddings(output.item_embeddings, tiny.num_items), tables["item_embeddings"])
+    assert torch.equal(load_item_embeddings(output.item_embeddings, tiny.num_items), tables["item_embeddings"])
     weights = load_file(output.model)
     assert torch.equal(weights["item_embeddings.weight"], tables["item_embeddings"])
 
     metrics = json.loads(Path(output.metrics).read_text())
     assert metrics == json.loads(json.dumps(returned))
-    assert metrics["model"] == "SASRec"
+    assert metrics["model"] == "SASRec" and metrics["target"] == "sasrec" and metrics["layers"] == 1
     for split in ("valid", "test"):
         for name in METRIC_NAMES:
             assert 0 <= metrics[split][name] <= 100
@@ -244,7 +250,6 @@ def test_stage_outputs(tiny, full_run):
     manifest = json.loads(Path(output.manifest).read_text())
     assert manifest["stage"] == "sasrec"
     assert manifest["config"]["sasrec"] == sasrec_config()
-    assert manifest["config"]["max_len"] == 20
     assert manifest["config"]["evaluate"] == {"full_ranking": True}
     assert set(manifest["inputs"]) == {tiny.splits, tiny.negatives, tiny.stats}
     assert {output.item_embeddings, output.metrics} <= set(manifest["outputs"])
@@ -308,13 +313,13 @@ def test_early_stopping_keeps_the_best_epoch(tiny, tmp_path):
     assert best == log.height - 2 and mrr[-1] <= mrr[best]
     assert metrics["best_valid_mrr"] == pytest.approx(mrr[best], abs=1e-9)
     assert metrics["valid"]["MRR"] == pytest.approx(mrr[best], abs=1e-9)
-    assert metrics["best_checkpoint"] == f"checkpoint-{log['step'][best]}"
+    assert metrics["best_step"] == log["step"][best]
     # The written model is the best epoch's, not the last one's.
     weights = load_file(output.model)
     model = SASRec(SASRecConfig(tiny.num_items, 32, 1, 1, 0.0, 20))
     model.load_state_dict(weights)
     valid = load_eval_splits(tiny.splits, tiny.negatives, tiny.num_items)["valid"]
-    again = evaluate(model.eval().user_vectors, model.item_table(), valid, 20)
+    again = evaluate(model.eval().user_vectors, model.item_table, valid, 20, full_ranking=False)
     assert again["MRR"] == pytest.approx(mrr[best], abs=1e-9)
 
 
@@ -349,6 +354,56 @@ def test_nan_loss_names_epoch_and_step(tiny, tmp_path, monkeypatch):
     _assert_no_outputs(sasrec_outputs(tmp_path))
 
 
+# --- resume ----------------------------------------------------------------------------------
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(monkeypatch, step: int) -> None:
+    """Make the next run die after optimizer step `step`, as a killed job would."""
+
+    class Dying(training.TrainLog):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Killed(f"killed after step {step}")
+
+    monkeypatch.setattr(training, "TrainLog", Dying)
+
+
+def test_killed_run_resumes_under_the_same_settings(tiny, full_run, tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="slmrec")
+    kill_at(monkeypatch, 5)  # three steps an epoch: checkpoint-3 exists, the second epoch is half done
+    with pytest.raises(Killed):
+        run_stage(tiny, tmp_path, full_ranking=True)
+    assert (tmp_path / "checkpoints" / "checkpoint-3").is_dir()
+    monkeypatch.undo()
+    caplog.clear()
+    metrics, output = run_stage(tiny, tmp_path, full_ranking=True)
+    assert f"resuming from {tmp_path / 'checkpoints' / 'checkpoint-3'}" in caplog.text
+    # The resumed run is the uninterrupted one: same item table, same metrics.
+    _, reference, _ = full_run
+    assert Path(output.item_embeddings).read_bytes() == Path(reference.item_embeddings).read_bytes()
+    assert pl.read_csv(output.train_log)["epoch"].to_list() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(("change", "logged"), [({"lr": 0.001}, "sasrec.lr"), ({"hidden": 16}, "sasrec.hidden")])
+def test_killed_run_starts_afresh_under_changed_settings(tiny, tmp_path, monkeypatch, caplog, change, logged):
+    """A changed learning rate is not resumed with the old one; a changed size does not fail on the old weights."""
+    caplog.set_level("INFO", logger="slmrec")
+    kill_at(monkeypatch, 5)
+    with pytest.raises(Killed):
+        run_stage(tiny, tmp_path)
+    monkeypatch.undo()
+    caplog.clear()
+    metrics, output = run_stage(tiny, tmp_path, cfg=sasrec_config(**change))
+    assert "starting afresh" in caplog.text and logged in caplog.text
+    assert "resuming from" not in caplog.text
+    assert json.loads(Path(output.manifest).read_text())["config"]["sasrec"] == sasrec_config(**change)
+    assert load_file(output.item_embeddings)["item_embeddings"].shape[1] == sasrec_config(**change)["hidden"]
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 
@@ -371,19 +426,19 @@ def test_item_ids_beyond_the_item_table_are_refused(tiny, tmp_path):
 
 
 def test_training_item_beyond_the_item_table_is_refused():
-    splits = pl.DataFrame({"user": [1, 2], "train": [[1, 2, 3], [4, 9]], "valid": [4, 1], "test": [5, 2]})
-    assert stage.training_sequences(splits, 9) == [[1, 2, 3], [4, 9]]
+    sequences = [[1, 2, 3], [4, 9]]
+    assert training_sequences(sequences, 9) == [[1, 2, 3], [4, 9]]
     with pytest.raises(DataError, match=r"training item id 9 is larger than the item table \(8 items\)"):
-        stage.training_sequences(splits, 8)
+        training_sequences(sequences, 8)
 
 
 def test_load_item_embeddings_checks_the_item_count(full_run, tiny):
     _, output, _ = full_run
-    assert stage.load_item_embeddings(output.item_embeddings).shape[0] == tiny.num_items + 1
+    assert load_item_embeddings(output.item_embeddings, tiny.num_items).shape[0] == tiny.num_items + 1
     with pytest.raises(DataError, match="another dataset"):
-        stage.load_item_embeddings(output.item_embeddings, tiny.num_items + 1)
+        load_item_embeddings(output.item_embeddings, tiny.num_items + 1)
     with pytest.raises(DataError):
-        stage.load_item_embeddings(output.item_embeddings, tiny.num_items - 1)
+        load_item_embeddings(output.item_embeddings, tiny.num_items - 1)
 
 
 # --- quality (acceptance) ----------------------------------------------------------------------
@@ -397,10 +452,11 @@ def test_sasrec_beats_popularity_twice_on_demo_like_data(tmp_path):
     """
     data = make_dataset(tmp_path / "data", users=1200, items=1300, num_negatives=999)
     assert data.num_items > 1000
-    cfg = {**sasrec_config(hidden=64, layers=2, dropout=0.2, lr=0.005), "batch_size": 64, "epochs": 4}
-    sasrec_metrics, _ = run_stage(data, tmp_path / "sasrec", cfg=cfg, max_len=50)
+    cfg = sasrec_config(hidden=64, layers=2, dropout=0.2, lr=0.005, batch_size=64, epochs=4, max_len=50)
+    sasrec_metrics, _ = run_stage(data, tmp_path / "sasrec", cfg=cfg)
     pop_out = SimpleNamespace(metrics=str(tmp_path / "pop.json"), manifest=str(tmp_path / "pop_manifest.json"))
-    pop_metrics = popularity.run(data.splits, data.negatives, data.stats, {"full_ranking": False}, pop_out)
-    sas, pop = sasrec_metrics["test"]["NDCG@10"], pop_metrics["test"]["NDCG@10"]
+    params = {"target": "popularity", "evaluate": {"full_ranking": False}}
+    pop_row = popularity.run(stage_call("popularity", data_inputs(data), pop_out, params))
+    sas, pop = sasrec_metrics["test"]["NDCG@10"], pop_row.test["NDCG@10"]
     assert pop > 0
     assert sas >= 2 * pop, f"SASRec test NDCG@10 {sas:.2f} vs popularity {pop:.2f}"

@@ -104,7 +104,7 @@ def test_demo_dag_completes_through_the_slurm_executor(tmp_path, monkeypatch):
     )
 
     metrics = json.loads((workdir / "results/demo/metrics.json").read_text())
-    assert {"sasrec", "teacher", "student"} <= {row["stage"] for row in metrics["rows"]}
+    assert {"sasrec", "teacher", "student"} <= {row["target"] for row in metrics["rows"]}
 
     calls = sbatch_calls(log)
     assert set(calls) == RULES

@@ -12,21 +12,25 @@ import torch
 from helpers_data import (
     LLM_OUTPUTS,
     backbone_settings,
+    data_inputs,
     llm_config,
     llm_outputs,
     make_backbone,
     make_dataset,
     prompt_settings,
+    stage_call,
     write_item_table,
 )
 from safetensors.torch import load_file
 
+from slmrec import training
+from slmrec.data.samples import NextItemDataset
 from slmrec.evaluate import evaluate, load_eval_splits, pad_left
 from slmrec.launch import launch
 from slmrec.metrics import METRIC_NAMES
 from slmrec.models.llmrec import load_llmrec
-from slmrec.stages import llm
-from slmrec.stages.llm import NextItemDataset, batch_plan, training_arguments
+from slmrec.stages import teacher
+from slmrec.training import batch_plan, step_arguments
 
 MAX_LEN = 20
 STEPS = 8  # 60 users, one target each, batch 16: two epochs of 4 steps
@@ -42,24 +46,31 @@ def env(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(root=root, data=data, items=items, backbone=make_backbone(root / "backbone"))
 
 
-def run_teacher(env: SimpleNamespace, name: str, cfg: dict | None = None, **options) -> dict | None:
-    out = env.root / name
-    return llm.run(
-        env.data.splits,
-        env.data.negatives,
-        env.data.stats,
-        env.items,
-        env.backbone,
-        cfg or llm_config(max_steps=STEPS),
-        backbone_settings(),
-        prompt_settings(),
-        MAX_LEN,
-        EVAL,
-        llm_outputs(out),
-        str(env.root / "checkpoints" / name),
-        eval_batch_size=64,
-        **options,
-    )
+def section(**overrides) -> dict:
+    """The `teacher` params of the rule: the section without `layers` (which comes from the target)."""
+    return {k: v for k, v in llm_config(**overrides).items() if k != "layers"}
+
+
+def teacher_call(env: SimpleNamespace, name: str, cfg: dict | None = None, layers: int = 2, **changes):
+    """The call the `teacher` rule makes for target `name`; `changes` replace whole params."""
+    cfg = cfg or llm_config(max_steps=STEPS)
+    params = {
+        "target": name,
+        "teacher": {k: v for k, v in cfg.items() if k != "layers"},
+        "layers": layers,
+        "backbone": backbone_settings(),
+        "prompt": prompt_settings(),
+        "evaluate": EVAL,
+        "checkpoints": str(env.root / "checkpoints" / name),
+        **changes,
+    }
+    inputs = {**data_inputs(env.data), "item_embeddings": env.items, "backbone": env.backbone}
+    return stage_call("teacher", inputs, llm_outputs(env.root / name), params)
+
+
+def run_teacher(env: SimpleNamespace, name: str, cfg: dict | None = None, layers: int = 2, **changes) -> dict | None:
+    row = teacher.run(teacher_call(env, name, cfg, layers, **changes))
+    return json.loads((env.root / name / "metrics.json").read_text()) if row is not None else None
 
 
 @pytest.fixture(scope="module")
@@ -91,17 +102,17 @@ def test_next_item_dataset_targets_per_user():
 
 def test_training_arguments_from_config(tmp_path):
     cfg = llm_config(batch_size=16, learning_rate=0.003, warmup_steps=3, max_steps=7, eval_steps=5)
-    args = training_arguments(cfg, str(tmp_path), "float32")
+    args = step_arguments(cfg, str(tmp_path), "float32", 0)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 1)
     assert args.learning_rate == 0.003 and args.warmup_steps == 3 and args.max_steps == 7
     assert args.lr_scheduler_type == "cosine"
     assert args.eval_steps == args.save_steps == 5
     assert args.metric_for_best_model == "mrr" and args.greater_is_better and args.load_best_model_at_end
     # The per-device micro-batch is a runtime choice: accumulation keeps the effective batch.
-    args = training_arguments(cfg, str(tmp_path), "float32", per_device_batch_size=4)
+    args = step_arguments(cfg, str(tmp_path), "float32", per_device_batch_size=4)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 4)
     with pytest.raises(ValueError, match="not a multiple"):
-        training_arguments(cfg, str(tmp_path), "float32", per_device_batch_size=3)
+        step_arguments(cfg, str(tmp_path), "float32", per_device_batch_size=3)
 
 
 def test_batch_plan_keeps_the_effective_batch():
@@ -144,21 +155,25 @@ def test_stage_writes_its_artifacts(env, single):
     table = load_file(env.items)["item_embeddings"]
     model = load_llmrec(out, table).eval()
     split = load_eval_splits(env.data.splits, env.data.negatives, env.data.num_items)["test"]
-    again = evaluate(model.user_vectors, model.item_table, split, MAX_LEN, 64)
+    again = evaluate(model.user_vectors, model.item_table, split, MAX_LEN, 64, full_ranking=False)
     assert again["MRR"] == pytest.approx(metrics["test"]["MRR"], abs=1e-6)
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "teacher"
     assert manifest["config"]["layers"] == 2 and manifest["config"]["teacher"]["max_steps"] == STEPS
+    assert manifest["config"]["prompt"] == prompt_settings() and manifest["config"]["evaluate"] == EVAL
     assert set(manifest["inputs"]) == {env.data.splits, env.data.negatives, env.data.stats, env.items}
+    assert list(manifest["input_directories"]) == [env.backbone]
+    # A finished run leaves no checkpoints behind, so nothing can ever resume it.
+    assert not (env.root / "checkpoints" / "single").exists()
     assert str(out / "trainable.safetensors") in manifest["outputs"]
 
 
 def test_layers_argument_overrides_config(env):
     """`teacher_l{n}` targets pass `layers`, which wins over `teacher.layers`."""
-    metrics = run_teacher(env, "l1", llm_config(max_steps=2, eval_steps=2), layers=1)
+    metrics = run_teacher(env, "teacher_l1", llm_config(max_steps=2, eval_steps=2), layers=1)
     assert metrics["model"] == "E4SRec_1" and metrics["layers"] == 1
-    assert json.loads((env.root / "l1" / "config.json").read_text())["layers"] == 1
+    assert json.loads((env.root / "teacher_l1" / "config.json").read_text())["layers"] == 1
 
 
 class Interrupted(Exception):
@@ -168,7 +183,7 @@ class Interrupted(Exception):
 def recording_log(steps: list[int], stop_after: int | None = None) -> type:
     """A TrainLog that records every optimizer step, and optionally dies after one (a killed job)."""
 
-    class Recording(llm.TrainLog):
+    class Recording(training.TrainLog):
         def on_step_end(self, args, state, control, **kwargs):
             steps.append(state.global_step)
             if state.global_step == stop_after:
@@ -177,29 +192,42 @@ def recording_log(steps: list[int], stop_after: int | None = None) -> type:
     return Recording
 
 
+def kill_after(env, monkeypatch, name: str, step: int, **changes) -> list[int]:
+    """Run the teacher until it is killed after `step`; return the steps it ran."""
+    steps: list[int] = []
+    monkeypatch.setattr(training, "TrainLog", recording_log(steps, stop_after=step))
+    with pytest.raises(Interrupted):
+        run_teacher(env, name, **changes)
+    return steps
+
+
+def rerun(env, monkeypatch, name: str, **changes) -> tuple[list[int], dict]:
+    """Run the teacher to the end; return the steps it ran and its metrics."""
+    steps: list[int] = []
+    monkeypatch.setattr(training, "TrainLog", recording_log(steps))
+    return steps, run_teacher(env, name, **changes)
+
+
 def test_resume_after_interruption(env, single, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="slmrec")
     checkpoints = env.root / "checkpoints" / "resumed"
-    first: list[int] = []
-    monkeypatch.setattr(llm, "TrainLog", recording_log(first, stop_after=5))
-    with pytest.raises(Interrupted):
-        run_teacher(env, "resumed")
-    assert first == [1, 2, 3, 4, 5]
+    assert kill_after(env, monkeypatch, "resumed", 5) == [1, 2, 3, 4, 5]
     assert {"checkpoint-2", "checkpoint-4"} <= {p.name for p in checkpoints.iterdir()}
     assert not (env.root / "resumed" / "metrics.json").exists()
+    before_kill = json.loads((checkpoints / "checkpoint-4" / training.TrainLog.CLOCK).read_text())["elapsed"]
 
     caplog.clear()
-    second: list[int] = []
-    monkeypatch.setattr(llm, "TrainLog", recording_log(second))
-    metrics = run_teacher(env, "resumed")
+    second, metrics = rerun(env, monkeypatch, "resumed")
     assert f"resuming from {checkpoints / 'checkpoint-4'}" in caplog.text
+    assert "starting afresh" not in caplog.text
     assert second == [5, 6, 7, 8]
-    state = json.loads((checkpoints / "checkpoint-8" / "trainer_state.json").read_text())
-    assert state["global_step"] == STEPS
+    # The training time counts the run before the kill too (up to the checkpoint it resumed from).
+    assert metrics["train_seconds"] > before_kill
     # The log covers the whole run, the evaluations before the kill included, as if never interrupted.
     resumed_log = pl.read_csv(env.root / "resumed" / "train_log.csv")
     single_log = pl.read_csv(env.root / "single" / "train_log.csv")
     assert resumed_log["step"].to_list() == single_log["step"].to_list() == [2, 4, 6, 8]
+    assert resumed_log["seconds"].is_nan().sum() == 0
     assert resumed_log["mrr"].to_list() == pytest.approx(single_log["mrr"].to_list(), abs=1e-6)
     assert resumed_log["loss"].to_list() == pytest.approx(single_log["loss"].to_list(), abs=1e-5)
     # Resuming restores optimizer, scheduler and data order: the result is the uninterrupted run's.
@@ -210,54 +238,64 @@ def test_resume_after_interruption(env, single, monkeypatch, caplog):
     assert resumed.keys() == reference.keys()
     for key in reference:
         assert torch.allclose(resumed[key], reference[key], atol=1e-6), key
+    assert not checkpoints.exists()
 
 
-def test_changed_config_discards_checkpoints(env, monkeypatch, caplog):
+@pytest.mark.parametrize(
+    ("changed", "logged"),
+    [
+        ({"teacher": section(max_steps=4, learning_rate=0.005)}, "teacher.learning_rate"),
+        ({"prompt": {"prefix": "Predict the next item:", "suffix": "\nAnswer:"}}, "prompt.prefix, prompt.suffix"),
+        ({"teacher": section(max_steps=4, max_len=10)}, "teacher.max_len"),
+        ({"backbone": backbone_settings(dtype="bfloat16")}, "backbone.dtype"),
+    ],
+    ids=["learning_rate", "prompt", "max_len", "backbone"],
+)
+def test_changed_settings_start_afresh(env, monkeypatch, caplog, changed, logged):
     caplog.set_level(logging.INFO, logger="slmrec")
-    checkpoints = env.root / "checkpoints" / "changed"
-    first: list[int] = []
-    monkeypatch.setattr(llm, "TrainLog", recording_log(first, stop_after=3))
-    with pytest.raises(Interrupted):
-        run_teacher(env, "changed", llm_config(max_steps=4))
+    name = f"changed_{'_'.join(changed)}"
+    checkpoints = env.root / "checkpoints" / name
+    base = {"teacher": section(max_steps=4)}
+    kill_after(env, monkeypatch, name, 3, **base)
     assert (checkpoints / "checkpoint-2").is_dir()
 
     caplog.clear()
-    second: list[int] = []
-    monkeypatch.setattr(llm, "TrainLog", recording_log(second))
-    run_teacher(env, "changed", llm_config(max_steps=4, learning_rate=0.005))
-    assert "discarding checkpoints" in caplog.text and "resuming from" not in caplog.text
+    second, _ = rerun(env, monkeypatch, name, **{**base, **changed})
+    assert "starting afresh" in caplog.text and "resuming from" not in caplog.text
+    assert logged in caplog.text
     assert second == [1, 2, 3, 4]
-    stamp = json.loads((checkpoints / "fingerprint.json").read_text())
-    assert stamp["cfg"]["learning_rate"] == 0.005
 
 
-def test_fresh_run_discards_nothing(env, caplog):
+def test_changed_input_starts_afresh(env, monkeypatch, caplog, tmp_path):
+    """Another item table (a retrained SASRec) is another run, even with every setting the same."""
     caplog.set_level(logging.INFO, logger="slmrec")
-    run_teacher(env, "fresh", llm_config(max_steps=2, eval_steps=2))
-    assert (env.root / "checkpoints" / "fresh" / "checkpoint-2").is_dir()
-    assert "discarding checkpoints" not in caplog.text
+    kill_after(env, monkeypatch, "new_items", 3, teacher=section(max_steps=4))
+    other = write_item_table(tmp_path / "item_embeddings.safetensors", env.data.num_items, dim=16, seed=1)
+    steps: list[int] = []
+    monkeypatch.setattr(training, "TrainLog", recording_log(steps))
+    call = teacher_call(env, "new_items", teacher=section(max_steps=4))
+    call.input["item_embeddings"] = other
+    teacher.run(call)
+    assert "changed since they were made: input item_embeddings" in caplog.text
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_finished_run_is_never_resumed(env, monkeypatch, caplog):
+    """Checkpoints a finished run left (killed while writing its outputs) are discarded, not resumed."""
+    caplog.set_level(logging.INFO, logger="slmrec")
+    kill_after(env, monkeypatch, "finished", 4, teacher=section(max_steps=4))
+    (env.root / "checkpoints" / "finished" / training.FINISHED_FILE).touch()
+    steps, _ = rerun(env, monkeypatch, "finished", teacher=section(max_steps=4))
+    assert "they belong to a run that finished" in caplog.text
+    assert steps == [1, 2, 3, 4]
 
 
 def test_two_processes_match_one(env, single, tmp_path):
     """torchrun, 2 CPU workers over gloo: same outputs and shapes, same loss trend as one process."""
     out = env.root / "ddp"
     log_path = tmp_path / "ddp.log"
-    kwargs = dict(
-        splits_path=env.data.splits,
-        negatives_path=env.data.negatives,
-        stats_path=env.data.stats,
-        item_embeddings_path=env.items,
-        backbone_dir=env.backbone,
-        cfg=llm_config(max_steps=STEPS),
-        backbone=backbone_settings(),
-        prompt=prompt_settings(),
-        max_len=MAX_LEN,
-        eval_cfg=EVAL,
-        output={key: str(out / name) for key, name in LLM_OUTPUTS.items()},
-        checkpoint_dir=str(env.root / "checkpoints" / "ddp"),
-        eval_batch_size=64,
-    )
-    assert launch("slmrec.stages.llm:run", kwargs, processes=2, log_path=str(log_path)) is None
+    call = teacher_call(env, "ddp")
+    assert launch(call, processes=2, log_path=str(log_path)) is None
     text = log_path.read_text()
     assert text.count("E4SRec_2 test") == 1  # only rank 0 writes the artifacts
 
@@ -277,8 +315,6 @@ def test_two_processes_match_one(env, single, tmp_path):
         assert log["loss"][-1] < log["loss"][0]
     # Same effective batch (2 x 8 vs 16) and schedule: the losses stay close, not equal.
     assert (ddp_log["loss"] - single_log["loss"]).abs().max() < 0.5 * single_log["loss"][0]
-    state = json.loads((env.root / "checkpoints" / "ddp" / "checkpoint-8" / "trainer_state.json").read_text())
-    assert state["global_step"] == STEPS and state["train_batch_size"] == 8
     for split in ("valid", "test"):
         assert all(0 <= metrics[split][m] <= 100 for m in METRIC_NAMES)
 

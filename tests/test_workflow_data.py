@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import polars as pl
 from conftest import run_snakemake
@@ -28,9 +31,11 @@ def test_demo_dag_to_negatives(workflow):
 
 
 def _small_reviews(path):
+    from slmrec.config import schema_defaults
     from slmrec.data.synthetic import write_synthetic_reviews
 
-    write_synthetic_reviews(path, users=200, items=150, seed=3)
+    options = {key: value for key, value in schema_defaults("source").items() if key != "kind"}
+    write_synthetic_reviews(path, **{**options, "users": 200, "items": 150, "seed": 3})
     return path
 
 
@@ -44,14 +49,26 @@ def test_a_local_path_is_read_in_place(workflow, tmp_path):
     assert not (workflow / "results" / "mine" / "raw").exists(), "a local file must not be copied"
 
 
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 def test_download_rule_fetches_a_mirror(workflow, tmp_path):
     raw = _small_reviews(tmp_path / "mirror_5.json.gz")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
     extra = workflow / "mirror.yaml"
     extra.write_text(
         "datasets:\n  fetched:\n    source:\n      kind: amazon2018\n      file: Mirror_5.json.gz\n"
-        f"      urls: [file://{tmp_path}/missing_5.json.gz, file://{raw}]\n"
+        f"      urls: [{base}/missing_5.json.gz, {base}/mirror_5.json.gz]\n"
     )
-    run_snakemake(workflow, "results/fetched/data/stats.json", "--configfile", str(extra))
+    try:
+        run_snakemake(workflow, "results/fetched/data/stats.json", "--configfile", str(extra))
+    finally:
+        server.shutdown()
+        server.server_close()
     fetched = workflow / "results" / "fetched" / "raw" / "Mirror_5.json.gz"
     assert fetched.read_bytes() == raw.read_bytes()
     manifest = json.loads((fetched.parent / "Mirror_5.json.gz.manifest.json").read_text())

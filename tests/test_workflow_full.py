@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from conftest import TARGETS, run_snakemake
 
-from slmrec.config import ABLATION_TERMS
-from slmrec.metrics import METRIC_NAMES
+from slmrec.metrics import METRIC_NAMES, MetricsRow
+from slmrec.targets import ABLATION_VARIANTS, LOSS_TERMS, TRAINED_VARIANTS, ablation_target
 
 PAPER_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,7 +26,7 @@ RULE_LOGS = (
     "ablation",
     "metrics",
     "report",
-    *(f"ablation/{variant}" for variant in ABLATION_TERMS),
+    *(f"ablation/{variant}" for variant in TRAINED_VARIANTS),
 )
 
 
@@ -43,7 +43,7 @@ def test_metrics_table(demo):
     table = json.loads((results / "metrics.json").read_text())
     assert table["dataset"] == "demo"
     assert 200 < table["stats"]["users"] <= 300
-    rows = {row["stage"]: row for row in table["rows"]}
+    rows = {row["target"]: row for row in table["rows"]}
     assert set(rows) == {"popularity", "sasrec", "teacher", "student"}
     assert set(METRIC_NAMES) >= set(PAPER_METRICS)
     for stage, row in rows.items():
@@ -82,12 +82,16 @@ def test_ablation_and_student_artifacts(demo):
     results = workflow / "results" / "demo"
     ablation = json.loads((results / "ablation" / "metrics.json").read_text())
     variants = {row["variant"]: row for row in ablation["rows"]}
-    assert set(variants) == set(ABLATION_TERMS) and len(variants) == 5
+    assert set(variants) == set(ABLATION_VARIANTS) and len(variants) == 5
     for variant, row in variants.items():
-        kept = set(ABLATION_TERMS[variant])
-        for term in ("cos", "l2", "multi_supervision"):
-            assert (row["distill"][f"{term}_weight"] > 0) == (term in kept), (variant, term)
+        kept = set(ABLATION_VARIANTS[variant])
+        for term in LOSS_TERMS:
+            assert (row["distill"][term.weight_key] > 0) == (term.name in kept), (variant, term)
         assert all(0 <= row["test"][m] <= 100 for m in PAPER_METRICS)
+    # No model is trained twice: the variant with every term is the offline student's row.
+    student = MetricsRow.read(results / "student" / "metrics.json")
+    assert variants["all"]["test"] == student.test and variants["all"]["trained_as"] == student.model
+    assert not (results / "ablation" / "all").exists()
 
     student_log = pl.read_csv(results / "student" / "train_log.csv")
     assert {"loss_ce", "loss_cos", "loss_l2", "loss_ms"} <= set(student_log.columns)
@@ -115,3 +119,17 @@ def test_every_rule_has_log_and_benchmark(demo):
     # Everything is up to date: a second run has nothing to do.
     dry = run_snakemake(workflow, "-n", *TARGETS, *options)
     assert "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+
+
+@pytest.mark.e2e
+def test_every_metrics_file_is_one_typed_row(demo):
+    """Every stage writes a complete MetricsRow, and the table holds exactly those rows."""
+    workflow, _ = demo
+    results = workflow / "results" / "demo"
+    table = json.loads((results / "metrics.json").read_text())
+    targets = ["popularity", "sasrec", "teacher", "student", *(ablation_target(v) for v in TRAINED_VARIANTS)]
+    for target in targets:
+        row = MetricsRow.read(results / target / "metrics.json")
+        assert row.target == target
+    for row in table["rows"]:
+        assert MetricsRow(**row) == MetricsRow.read(results / row["target"] / "metrics.json")

@@ -1,8 +1,5 @@
 """Rule `negatives`: draw the fixed evaluation negatives once, for every model to share."""
 
-from slmrec.data.negatives import run
-from slmrec.workflow import rule_logging
+from slmrec.workflow import run_stage
 
-s = snakemake
-with rule_logging(s.log[0]):
-    run(s.input.splits, s.input.stats, s.input.user_ids, s.params.negatives, s.output)
+run_stage(snakemake, "negatives")

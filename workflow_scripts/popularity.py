@@ -1,8 +1,5 @@
 """Rule `popularity`: the popularity reference row, scored like every model."""
 
-from slmrec.stages.popularity import run
-from slmrec.workflow import rule_logging
+from slmrec.workflow import run_stage
 
-s = snakemake
-with rule_logging(s.log[0]):
-    run(s.input.splits, s.input.negatives, s.input.stats, s.params.evaluate, s.output)
+run_stage(snakemake, "popularity")

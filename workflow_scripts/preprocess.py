@@ -1,7 +1,5 @@
 """Rule `preprocess`: raw reviews to numbered interactions and leave-one-out splits."""
 
-from slmrec.data.preprocess import run
-from slmrec.workflow import rule_logging
+from slmrec.workflow import run_stage
 
-with rule_logging(snakemake.log[0]):
-    run(snakemake.input.raw, snakemake.params.source, snakemake.params.preprocess, snakemake.output)
+run_stage(snakemake, "preprocess")

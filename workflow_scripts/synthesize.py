@@ -1,7 +1,5 @@
 """Rule `synthesize`: write the demo's synthetic amazon2018-format review file."""
 
-from slmrec.data.synthetic import run
-from slmrec.workflow import rule_logging
+from slmrec.workflow import run_stage
 
-with rule_logging(snakemake.log[0]):
-    run(snakemake.params.source, snakemake.output)
+run_stage(snakemake, "synthesize")

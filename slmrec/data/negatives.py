@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
 from slmrec.data.preprocess import DataError
-from slmrec.io import read_json, utc_now, write_manifest, write_parquet
 
 SPLIT_STREAMS = {"valid": 0, "test": 1}
 
@@ -17,8 +14,8 @@ SPLIT_STREAMS = {"valid": 0, "test": 1}
 def draw_negatives(
     splits: pl.DataFrame,
     num_items: int,
-    num_negatives: int = 999,
-    seed: int = 2025,
+    num_negatives: int,
+    seed: int,
     users: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """K items per user and split, uniform without replacement among items the user never interacted with.
@@ -32,23 +29,12 @@ def draw_negatives(
     histories = [
         set(train) | {valid, test} for train, valid, test in splits.select("train", "valid", "test").iter_rows()
     ]
+    _check_enough_items(splits["user"], histories, num_items, num_negatives, user_ids)
     draws: dict[str, list[np.ndarray]] = {}
     for split, stream in SPLIT_STREAMS.items():
         rng = np.random.default_rng([seed, stream])
         rows = []
-        for user, history in tqdm(
-            zip(splits["user"], histories, strict=True),
-            total=len(histories),
-            desc=f"negatives ({split})",
-            mininterval=2,
-        ):
-            eligible = num_items - len(history)
-            if eligible < num_negatives:
-                name = f" ({user_ids[user]})" if user in user_ids else ""
-                raise DataError(
-                    f"user {user}{name} has only {eligible} items they never interacted with, fewer than "
-                    f"negatives.num_negatives = {num_negatives}; set a smaller num_negatives (at most {eligible})"
-                )
+        for history in tqdm(histories, desc=f"negatives ({split})", mininterval=2):
             # A random ordered subset of all items, minus the history, is a random ordered subset of
             # the eligible items: its first K are a uniform draw without replacement.
             size = min(num_items, num_negatives + len(history))
@@ -65,19 +51,31 @@ def draw_negatives(
     )
 
 
-def run(splits_path: str, stats_path: str, users_path: str, cfg: dict[str, Any], output: Any) -> pl.DataFrame:
-    """The `negatives` rule: draw from the preprocessed splits and write the artifact atomically."""
-    started = utc_now()
-    splits = pl.read_parquet(splits_path)
-    num_items = read_json(stats_path)["items"]
-    negatives = draw_negatives(splits, num_items, cfg["num_negatives"], cfg["seed"], users=pl.read_parquet(users_path))
-    write_parquet(output.negatives, negatives)
-    write_manifest(
-        output.manifest,
-        stage="negatives",
-        config={"negatives": cfg},
-        inputs=[splits_path, stats_path, users_path],
-        outputs=[output.negatives],
-        started=started,
+def _check_enough_items(
+    users: pl.Series, histories: list[set[int]], num_items: int, num_negatives: int, user_ids: dict[int, str]
+) -> None:
+    """Every user needs `num_negatives` items they never interacted with; name the largest count that works.
+
+    The user with the fewest such items sets the limit, so the message names that user, not the
+    first one short.
+    """
+    if not histories:
+        return
+    eligible = num_items - np.array([len(history) for history in histories])
+    short = int((eligible < num_negatives).sum())
+    if not short:
+        return
+    worst = int(np.argmin(eligible))
+    fewest = int(eligible[worst])
+    user = users[worst]
+    name = f" ({user_ids[user]})" if user in user_ids else ""
+    fix = (
+        f"set a smaller num_negatives (at most {fewest}, the fewest never-interacted items of any user)"
+        if fewest >= 1
+        else "no num_negatives works, as this user has interacted with every item"
     )
-    return negatives
+    raise DataError(
+        f"user {user}{name} has only {fewest} items they never interacted with, fewer than "
+        f"negatives.num_negatives = {num_negatives} ({short} of {len(histories)} users have fewer than "
+        f"{num_negatives}); {fix}"
+    )

@@ -9,11 +9,13 @@ Every output is a parquet file whose columns are the contract later stages rely 
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
 import logging
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,14 +26,14 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from slmrec.io import utc_now, write_json, write_manifest, write_parquet
-
 logger = logging.getLogger(__name__)
 
 AMAZON_FIELDS = {"user_id": "reviewerID", "item_id": "asin", "rating": "overall", "timestamp": "unixReviewTime"}
 RAW_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "rating": pl.Float64, "timestamp": pl.Int64}
 JSON_SCHEMA = {key: RAW_SCHEMA[column] for column, key in AMAZON_FIELDS.items()}
 BLOCK_BYTES = 64 << 20
+CSV_NAMES = {"item": "item_id", "user": "user_id", "rating": "rating", "timestamp": "timestamp"}
+CSV_CHUNK_ROWS = 1 << 20
 
 
 class DataError(ValueError):
@@ -62,8 +64,31 @@ def _open_binary(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
+class _Cut(Exception):
+    """The compressed stream ended early or is damaged; the lines before the cut have been yielded."""
+
+
+def _read_block(handle: BinaryIO, size: int) -> tuple[bytes, BaseException | None]:
+    """Up to `size` bytes, and the error that cut the stream short, if any, with the bytes before it.
+
+    Reads go through `read1`, so that a damaged gzip stream loses nothing decompressed before the damage.
+    """
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < size and (chunk := handle.read1(size - got)):
+            parts.append(chunk)
+            got += len(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        return b"".join(parts), err
+    return b"".join(parts), None
+
+
 def _line_blocks(path: Path) -> Iterator[bytes]:
-    """Blocks of whole lines, so that a line is never split across two polars frames."""
+    """Blocks of whole lines, so that a line is never split across two polars frames.
+
+    A gzip stream that ends early or is damaged raises `_Cut` after the whole lines before the damage.
+    """
     total = path.stat().st_size
     with (
         _open_binary(path) as handle,
@@ -71,26 +96,80 @@ def _line_blocks(path: Path) -> Iterator[bytes]:
     ):
         on_disk = handle.fileobj if isinstance(handle, gzip.GzipFile) else handle
         carry = b""
-        while block := handle.read(BLOCK_BYTES):
+        while True:
+            block, cut_by = _read_block(handle, BLOCK_BYTES)
+            if not block and cut_by is None:
+                break
             block = carry + block
             cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                carry = block
-                continue
             carry = block[cut:]
             bar.update(on_disk.tell() - bar.n)
-            yield block[:cut]
+            if cut:
+                yield block[:cut]
+            if cut_by is not None:
+                raise _Cut(_describe_cut(cut_by))
         if carry:
             yield carry + b"\n"
 
 
-def _explain_bad_json_line(text: str) -> str:
+def _describe_cut(err: BaseException) -> str:
+    if isinstance(err, EOFError):
+        return "the gzip stream ends early"
+    return f"the gzip stream is damaged ({err})"
+
+
+def _invalid_utf8_lines(block: bytes) -> list[int]:
+    """0-based indices of the lines of `block` that are not valid UTF-8 (slow; only for blocks that have some)."""
+    invalid = []
+    for index, line in enumerate(block.split(b"\n")):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            invalid.append(index)
+    return invalid
+
+
+def _block_lines(block: bytes) -> pl.DataFrame:
+    """One row per line of `block` (blank lines are null), text in column `text`.
+
+    Lines that are not valid UTF-8 are decoded with U+FFFD for each bad byte and flagged in
+    `invalid_utf8`; whether that matters depends on the field the bad bytes are in. A clean block
+    takes the strict decoder only.
+    """
+
+    def read(encoding: str) -> pl.DataFrame:
+        return pl.read_csv(
+            io.BytesIO(block),
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            new_columns=["text"],
+            schema={"text": pl.String},
+            encoding=encoding,
+        )
+
+    try:
+        return read("utf8").with_columns(invalid_utf8=pl.lit(False))
+    except pl.exceptions.ComputeError:
+        invalid = _invalid_utf8_lines(block)
+        if not invalid:
+            raise
+    lines = read("utf8-lossy")
+    flags = np.zeros(lines.height, dtype=bool)
+    flags[[i for i in invalid if i < lines.height]] = True
+    return lines.with_columns(invalid_utf8=pl.Series(flags))
+
+
+def _explain_bad_json_line(text: str, invalid_utf8: bool) -> str:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
         return f"malformed JSON ({err.msg} at column {err.colno})"
     if not isinstance(record, dict):
         return "expected a JSON object"
+    for key in AMAZON_FIELDS.values():
+        if invalid_utf8 and "\ufffd" in str(record.get(key)):
+            return f"field {key!r} is not valid UTF-8"
     for column, key in AMAZON_FIELDS.items():
         if record.get(key) is None:
             return f"missing field {key!r}"
@@ -118,7 +197,7 @@ def _handle_bad_rows(
     )
 
 
-def read_amazon2018(path: str | os.PathLike, on_bad_line: str = "error") -> Reviews:
+def read_amazon2018(path: str | os.PathLike, on_bad_line: str) -> Reviews:
     """Read Amazon 2018 review JSON lines (gzipped or not), keeping only the four fields we need.
 
     A clean file takes the fast, strict reader; a file it refuses goes through the block parser,
@@ -127,6 +206,13 @@ def read_amazon2018(path: str | os.PathLike, on_bad_line: str = "error") -> Revi
     path = Path(path)
     reviews = _read_json_lines_fast(path)
     return reviews if reviews is not None else _read_json_lines_in_blocks(path, on_bad_line)
+
+
+def _cut_short(path: Path, reason: str, records: int, line: int) -> DataError:
+    return DataError(
+        f"{path}, line {line}: {reason}, after {records} complete records; the file is incomplete or "
+        "damaged: fetch it again"
+    )
 
 
 def _read_json_lines_fast(path: Path) -> Reviews | None:
@@ -138,7 +224,9 @@ def _read_json_lines_fast(path: Path) -> Reviews | None:
     block parser would, except ids that are not JSON strings (written out slightly differently) and
     a key repeated within a record (first value rather than last). It skips blank lines, so line
     numbers come from a second scan, of the raw lines, run alongside. polars expands glob patterns
-    in the NDJSON path, so a name with glob characters goes to the block parser.
+    in the NDJSON path, so a name with glob characters goes to the block parser, and so does a file it
+    cannot read at all (a gzip stream that ends early raises OSError; bytes that are not UTF-8 a
+    ComputeError): the block parser tells which line.
     """
     if any(char in str(path) for char in "*?["):
         return None
@@ -150,7 +238,7 @@ def _read_json_lines_fast(path: Path) -> Reviews | None:
     )
     try:
         frame, numbered = pl.collect_all([records, lines])
-    except pl.exceptions.PolarsError as err:
+    except (pl.exceptions.PolarsError, OSError) as err:
         logger.info("%s: the fast JSON reader gave up (%s); reading it in blocks", path, str(err).split("\n")[0])
         return None
     if frame.height != numbered.height or frame.null_count().sum_horizontal().item() > 0:
@@ -163,17 +251,21 @@ def _read_json_lines_fast(path: Path) -> Reviews | None:
 
 
 def _read_json_lines_in_blocks(path: Path, on_bad_line: str) -> Reviews:
-    """Blocks of lines, each field picked out by its JSON path; slow, but it knows which line is bad."""
+    """Blocks of lines, each field picked out by its JSON path; slow, but it knows which line is bad.
+
+    Bytes that are not UTF-8 spoil only the field they are in: in a field we never read (say
+    `reviewText`) they do no harm, in one of ours the line is bad like any other.
+    """
     frames, rows_read, bad_lines, first_line = [], 0, 0, 1
-    for block in _line_blocks(path):
-        lines = pl.read_csv(
-            io.BytesIO(block),
-            has_header=False,
-            separator="\x1f",
-            quote_char=None,
-            new_columns=["text"],
-            schema={"text": pl.String},
-        )
+    blocks = _line_blocks(path)
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            break
+        except _Cut as cut:
+            raise _cut_short(path, str(cut), rows_read, first_line) from cut
+        lines = _block_lines(block)
         parsed = lines.with_row_index("line", offset=first_line).filter(
             pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != "")
         )
@@ -181,55 +273,72 @@ def _read_json_lines_in_blocks(path: Path, on_bad_line: str) -> Reviews:
         parsed = parsed.select(
             "line",
             "text",
+            "invalid_utf8",
             *[
                 pl.col("text").str.json_path_match(f"$.{key}").cast(RAW_SCHEMA[col], strict=False).alias(col)
                 for col, key in AMAZON_FIELDS.items()
             ],
         )
+        if parsed["invalid_utf8"].any():  # a U+FFFD from the lossy decode in one of our fields spoils it
+            parsed = parsed.with_columns(
+                pl.when(pl.col("invalid_utf8") & pl.col(col).str.contains("\ufffd", literal=True))
+                .then(None)
+                .otherwise(pl.col(col))
+                .alias(col)
+                for col in ("user_id", "item_id")
+            )
         rows_read += parsed.height
         parsed, bad = _handle_bad_rows(
             parsed,
             path,
             on_bad_line,
-            lambda row: _explain_bad_json_line(row["text"]),
-            f"a JSON object with {', '.join(AMAZON_FIELDS.values())}, rating and timestamp numeric",
+            lambda row: _explain_bad_json_line(row["text"], row["invalid_utf8"]),
+            f"a JSON object with {', '.join(AMAZON_FIELDS.values())} in UTF-8, rating and timestamp numeric",
         )
         bad_lines += bad
-        frames.append(parsed.drop("text"))
+        frames.append(parsed.drop("text", "invalid_utf8"))
     frame = pl.concat(frames) if frames else pl.DataFrame(schema={"line": pl.UInt32, **RAW_SCHEMA})
     return Reviews(frame.with_columns(pl.col("line").cast(pl.Int64)), rows_read, bad_lines)
 
 
 def read_ratings_csv(
     path: str | os.PathLike,
-    columns: list[str] | None = None,
-    header: bool = False,
-    on_bad_line: str = "error",
+    columns: list[str],
+    header: bool,
+    on_bad_line: str,
 ) -> Reviews:
-    """Read the Amazon "ratings only" CSV layout (item,user,rating,timestamp by default)."""
+    """Read the Amazon "ratings only" CSV layout (item,user,rating,timestamp by default).
+
+    With a header line, the columns are taken by the names it gives them, in whatever order; without
+    one, in the order of `columns`. polars reads a well-formed file; one it refuses (a row with too
+    many fields, bytes that are not UTF-8) goes through Python's csv module, which knows the line.
+    """
     path = Path(path)
-    columns = columns or ["item", "user", "rating", "timestamp"]
-    names = {"item": "item_id", "user": "user_id", "rating": "rating", "timestamp": "timestamp"}
+    order = _csv_header(path, columns) if header else list(columns)
+    names = [CSV_NAMES[c] for c in order]
     try:
         raw = pl.read_csv(
             path,
             has_header=header,
-            new_columns=[names[c] for c in columns],
-            schema_overrides={names[c]: pl.String for c in columns},
+            new_columns=names,
+            schema_overrides={name: pl.String for name in names},
             truncate_ragged_lines=False,
         )
-    except pl.exceptions.PolarsError as err:
-        raise DataError(f"{path}: not a {len(columns)}-column CSV ({', '.join(columns)}): {err}") from err
-    raw = raw.with_row_index("line", offset=2 if header else 1).filter(
-        pl.any_horizontal(pl.col(list(names.values())).is_not_null())
-    )
+        raw = raw.with_row_index("line", offset=2 if header else 1).filter(
+            pl.any_horizontal(pl.col(names).is_not_null())
+        )
+    except (pl.exceptions.PolarsError, OSError) as err:
+        logger.info("%s: the fast CSV reader gave up (%s); reading it row by row", path, str(err).split("\n")[0])
+        raw = _read_csv_rows(path, names, header)
     parsed = raw.with_columns(
         pl.col("rating").cast(pl.Float64, strict=False),
         pl.col("timestamp").cast(pl.Float64, strict=False).cast(pl.Int64, strict=False),
-        original=pl.struct(pl.exclude("line")),
+        original=pl.struct(*CSV_NAMES.values()),
     )
 
     def explain(row: dict[str, Any]) -> str:
+        if row.get("problem") is not None:
+            return row["problem"]
         original = row["original"]
         for column in ("user_id", "item_id", "rating", "timestamp"):
             if original[column] is None:
@@ -238,10 +347,90 @@ def read_ratings_csv(
                 return f"column {column!r} is not a number: {original[column]!r}"
         return "unreadable row"
 
-    expected = f"{len(columns)} comma-separated columns ({', '.join(columns)}), rating and timestamp numeric"
+    expected = f"{len(columns)} comma-separated columns ({', '.join(order)}), rating and timestamp numeric"
     parsed, bad = _handle_bad_rows(parsed, path, on_bad_line, explain, expected)
     frame = parsed.select("line", *RAW_SCHEMA).with_columns(pl.col("line").cast(pl.Int64))
     return Reviews(frame, raw.height, bad)
+
+
+def _csv_header(path: Path, columns: list[str]) -> list[str]:
+    """The columns in the order the header line names them; it must name each of `columns` once."""
+    with _open_binary(path) as handle:
+        first = handle.readline(1 << 20)
+    text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    names = [name.strip().lower() for name in next(csv.reader([text]), [])]
+    if not set(names) & set(CSV_NAMES):
+        raise DataError(
+            f"{path}, line 1: source.header is true, but this line ({text[:200]!r}) names none of the columns "
+            f"{', '.join(CSV_NAMES)}; set source.header: false if the file has no header line"
+        )
+    if sorted(names) != sorted(columns):
+        problems = [f"no column {c!r}" for c in columns if c not in names]
+        problems += [f"unknown column {n!r}" for n in dict.fromkeys(names) if n not in columns]
+        problems += [f"column {n!r} twice" for n in dict.fromkeys(names) if names.count(n) > 1]
+        raise DataError(
+            f"{path}, line 1: the header ({', '.join(names)}) contradicts source.columns ({', '.join(columns)}): "
+            f"{'; '.join(problems)}"
+        )
+    if names != list(columns):
+        logger.info("%s: the header orders the columns %s; reading them by name", path, ", ".join(names))
+    return names
+
+
+def _read_csv_rows(path: Path, names: list[str], header: bool) -> pl.DataFrame:
+    """Python's csv module, row by row: slow, but it knows the line and the field count of every row.
+
+    A row that cannot be used keeps only its line and the reason, in `problem`: too many or too few
+    fields, or a field that is not UTF-8. Blank lines are dropped, as `read_ratings_csv` drops them.
+    """
+    values: dict[str, list[Any]] = {name: [] for name in ["line", *names, "problem"]}
+    frames: list[pl.DataFrame] = []
+    rows, line = 0, 1
+    with (
+        _open_binary(path) as binary,
+        io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="") as text,
+    ):
+        reader = csv.reader(text)
+        try:
+            for record in reader:
+                start, line = line, reader.line_num + 1
+                if not record or (header and start == 1):
+                    continue
+                rows += 1
+                problem = None
+                if len(record) != len(names):
+                    problem = f"{len(record)} fields, not {len(names)}"
+                else:
+                    for name, value in zip(names, record, strict=True):
+                        try:
+                            value.encode("utf-8")
+                        except UnicodeEncodeError:
+                            raw_value = value.encode("utf-8", "surrogateescape")
+                            problem = f"column {name.removesuffix('_id')!r} is not valid UTF-8: {raw_value!r}"
+                            break
+                values["line"].append(start)
+                values["problem"].append(problem)
+                for name, value in zip(names, record if problem is None else [None] * len(names), strict=True):
+                    values[name].append(value or None)
+                if len(values["line"]) >= CSV_CHUNK_ROWS:
+                    frames.append(_csv_chunk(values))
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+            raise _cut_short(path, _describe_cut(err), rows, line) from err
+        except csv.Error as err:
+            raise DataError(f"{path}, line {reader.line_num}: not a CSV row ({err})") from err
+    frames.append(_csv_chunk(values))
+    return pl.concat(frames).select("line", *CSV_NAMES.values(), "problem")
+
+
+def _csv_chunk(values: dict[str, list[Any]]) -> pl.DataFrame:
+    """The rows collected so far as a frame (emptying the lists, so memory stays bounded)."""
+    frame = pl.DataFrame(
+        {name: column for name, column in values.items()},
+        schema={name: pl.Int64 if name == "line" else pl.String for name in values},
+    )
+    for column in values.values():
+        column.clear()
+    return frame
 
 
 def _require_rows(rows: int, step: str, before: int, hint: str) -> None:
@@ -342,7 +531,7 @@ def _renumber(codes: np.ndarray, distinct: pl.Series, name: str) -> tuple[pl.Ser
     return pl.Series(name, new_ids[codes]), table
 
 
-def preprocess(reviews: Reviews, min_rating: float = 3, kcore_k: int = 5) -> Preprocessed:
+def preprocess(reviews: Reviews, min_rating: float, kcore_k: int) -> Preprocessed:
     """Turn parsed reviews into numbered interactions and leave-one-out splits.
 
     Ids become integer codes right after the rating filter; everything after that works on
@@ -409,25 +598,5 @@ def preprocess(reviews: Reviews, min_rating: float = 3, kcore_k: int = 5) -> Pre
 def read_reviews(path: str | os.PathLike, source: dict[str, Any], on_bad_line: str) -> Reviews:
     """Dispatch on the configured raw layout (synthetic data uses the amazon2018 layout)."""
     if source["kind"] == "ratings_csv":
-        return read_ratings_csv(path, source.get("columns"), source.get("header", False), on_bad_line)
+        return read_ratings_csv(path, source["columns"], source["header"], on_bad_line)
     return read_amazon2018(path, on_bad_line)
-
-
-def run(raw: str, source: dict[str, Any], cfg: dict[str, Any], output: Any) -> Preprocessed:
-    """The `preprocess` rule: read, filter, number and split, then write every artifact atomically."""
-    started = utc_now()
-    result = preprocess(read_reviews(raw, source, cfg["on_bad_line"]), cfg["min_rating"], cfg["kcore"])
-    write_parquet(output.interactions, result.interactions)
-    write_parquet(output.user_ids, result.users)
-    write_parquet(output.item_ids, result.items)
-    write_parquet(output.splits, result.splits)
-    write_json(output.stats, result.stats)
-    write_manifest(
-        output.manifest,
-        stage="preprocess",
-        config={"preprocess": cfg, "source": source},
-        inputs=[raw],
-        outputs=[output.interactions, output.user_ids, output.item_ids, output.splits, output.stats],
-        started=started,
-    )
-    return result

@@ -12,11 +12,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from typing import Any
 
 import numpy as np
 
-from slmrec.io import atomic_path, utc_now, write_manifest
+from slmrec.io import atomic_path
 
 DAY = 86_400
 START_TIME = 1_400_000_000
@@ -32,11 +31,11 @@ def user_sequences(
     users: int,
     items: int,
     seed: int,
-    min_length: int = 8,
-    max_length: int = 30,
-    successors: int = 3,
-    transition_prob: float = 0.7,
-    popularity_exponent: float = 1.0,
+    min_length: int,
+    max_length: int,
+    successors: int,
+    transition_prob: float,
+    popularity_exponent: float,
 ) -> list[list[int]]:
     """Each user's items in time order (0-based item indices, no repeats within a user)."""
     if min_length > max_length:
@@ -68,13 +67,16 @@ def user_sequences(
 
 def write_synthetic_reviews(
     path: str | os.PathLike,
-    users: int = 2000,
-    items: int = 2000,
-    seed: int = 7,
-    low_rating_prob: float = 0.1,
+    users: int,
+    items: int,
+    seed: int,
+    low_rating_prob: float,
     **sequence_options: float,
 ) -> int:
-    """Write the gzipped JSON-lines file atomically; return the number of reviews."""
+    """Write the gzipped JSON-lines file atomically; return the number of reviews.
+
+    `sequence_options` are the remaining settings of a synthetic source (see `user_sequences`).
+    """
     sequences = user_sequences(users, items, seed, **sequence_options)
     rng = np.random.default_rng([seed, 1])
     user_ids, item_ids = _ids(rng, "A", users), _ids(rng, "B", items)
@@ -101,19 +103,3 @@ def write_synthetic_reviews(
         for index in order:
             handle.write(json.dumps(records[index]) + "\n")
     return len(records)
-
-
-def run(source: dict[str, Any], output: Any) -> None:
-    """The `synthesize` rule."""
-    started = utc_now()
-    options = {k: v for k, v in source.items() if k != "kind"}
-    count = write_synthetic_reviews(output.raw, **options)
-    write_manifest(
-        output.manifest,
-        stage="synthesize",
-        config={"source": source},
-        inputs=[],
-        outputs=[output.raw],
-        started=started,
-        extra={"reviews": count},
-    )

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slmrec.models.llmrec import LLMRec
+from slmrec.targets import ALIGNMENT_TERMS, CE_LOG_KEY, LOSS_TERMS, TEACHER_CE_LOG_KEY
 
 
 class DistillConfigError(ValueError):
@@ -29,13 +30,20 @@ class DistillConfigError(ValueError):
 
 @dataclass
 class DistillWeights:
-    cos: float = 1.0
-    l2: float = 0.1
-    multi_supervision: float = 0.1
+    """λ1 (cos), λ2 (l2) and λ3 (multi_supervision), named as `slmrec.targets.LOSS_TERMS`."""
+
+    cos: float
+    l2: float
+    multi_supervision: float
+
+    @classmethod
+    def from_settings(cls, distill: dict[str, float]) -> DistillWeights:
+        """From a distill section's `<term>_weight` keys."""
+        return cls(**{term.name: distill[term.weight_key] for term in LOSS_TERMS})
 
     @property
     def needs_teacher(self) -> bool:
-        return self.cos > 0 or self.l2 > 0
+        return any(getattr(self, name) > 0 for name in ALIGNMENT_TERMS)
 
 
 def block_boundaries(teacher_layers: int, student_layers: int, blocks: int) -> list[tuple[int, int]]:
@@ -106,31 +114,30 @@ class Distiller(nn.Module):
         student = self.student(input_ids, labels, output_layer_states=True)
         if labels is None:
             return student
-        terms: dict[str, Tensor] = {"loss_ce": student["loss"]}
-        s_states = [student["layer_states"][:, s - 1] for _, s in self.boundaries]
+        unweighted: dict[str, Tensor] = {CE_LOG_KEY: student["loss"]}
+        weighted: dict[str, Tensor] = {}  # by LossTerm.name
+        s_states = [student["layer_states"][:, s - 1] for _, s in self.boundaries]  # n x [B, H]
         if self.weights.needs_teacher or self.online:
             if self.online:
                 teacher = self.teacher(input_ids, labels, output_layer_states=True)
-                terms["loss_teacher"] = teacher["loss"]
+                unweighted[TEACHER_CE_LOG_KEY] = teacher["loss"]
             else:
                 with torch.no_grad():
                     teacher = self.teacher(input_ids, output_layer_states=True)
-            t_states = [teacher["layer_states"][:, t - 1].detach() for t, _ in self.boundaries]
+            t_states = [teacher["layer_states"][:, t - 1].detach() for t, _ in self.boundaries]  # n x [B, H]
+            pairs = list(zip(s_states, t_states, strict=True))
             if self.weights.cos > 0:
-                terms["loss_cos"] = sum(
-                    (1 - F.cosine_similarity(s, t, dim=-1)).mean() for s, t in zip(s_states, t_states, strict=True)
-                )
+                weighted["cos"] = sum((1 - F.cosine_similarity(s, t, dim=-1)).mean() for s, t in pairs)
             if self.weights.l2 > 0:
-                terms["loss_l2"] = sum((s - t).norm(dim=-1).mean() for s, t in zip(s_states, t_states, strict=True))
+                weighted["l2"] = sum((s - t).norm(dim=-1).mean() for s, t in pairs)
         if self.weights.multi_supervision > 0:
-            terms["loss_ms"] = (
-                sum(
-                    F.cross_entropy(self.student.scores(adapter(h)), labels)
-                    for adapter, h in zip(self.adapters, s_states[:-1], strict=True)
-                )
+            heads = zip(self.adapters, s_states[:-1], strict=True)
+            weighted["multi_supervision"] = (
+                sum(F.cross_entropy(self.student.scores(adapter(h)), labels) for adapter, h in heads)
                 if self.adapters
                 else student["loss"].new_zeros(())
             )
-        scale = {"loss_cos": self.weights.cos, "loss_l2": self.weights.l2, "loss_ms": self.weights.multi_supervision}
-        loss = sum(scale.get(name, 1.0) * value for name, value in terms.items())
+        loss = sum(unweighted.values()) + sum(getattr(self.weights, name) * v for name, v in weighted.items())
+        log_keys = {term.name: term.log_key for term in LOSS_TERMS}
+        terms = {**unweighted, **{log_keys[name]: value for name, value in weighted.items()}}
         return {"loss": loss, "terms": {k: v.detach() for k, v in terms.items()}, "user": student["user"]}

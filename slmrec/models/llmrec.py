@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,6 @@ from slmrec.io import atomic_path, write_json
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEFAULT_PROMPT_PREFIX = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\nGiven the user's purchase history, predict next possible item to be purchased.\n\n"
-    "### Input:\n"
-)
-DEFAULT_PROMPT_SUFFIX = "\n\n### Response:\n"
 
 
 class BackboneError(RuntimeError):
@@ -44,10 +38,10 @@ class BackboneError(RuntimeError):
 
 @dataclass
 class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: list[str]
 
 
 @dataclass
@@ -58,20 +52,45 @@ class LLMRecConfig:
     layers: int
     item_dim: int
     num_items: int
-    dtype: str = "float32"
-    quantization: str = "none"
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    prompt_prefix: str = DEFAULT_PROMPT_PREFIX
-    prompt_suffix: str = DEFAULT_PROMPT_SUFFIX
-    gradient_checkpointing: bool = False
+    dtype: str
+    quantization: str
+    lora: LoraSettings
+    prompt_prefix: str
+    prompt_suffix: str
+    gradient_checkpointing: bool
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LLMRecConfig:
-        return cls(**{**data, "lora": LoraSettings(**data.get("lora", {}))})
+        return cls(**{**data, "lora": LoraSettings(**data["lora"])})
+
+    @classmethod
+    def from_settings(
+        cls,
+        backbone_dir: str,
+        backbone: dict[str, Any],
+        prompt: dict[str, str],
+        training: dict[str, Any],
+        layers: int,
+        item_table: Tensor,
+    ) -> LLMRecConfig:
+        """The config a stage builds from its sections: `backbone` (dtype, quantization), `prompt`, and
+        its training section (LoRA, gradient checkpointing)."""
+        return cls(
+            backbone=str(backbone_dir),
+            layers=layers,
+            item_dim=item_table.shape[1],
+            num_items=item_table.shape[0] - 1,
+            dtype=backbone["dtype"],
+            quantization=backbone["quantization"],
+            lora=LoraSettings(**training["lora"]),
+            prompt_prefix=prompt["prefix"],
+            prompt_suffix=prompt["suffix"],
+            gradient_checkpointing=training["gradient_checkpointing"],
+        )
 
 
 def load_backbone(
-    path: str | Path, layers: int, dtype: str = "float32", quantization: str = "none", device: str | None = None
+    path: str | Path, layers: int, dtype: str, quantization: str, device: str | None = None
 ) -> PreTrainedModel:
     """Load only the first `layers` decoder layers of a local checkpoint (the rest never reach memory)."""
     path = Path(path)
@@ -151,23 +170,26 @@ class LLMRec(nn.Module):
 
     def _inputs(self, items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Embeddings, attention mask and position ids of `[pad][prompt][items][suffix]` for a batch."""
+        # Drop the columns that are padding in every row: [B, L] -> [B, L'] (L' = longest history).
         items = items[:, (items > 0).any(0).nonzero().min() :] if (items > 0).any() else items[:, -1:]
         batch, length = items.shape
         embed = self.backbone.get_input_embeddings()
         dtype = embed.weight.dtype
-        prompt = embed(self.prompt_ids).to(dtype).expand(batch, -1, -1)
-        suffix = embed(self.suffix_ids).to(dtype).expand(batch, -1, -1)
-        item_vectors = self.input_proj(self.item_table[items]).to(dtype)
-        sequence = torch.cat([prompt, item_vectors, suffix], dim=1)
+        prompt = embed(self.prompt_ids).to(dtype).expand(batch, -1, -1)  # [B, P, H]
+        suffix = embed(self.suffix_ids).to(dtype).expand(batch, -1, -1)  # [B, S, H]
+        item_vectors = self.input_proj(self.item_table[items]).to(dtype)  # [B, L', d] -> [B, L', H]
+        sequence = torch.cat([prompt, item_vectors, suffix], dim=1)  # [B, T, H], T = P + L' + S
         n_prompt, total = prompt.shape[1], sequence.shape[1]
-        # Move each row's padding (between prompt and items) to the front, keeping the order of the rest.
-        pads = (items == 0).sum(1, keepdim=True)
-        index = torch.arange(total, device=items.device).expand(batch, -1)
-        head = index < n_prompt + pads
+        # Each row reads [prompt][pad x k][items][suffix]; gather it into [pad x k][prompt][items][suffix].
+        # index[b, t] is the source column of output column t: the first k outputs take pad columns
+        # (P .. P+k-1), the next P take the prompt (0 .. P-1), and the rest stay where they are.
+        pads = (items == 0).sum(1, keepdim=True)  # [B, 1]: k per row
+        index = torch.arange(total, device=items.device).expand(batch, -1)  # [B, T]
+        head = index < n_prompt + pads  # [B, T]: the columns that move
         index = torch.where(head & (index < pads), index + n_prompt, torch.where(head, index - pads, index))
-        sequence = sequence.gather(1, index.unsqueeze(-1).expand(-1, -1, sequence.shape[-1]))
-        mask = (torch.arange(total, device=items.device).expand(batch, -1) >= pads).long()
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        sequence = sequence.gather(1, index.unsqueeze(-1).expand(-1, -1, sequence.shape[-1]))  # [B, T, H]
+        mask = (torch.arange(total, device=items.device).expand(batch, -1) >= pads).long()  # [B, T]: 0 on pads
+        positions = (mask.cumsum(1) - 1).clamp(min=0)  # [B, T]: 0 at the first real token of each row
         return sequence, mask, positions
 
     def forward(
@@ -196,7 +218,7 @@ class LLMRec(nn.Module):
         return result
 
     def scores(self, user: Tensor) -> Tensor:
-        logits = user @ self.item_table.T
+        logits = user @ self.item_table.T  # [B, d] x [d, items + 1]
         logits[:, 0] = float("-inf")
         return logits
 
@@ -208,13 +230,29 @@ class LLMRec(nn.Module):
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k in names}
 
-    def save(self, directory: str | Path) -> None:
-        """Write `config.json` and `trainable.safetensors`; the backbone is referenced, not copied."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / "trainable.safetensors") as tmp:
+    def parameter_counts(self) -> dict[str, int]:
+        """Total, trainable and at-inference counts (LoRA merges into the base weights, so it adds nothing)."""
+        counts = count_parameters(self)
+        lora = sum(p.numel() for name, p in self.named_parameters() if "lora_" in name)
+        return {**counts, "inference": counts["total"] - lora}
+
+    def save_artifacts(self, output: dict[str, str]) -> None:
+        """`model` (the trainable weights) and `config` (how to rebuild the rest); the backbone is referenced."""
+        with atomic_path(output["model"]) as tmp:
             save_file(self.trainable_state_dict(), str(tmp))
-        write_json(directory / "config.json", asdict(self.config))
+        write_json(output["config"], asdict(self.config))
+
+
+def _numel(parameter: Tensor) -> int:
+    """Logical size: a 4-bit weight is stored packed (two values a byte) with its real shape on the side."""
+    quant_state = getattr(parameter, "quant_state", None)
+    return math.prod(quant_state.shape) if quant_state is not None else parameter.numel()
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    total = sum(_numel(p) for p in model.parameters())
+    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
 
 
 def tokenize_prompt(tokenizer: Any, prefix: str, suffix: str) -> tuple[Tensor, Tensor]:

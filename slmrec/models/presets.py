@@ -14,8 +14,6 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from slmrec.io import atomic_dir, utc_now, write_manifest
-
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -59,18 +57,3 @@ def build_preset(name: str, directory: str | Path, corpus: list[str], seed: int 
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
-
-
-def run(name: str, seed: int, corpus: list[str], output: Any) -> None:
-    """The `backbone` rule."""
-    started = utc_now()
-    with atomic_dir(output.directory) as directory:
-        build_preset(name, directory, corpus, seed)
-        write_manifest(
-            directory / "manifest.json",
-            stage="backbone",
-            config={"preset": name, "seed": seed, "corpus": corpus},
-            inputs=[],
-            outputs=sorted(p for p in directory.iterdir() if p.is_file()),
-            started=started,
-        )

@@ -6,21 +6,27 @@ trained with a full softmax over all items at every position of a sequence in on
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from slmrec.data.preprocess import DataError
+from slmrec.io import atomic_path
 
 
 @dataclass
 class SASRecConfig:
     num_items: int
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 1
-    dropout: float = 0.2
-    max_len: int = 50
+    hidden: int
+    layers: int
+    heads: int
+    dropout: float
+    max_len: int
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)
@@ -96,8 +102,28 @@ class SASRec(nn.Module):
         """The representation of each user: the hidden state at the newest (last) position."""
         return self.encode(items)[:, -1]
 
+    @property
     def item_table(self) -> Tensor:
         return self.item_embeddings.weight
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.layers
+
+    def parameter_counts(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"total": total, "trainable": trainable, "inference": total}
+
+    def save_artifacts(self, output: dict[str, str]) -> None:
+        """`model` (every weight) and `item_embeddings` (the table the LLM stages freeze)."""
+        # One key holding sorted JSON: safetensors does not keep metadata order, and byte-identical files
+        # keep the checksums in later manifests stable across reruns.
+        metadata = {"config": json.dumps(self.config.to_dict(), sort_keys=True)}
+        with atomic_path(output["model"]) as tmp:
+            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp), metadata=metadata)
+        with atomic_path(output["item_embeddings"]) as tmp:
+            save_file({"item_embeddings": self.item_table.detach().contiguous()}, str(tmp), metadata=metadata)
 
     def forward(self, input_ids: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         """Next-item cross-entropy over all items at every real position (labels 0 = ignored)."""
@@ -105,6 +131,17 @@ class SASRec(nn.Module):
         if labels is None:
             return {"hidden": hidden}
         keep = labels > 0
-        logits = hidden[keep] @ self.item_embeddings.weight.T
+        logits = hidden[keep] @ self.item_table.T  # [real positions, items + 1]
         logits[:, 0] = float("-inf")
         return {"loss": F.cross_entropy(logits, labels[keep]), "hidden": hidden}
+
+
+def load_item_embeddings(path: str | os.PathLike, num_items: int) -> Tensor:
+    """The frozen item table the LLM stages reuse, checked against the dataset it should describe."""
+    table = load_file(str(path))["item_embeddings"]
+    if table.shape[0] != num_items + 1:
+        raise DataError(
+            f"{path}: item table has {table.shape[0] - 1} items but the dataset has {num_items}; "
+            "it was trained on another dataset or an older preprocess run"
+        )
+    return table

@@ -1,0 +1,54 @@
+"""The code's shape: every rule's entry point is a stage, scripts hold no logic, the library imports no stage."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted((ROOT / "workflow_scripts").glob("*.py"))
+SCRIPT_SHAPE = re.compile(
+    r'"""Rule `(\w+)`: [^\n]+"""\n\nfrom slmrec\.workflow import run_stage\n\nrun_stage\(snakemake, "(\w+)"\)\n'
+)
+
+
+def rule_scripts() -> dict[str, str]:
+    """Rule name -> the script its `script:` directive names, read from rules/*.smk."""
+    found = {}
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        for rule, script in re.findall(
+            r"^rule (\w+):.*?script:\s*\n\s*\"\.\./workflow_scripts/(\w+)\.py\"", smk.read_text(), flags=re.S | re.M
+        ):
+            found[rule] = script
+    return found
+
+
+def test_every_rule_runs_a_stage_through_a_thin_script():
+    scripts = rule_scripts()
+    assert set(scripts) == {p.stem for p in SCRIPTS}, "one script per rule, named after it"
+    for path in SCRIPTS:
+        match = SCRIPT_SHAPE.fullmatch(path.read_text())
+        assert match, f"{path.name} is not the three-line run_stage script"
+        assert match.group(1) == match.group(2) == path.stem
+        stage = importlib.import_module(f"slmrec.stages.{path.stem}")
+        assert callable(stage.run), path.stem
+
+
+@pytest.mark.parametrize("module", sorted(p for p in (ROOT / "slmrec").rglob("*.py") if p.parent.name != "stages"))
+def test_the_library_imports_no_stage(module):
+    tree = ast.parse(module.read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    allowed = module.name == "launch.py"  # it starts stages by name (importlib), importing none of them
+    assert allowed or not [m for m in imported if m.startswith("slmrec.stages")], module
+
+
+@pytest.mark.parametrize("module", sorted((ROOT / "slmrec" / "stages").glob("*.py")))
+def test_no_stage_imports_another(module):
+    tree = ast.parse(module.read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m.startswith("slmrec.stages")], module
