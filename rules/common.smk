@@ -1,13 +1,16 @@
 # Helpers shared by every rules/*.smk file: per-dataset stage settings, narrowed to what each stage reads,
 # and the targets' paths, all derived from the vocabulary in slmrec/targets.py.
 
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from slmrec import targets
-from slmrec.config import canonical, load_schema, stage_config
+from slmrec.models import presets
+from slmrec.config import canonical, check_dataset, load_schema, stage_config
+from slmrec.data.fetch import missing_local_source
 
 SCHEMA = load_schema(Path(workflow.basedir) / "config.schema.yaml")
 DATASETS = sorted(config["datasets"])
@@ -19,8 +22,14 @@ for _dataset in DATASETS:
     for _stage in STAGES:
         stage_config(config, SCHEMA, _dataset, _stage)
 
+# Settings that must agree with each other or the backbone (layer counts, blocks, heads) are checked when a
+# job that reads them joins the DAG: a dry run fails, and a dataset used only for its data is not refused.
+CHECKED_STAGES = ("sasrec", "teacher", "student")
+
 
 def dataset_settings(dataset, stage):
+    if stage in CHECKED_STAGES:
+        check_dataset(config, SCHEMA, dataset, stage)
     return stage_config(config, SCHEMA, dataset, stage)
 
 
@@ -48,21 +57,52 @@ def source(dataset):
 def parse_options(wildcards):
     """The parts of a source that change how it is parsed (not where it is fetched from)."""
     src = source(wildcards.dataset)
-    return {k: v for k, v in src.items() if k in ("kind", "columns", "header")}
+    return {k: v for k, v in src.items() if k in ("kind", "variant", "columns", "header")}
 
 
 def raw_file(wildcards):
-    """The raw review file: a local path used in place, a download, or the synthetic demo file."""
+    """The raw review file: a local path used in place, a download, or the synthetic demo file.
+
+    A local path that does not exist fails here, when a target of its dataset is requested (never for
+    other targets, so the shipped config dry-runs without it), saying how to get the file."""
     src = source(wildcards.dataset)
     if "path" in src:
+        if not Path(src["path"]).exists():
+            raise FileNotFoundError(missing_local_source(wildcards.dataset, src["path"]))
         return src["path"]
     if src["kind"] == "synthetic":
         return f"results/{wildcards.dataset}/raw/synthetic_5.json.gz"
     return f"results/{wildcards.dataset}/raw/{src['file']}"
 
 
+def converted_backbone(dataset):
+    """(name, source, settings) of the backbone the `convert_backbone` rule writes for a dataset, or None.
+
+    A GGUF file or a GGUF preset is converted; so is any backbone with `init: random` (the control).
+    The name says what it is, e.g. `smollm2-135m` or `smollm2-135m-random0`, and is shared by datasets.
+    """
+    chosen = dataset_settings(dataset, "backbone")
+    suffix = f"-random{chosen['seed']}" if chosen["init"] == "random" else ""
+    if chosen["path"]:
+        path = Path(chosen["path"])
+        if not (presets.is_gguf(path) or suffix):
+            return None
+        return f"{path.stem if presets.is_gguf(path) else path.name}{suffix}", lambda: str(path), chosen
+    if chosen["preset"] in presets.GGUF_PRESETS:
+        return f"{chosen['preset']}{suffix}", lambda: str(presets.preset_gguf(chosen["preset"])), chosen
+    return None
+
+
+CONVERTED_BACKBONES = {
+    name: (source, chosen) for name, source, chosen in filter(None, map(converted_backbone, DATASETS))
+}
+
+
 def backbone_dir(wildcards):
-    """A local checkpoint (backbone.path), or the preset the `backbone` rule builds for this dataset."""
+    """The checkpoint directory the LLM stages load: a local one in place, a converted one, or the tiny preset."""
+    converted = converted_backbone(wildcards.dataset)
+    if converted:
+        return f"results/backbones/{converted[0]}"
     chosen = dataset_settings(wildcards.dataset, "backbone")
     if chosen["path"]:
         return chosen["path"]
@@ -70,7 +110,7 @@ def backbone_dir(wildcards):
         return f"results/{wildcards.dataset}/backbone"
     raise ValueError(
         f"datasets.{wildcards.dataset}.backbone: set `path` to a local Hugging Face checkpoint directory "
-        "(e.g. Llama-2-7b-hf), or `preset: tiny` for the randomly initialised miniature"
+        "(e.g. Llama-2-7b-hf) or a .gguf file, or a `preset` (tiny, smollm2-135m)"
     )
 
 

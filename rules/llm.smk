@@ -1,4 +1,5 @@
-# The LLM recommenders: a locally built preset backbone (demo), and the E4SRec-style teacher.
+# The LLM recommenders: their backbones (the tiny preset built per dataset, converted GGUF files and
+# random-init controls shared by every dataset), and the E4SRec-style teacher.
 
 
 rule backbone:
@@ -20,6 +21,30 @@ rule backbone:
         "../envs/cpu.yaml"
     script:
         "../workflow_scripts/backbone.py"
+
+
+rule convert_backbone:
+    input:
+        source=lambda wildcards: CONVERTED_BACKBONES[wildcards.backbone][0](),
+    output:
+        directory=directory("results/backbones/{backbone}"),
+    params:
+        init=lambda wildcards: CONVERTED_BACKBONES[wildcards.backbone][1]["init"],
+        seed=lambda wildcards: CONVERTED_BACKBONES[wildcards.backbone][1]["seed"],
+    wildcard_constraints:
+        backbone="|".join(map(re.escape, CONVERTED_BACKBONES)) or "(?!)",
+    log:
+        "results/backbones/logs/{backbone}.log",
+    benchmark:
+        "results/backbones/logs/{backbone}.benchmark.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=30,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/convert_backbone.py"
 
 
 rule teacher:

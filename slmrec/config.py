@@ -8,6 +8,7 @@ stage schema; an error names the full key path so the user knows which line of c
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,57 @@ def schema_defaults(stage: str, schema_path: str | os.PathLike = SCHEMA_PATH) ->
     if stage == "source":
         return config["datasets"]["any"]["source"]
     return stage_config(config, load_schema(schema_path), "any", stage)
+
+
+def backbone_depth(backbone: dict[str, Any]) -> int | None:
+    """Decoder layers of the configured backbone: a preset's, or a local checkpoint's `config.json` (None
+    when it cannot be read cheaply: a GGUF file, whose header takes seconds to parse, is checked when it
+    is loaded; a path that does not exist on this machine yet)."""
+    from slmrec.models.presets import is_gguf, preset_depth
+
+    if not backbone["path"]:
+        return preset_depth(backbone["preset"])
+    if is_gguf(backbone["path"]):
+        return None
+    try:
+        return int(json.loads((Path(backbone["path"]) / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def check_dataset(config: dict[str, Any], schema: dict[str, Any], dataset: str, stage: str) -> None:
+    """Settings of a stage that each pass the schema but contradict one another or the backbone.
+
+    The workflow calls this while it builds the DAG, for the jobs a target needs, so a dry run fails
+    rather than a job hours into a real run, and a dataset used only for its data is never refused.
+    """
+    from slmrec.models.distill import DistillConfigError, block_boundaries
+
+    def settings(section: str) -> dict[str, Any]:
+        return stage_config(config, schema, dataset, section)
+
+    where = f"datasets.{dataset}"
+    if stage == "sasrec":
+        sasrec = settings("sasrec")
+        if sasrec["hidden"] % sasrec["heads"]:
+            raise ConfigError(
+                f"{where}.sasrec: hidden = {sasrec['hidden']} must be divisible by heads = {sasrec['heads']}"
+            )
+        return
+    teacher, student = settings("teacher")["layers"], settings("student")["layers"]
+    depth = backbone_depth(settings("backbone"))
+    if depth is not None:
+        deep = [("teacher.layers", teacher)] + [("report.layer_sweep", n) for n in settings("report")["layer_sweep"]]
+        for key, layers in deep:
+            if layers > depth:
+                raise ConfigError(f"{where}.{key}: {layers} layers, but the backbone has only {depth} decoder layers")
+    if stage == "student":
+        if student >= teacher:
+            raise ConfigError(
+                f"{where}.student.layers = {student}: the student must be smaller than its teacher "
+                f"(teacher.layers = {teacher})"
+            )
+        try:
+            block_boundaries(teacher, student, settings("distill")["blocks"])
+        except DistillConfigError as err:
+            raise ConfigError(f"{where} (teacher.layers, student.layers, distill.blocks): {err}") from err

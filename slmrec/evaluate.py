@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from slmrec.data.preprocess import DataError
+from slmrec.io import read_artifact
 from slmrec.metrics import full_ranks, metrics_from_ranks, sampled_ranks
 
 Encoder = Callable[[Tensor], Tensor]
@@ -52,8 +53,8 @@ def pad_left(histories: list[list[int]], max_len: int) -> Tensor:
 
 def load_eval_splits(splits_path: str | Path, negatives_path: str | Path, num_items: int) -> dict[str, EvalSplit]:
     """Read and cross-check the splits and their negatives; a mismatch means they come from different runs."""
-    splits = pl.read_parquet(splits_path)
-    negatives = pl.read_parquet(negatives_path)
+    splits = read_artifact(splits_path, pl.read_parquet)
+    negatives = read_artifact(negatives_path, pl.read_parquet)
     if splits["user"].to_list() != negatives["user"].to_list():
         raise DataError(
             f"{negatives_path} does not hold the users of {splits_path} in the same order: "

@@ -12,14 +12,34 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
+import pyarrow
+from safetensors import SafetensorError
 
 MANIFEST_SCHEMA_VERSION = 1
 TRACKED_PACKAGES = ("torch", "transformers", "peft", "polars", "pyarrow", "numpy", "snakemake", "bitsandbytes")
+
+# What the readers raise on a file cut short or garbled (FileNotFoundError is left alone: Snakemake
+# reports a missing input itself, and a missing file is not a corrupt one).
+CORRUPT_ARTIFACT_ERRORS = (
+    SafetensorError,
+    pl.exceptions.PolarsError,
+    pyarrow.ArrowException,
+    json.JSONDecodeError,
+    UnicodeDecodeError,
+    OSError,
+)
+
+P = TypeVar("P", bound="str | os.PathLike[str]")
+T = TypeVar("T")
+
+
+class ArtifactError(ValueError):
+    """An intermediate artifact exists but cannot be read, so the rule that made it must run again."""
 
 
 def current_umask() -> int:
@@ -82,6 +102,23 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_artifact(path: P, reader: Callable[[P], T]) -> T:
+    """`reader(path)`, with a failure to parse the file turned into an `ArtifactError` that names it.
+
+    The readers' own errors (`incomplete metadata`, `must end with PAR1`) name no file; a killed copy or
+    a full disk leaves such a file behind, and its rule only reruns when forced.
+    """
+    try:
+        return reader(path)
+    except FileNotFoundError:
+        raise
+    except CORRUPT_ARTIFACT_ERRORS as error:
+        raise ArtifactError(
+            f"{path} looks truncated or corrupt ({type(error).__name__}: {error}); "
+            f"rerun the rule that makes it: snakemake --cores 1 --force {path}"
+        ) from error
 
 
 def write_parquet(path: str | os.PathLike, frame: pl.DataFrame) -> None:

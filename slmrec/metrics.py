@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from slmrec.io import read_json, write_json
+from slmrec.io import read_artifact, read_json, write_json
 
 METRIC_NAMES = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 
@@ -202,7 +202,7 @@ class MetricsRow:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> MetricsRow:
-        data = read_json(path)
+        data = read_artifact(path, read_json)
         if not isinstance(data, dict):
             raise MetricsRowError(f"{path}: not a metrics row (a JSON object); rerun the stage that wrote it")
         fields_ = [f.name for f in fields(cls)]

@@ -2,11 +2,14 @@
 
 Every stage writes a manifest with the sha256 of its inputs and outputs. Indexing manifests by the
 outputs they record gives, for any file, the stage that made it; following its inputs gives the chain.
-An input whose file has changed since (or vanished) is flagged, as is an output that no longer matches.
+An input whose file has changed since (or vanished) is flagged, as is any output of a visited manifest
+that no longer matches: a result is not up to date while a file made beside it (say the item table
+next to SASRec's metrics) is truncated.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,7 @@ def _check(path: str, expected: str) -> str | None:
 def trace(target: str | Path, root: str | Path = "results") -> Link:
     index = index_manifests(Path(root))
     seen: dict[str, Link] = {}
+    check = functools.cache(_check)  # a file is input or output of several manifests: hash it once
 
     def visit(path: str) -> Link:
         key = str(Path(path))
@@ -61,11 +65,12 @@ def trace(target: str | Path, root: str | Path = "results") -> Link:
         seen[key] = link
         if record is None:
             return link
-        problem = _check(key, record["outputs"][key])
-        if problem:
-            link.problems.append(f"output {problem}")
+        for output, digest in record["outputs"].items():
+            problem = check(str(Path(output)), digest)
+            if problem:
+                link.problems.append(f"output {problem}; rerun: snakemake --cores 1 --force {output}")
         for source, digest in record.get("inputs", {}).items():
-            problem = _check(source, digest)
+            problem = check(source, digest)
             if problem:
                 link.problems.append(f"stale input: {problem}")
             link.inputs.append(visit(source))

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from slmrec.io import atomic_path, read_json
+from slmrec.io import atomic_path, read_artifact, read_json
 from slmrec.metrics import MetricsRow
 from slmrec.targets import STUDENT, TEACHER, variant_label
 
@@ -33,7 +33,7 @@ def metrics_table(dataset: str, rows: dict[str, str | Path], stats_path: str | P
             "inference": teacher["inference_seconds"] / max(student["inference_seconds"], 1e-9),
             "paper_reference": {"train": 6.6, "inference": 8.0, "teacher_layers": 32},
         }
-    return {"dataset": dataset, "stats": read_json(stats_path), "rows": table_rows, "speedup": speedup}
+    return {"dataset": dataset, "stats": read_artifact(stats_path, read_json), "rows": table_rows, "speedup": speedup}
 
 
 def _accuracy_markdown(rows: list[dict[str, Any]], split: str) -> str:

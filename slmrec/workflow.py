@@ -1,15 +1,85 @@
-"""Glue between Snakemake's `script:` directive and the stages: logging into the rule's log, and the call."""
+"""Glue between Snakemake's `script:` directive and the stages: logging into the rule's log, the call, and a
+watchdog that stops the stage when Snakemake itself is killed."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import psutil
 
 from slmrec.call import StageCall
 from slmrec.launch import launch
+
+# How often the watchdog looks for Snakemake, and how long the stage's children get to exit on SIGTERM.
+WATCH_INTERVAL_S = 2.0
+STOP_GRACE_S = 10.0
+ORPHAN_EXIT_CODE = 143  # as if killed by SIGTERM
+
+logger = logging.getLogger(__name__)
+
+
+def is_snakemake(cmdline: list[str]) -> bool:
+    """`snakemake ...`, `python .../bin/snakemake ...` or `python -m snakemake ...`; not the shell or Python that
+    runs a script from `.snakemake/scripts/`, whose command lines merely mention the name."""
+    head = cmdline[:3]
+    return any(Path(arg).name == "snakemake" for arg in head[:2]) or head[1:3] == ["-m", "snakemake"]
+
+
+def snakemake_ancestor() -> psutil.Process | None:
+    """The nearest Snakemake process above this one (between them, Snakemake's shell), or None."""
+    for parent in psutil.Process().parents():
+        with contextlib.suppress(psutil.Error):
+            if is_snakemake(parent.cmdline()):
+                return parent
+    return None
+
+
+def is_alive(process: psutil.Process) -> bool:
+    """Running and not a zombie: a killed Snakemake stays a zombie until its own parent reaps it."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop_process_tree(reason: str) -> None:
+    """Log why, SIGTERM this process's descendants (torchrun and its workers), SIGKILL those still alive after a
+    grace period, and exit at once: the main thread may be deep in a training step."""
+    logger.error("%s: stopping", reason)
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=STOP_GRACE_S)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    logging.shutdown()
+    os._exit(ORPHAN_EXIT_CODE)
+
+
+def watch_snakemake() -> psutil.Process | None:
+    """Stop this stage when the Snakemake that started it is gone, rather than train on as an orphan nobody
+    waits for (its outputs would be discarded as incomplete anyway). Outside Snakemake it does nothing."""
+    snakemake = snakemake_ancestor()
+    if snakemake is None:
+        return None
+
+    def watch() -> None:
+        while is_alive(snakemake):
+            time.sleep(WATCH_INTERVAL_S)
+        stop_process_tree(f"snakemake (pid {snakemake.pid}) is gone")
+
+    threading.Thread(target=watch, name="watch-snakemake", daemon=True).start()
+    logger.info("watching snakemake (pid %d): this job stops if it is killed", snakemake.pid)
+    return snakemake
 
 
 @contextlib.contextmanager
@@ -34,7 +104,9 @@ def rule_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
 
 def run_stage(snakemake: Any, stage: str) -> Any:
     """A rule's whole script: call `slmrec.stages.<stage>.run` with the rule's inputs, outputs, params and
-    resources, logging into the rule's log; a rule with `gpu: N > 1` runs it as N data-parallel workers."""
+    resources, logging into the rule's log; a rule with `gpu: N > 1` runs it as N data-parallel workers. The stage
+    stops (with its workers) if Snakemake is killed."""
     call = StageCall.from_snakemake(snakemake, stage)
     with rule_logging(snakemake.log[0]):
+        watch_snakemake()
         return launch(call, processes=int(call.resources.get("gpu", 1)), log_path=snakemake.log[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def test_shipped_config_validates_and_gets_defaults(config):
     assert config["sasrec"]["max_len"] == config["teacher"]["max_len"] == 50
     assert config["report"]["students"] == ["student"]
     assert config["negatives"] == {"num_negatives": 999, "seed": 2025}
-    assert sorted(config["datasets"]) == ["cloth", "demo", "movie", "music", "sport"]
+    assert sorted(config["datasets"]) == ["cloth", "demo", "ml100k", "movie", "music", "sport"]
     demo = config["datasets"]["demo"]["source"]
     # Filled in by the schema: nothing of this is written in config.yaml.
     assert demo["min_length"] == 8 and demo["max_length"] == 30 and demo["successors"] == 3
@@ -233,7 +234,7 @@ def test_unknown_override_key_names_the_section(config, schema):
 
 def test_unknown_dataset_lists_the_known_ones(config, schema):
     validate(config, SCHEMA_PATH)
-    with pytest.raises(ConfigError, match=r"unknown dataset 'books'.*cloth, demo, movie, music, sport"):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'books'.*cloth, demo, ml100k, movie, music, sport"):
         stage_config(config, schema, "books", "preprocess")
 
 
@@ -292,3 +293,40 @@ def test_old_distill_mode_key_is_refused(config):
     """`distill.mode` meant two things; the report's students now live in `report.students`."""
     config["distill"]["mode"] = "both"
     assert "'mode' was unexpected" in invalid(config)
+
+
+# --- settings that contradict each other or the backbone: refused when the DAG is built ------------------------
+
+
+@pytest.mark.parametrize(
+    ("demo", "message"),
+    [
+        ({"teacher": {"layers": 12}}, "datasets.demo.teacher.layers: 12 layers, but the backbone has only 8"),
+        (
+            {"report": {"layer_sweep": [2, 16]}},
+            "datasets.demo.report.layer_sweep: 16 layers, but the backbone has only 8",
+        ),
+        ({"student": {"layers": 8}}, "student.layers = 8: the student must be smaller than its teacher"),
+        ({"distill": {"blocks": 3}}, "distill.blocks = 3 does not divide"),
+        ({"sasrec": {"heads": 3}}, "datasets.demo.sasrec: hidden = 64 must be divisible by heads = 3"),
+    ],
+    ids=["teacher-deeper-than-backbone", "sweep-deeper-than-backbone", "student-not-smaller", "blocks", "heads"],
+)
+def test_contradicting_settings_fail_the_dry_run(tmp_path, config, demo, message):
+    for stage, values in demo.items():
+        config["datasets"]["demo"].setdefault(stage, {}).update(values)
+    proc = dry_run(copy_workflow(tmp_path), config)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert message in output, output[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_local_checkpoint_depth_is_read_from_its_config(tmp_path, config):
+    checkpoint = tmp_path / "llama"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps({"num_hidden_layers": 6}))
+    config["datasets"]["demo"]["backbone"] = {"path": str(checkpoint)}
+    (tmp_path / "wf").mkdir()
+    proc = dry_run(copy_workflow(tmp_path / "wf"), config)
+    assert "datasets.demo.teacher.layers: 8 layers, but the backbone has only 6" in proc.stdout + proc.stderr

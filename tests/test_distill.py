@@ -118,7 +118,7 @@ def train_steps(model: Distiller, steps: int = 3) -> list[dict[str, torch.Tensor
         (8, 4, 4, [(2, 1), (4, 2), (6, 3), (8, 4)]),
         (8, 2, 2, [(4, 1), (8, 2)]),
         (8, 4, 1, [(8, 4)]),
-        (4, 4, 2, [(2, 2), (4, 4)]),
+        (4, 4, 2, [(2, 2), (4, 4)]),  # what a student without a teacher (CE and MS only) cuts itself into
     ],
 )
 def test_block_boundaries(teacher, student, blocks, expected):
@@ -132,7 +132,7 @@ def test_block_boundaries(teacher, student, blocks, expected):
         (6, 4, 4, r"teacher has 6 layers, which distill.blocks = 4 does not divide"),
         (8, 4, 0, r"distill.blocks must be at least 1, got 0"),
         (8, 4, -2, r"distill.blocks must be at least 1"),
-        (4, 8, 4, r"student layers \(8\) exceed teacher layers \(4\)"),
+        (4, 8, 4, r"the student \(8 layers\) must not be deeper than its teacher \(4 layers\)"),
     ],
 )
 def test_invalid_block_configurations(teacher, student, blocks, message):

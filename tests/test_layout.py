@@ -52,3 +52,30 @@ def test_no_stage_imports_another(module):
     tree = ast.parse(module.read_text())
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [m for m in imported if m.startswith("slmrec.stages")], module
+
+
+def errors_table() -> list[tuple[str, list[str]]]:
+    """README's "Errors" table: (bad input, the test node ids its row cites)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Errors\n") :].split("\n## ", 2)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Bad input")]
+    return [(row.split(" | ")[0].lstrip("| "), re.findall(r"`(tests/[\w/]+\.py::\w+)", row)) for row in rows]
+
+
+def test_the_readme_errors_table_cites_real_tests():
+    """Every row of the README's Errors table names the tests that show it, and those tests exist."""
+    rows = errors_table()
+    assert len(rows) >= 20
+    for bad_input, tests in rows:
+        assert tests, f"README Errors row {bad_input!r} cites no test"
+        for node in tests:
+            path, name = node.split("::")
+            assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), flags=re.M), node
+
+
+@pytest.mark.parametrize("module", ["test_bad_input.py", "test_bad_artifacts.py"])
+def test_every_bad_input_test_is_in_the_readme_errors_table(module):
+    cited = {node.split("::")[1] for _, tests in errors_table() for node in tests}
+    defined = re.findall(r"^def (test_\w+)\(", (ROOT / "tests" / module).read_text(), flags=re.M)
+    missing = [name for name in defined if name not in cited]
+    assert not missing, f"tests/{module}: not in README's Errors table: {missing}"

@@ -4,7 +4,8 @@ The Amazon review files are large and their mirrors drop connections. A download
 therefore keeps what it has received in ``<dest>.part``, resumes it with an HTTP
 ``Range`` request (in this attempt, the next one, or the next run), and moves it
 onto ``dest`` only once the whole body has arrived, looks like the file it is
-named after (a ``.gz`` stream that ends cleanly, a first record that parses) and
+named after (a ``.gz`` stream that ends cleanly, a ``.zip`` whose members pass
+their CRC check, a first record that parses) and
 matched its checksum. A file at ``dest`` is thus always complete. Mirrors are
 http(s) only: a local file is read in place (``source.path``), never copied.
 """
@@ -22,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -194,10 +196,14 @@ def _check_content(path: Path, name: str) -> None:
 
     A server that sends no Content-Length and hangs up early (HTTP/1.0) leaves a short body that
     nothing else catches, and an error page served with status 200 looks like a success. So a
-    name ending in .gz must hold a gzip stream that ends cleanly, and the first record of a .json
-    (JSON lines) or .csv file must parse. Other names are not checked.
+    name ending in .gz must hold a gzip stream that ends cleanly, a .zip must be a whole archive
+    whose members pass their CRC check, and the first record of a .json (JSON lines) or .csv file
+    must parse. Other names are not checked.
     """
     lower = name.lower()
+    if lower.endswith(".zip"):
+        _check_zip(path)
+        return
     inner = lower.removesuffix(".gz")
     if lower.endswith(".gz"):
         head = _check_gzip(path)
@@ -227,6 +233,19 @@ def _check_gzip(path: Path) -> bytes:
             raise _NotTheFile(f"not a gzip file: it starts with {start!r}{_html_hint(start)}") from err
         raise _NotTheFile(f"damaged gzip stream ({err})") from err
     return head
+
+
+def _check_zip(path: Path) -> None:
+    """Read every member of `path`: a body cut short has no central directory, a garbled one fails a CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
+        with open(path, "rb") as raw:
+            start = raw.read(40)
+        raise _NotTheFile(f"not a complete zip file ({err}): it starts with {start!r}{_html_hint(start)}") from err
+    if damaged is not None:
+        raise _NotTheFile(f"damaged zip: member {damaged} fails its CRC check")
 
 
 def _check_first_record(head: bytes, what: str, parses: Callable[[str], bool]) -> None:

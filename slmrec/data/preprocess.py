@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -58,10 +59,19 @@ class Preprocessed:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _open_binary(path: Path) -> BinaryIO:
+def _open_binary(path: Path, member: str | None = None) -> BinaryIO:
+    """The file's bytes, gunzipped if it is a gzip file, or those of one `member` of a zip archive."""
+    if member is not None:
+        with zipfile.ZipFile(path) as archive:  # the member keeps the file open until it is closed
+            return archive.open(member)
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def _where(path: Path, member: str | None) -> str:
+    """How messages name a file, or a member of a zip archive."""
+    return f"{path}, member {member}" if member else str(path)
 
 
 class _Cut(Exception):
@@ -79,19 +89,24 @@ def _read_block(handle: BinaryIO, size: int) -> tuple[bytes, BaseException | Non
         while got < size and (chunk := handle.read1(size - got)):
             parts.append(chunk)
             got += len(chunk)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+    except (EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile) as err:
         return b"".join(parts), err
     return b"".join(parts), None
 
 
-def _line_blocks(path: Path) -> Iterator[bytes]:
+def _line_blocks(path: Path, member: str | None = None) -> Iterator[bytes]:
     """Blocks of whole lines, so that a line is never split across two polars frames.
 
-    A gzip stream that ends early or is damaged raises `_Cut` after the whole lines before the damage.
+    A gzip stream or zip member that ends early or is damaged raises `_Cut` after the whole lines
+    before the damage. Progress counts bytes on disk, or a zip member's uncompressed bytes.
     """
-    total = path.stat().st_size
+    if member is None:
+        total = path.stat().st_size
+    else:
+        with zipfile.ZipFile(path) as archive:
+            total = archive.getinfo(member).file_size
     with (
-        _open_binary(path) as handle,
+        _open_binary(path, member) as handle,
         tqdm(total=total, unit="B", unit_scale=True, desc=f"reading {path.name}", mininterval=2) as bar,
     ):
         on_disk = handle.fileobj if isinstance(handle, gzip.GzipFile) else handle
@@ -107,15 +122,15 @@ def _line_blocks(path: Path) -> Iterator[bytes]:
             if cut:
                 yield block[:cut]
             if cut_by is not None:
-                raise _Cut(_describe_cut(cut_by))
+                raise _Cut(_describe_cut(cut_by, "the zip member" if member else "the gzip stream"))
         if carry:
             yield carry + b"\n"
 
 
-def _describe_cut(err: BaseException) -> str:
+def _describe_cut(err: BaseException, stream: str) -> str:
     if isinstance(err, EOFError):
-        return "the gzip stream ends early"
-    return f"the gzip stream is damaged ({err})"
+        return f"{stream} ends early"
+    return f"{stream} is damaged ({err})"
 
 
 def _invalid_utf8_lines(block: bytes) -> list[int]:
@@ -182,9 +197,9 @@ def _explain_bad_json_line(text: str, invalid_utf8: bool) -> str:
 
 
 def _handle_bad_rows(
-    parsed: pl.DataFrame, path: Path, on_bad_line: str, explain: Callable[[dict[str, Any]], str], expected: str
+    parsed: pl.DataFrame, where: str | Path, on_bad_line: str, explain: Callable[[dict[str, Any]], str], expected: str
 ) -> tuple[pl.DataFrame, int]:
-    """Fail on the first bad row with a precise message, or drop and count bad rows."""
+    """Fail on the first bad row with a precise message, or drop and count bad rows; `where` names the file."""
     bad = parsed.filter(pl.any_horizontal(pl.col(list(RAW_SCHEMA)).is_null()))
     if bad.height == 0:
         return parsed, 0
@@ -192,7 +207,7 @@ def _handle_bad_rows(
         return parsed.filter(pl.all_horizontal(pl.col(list(RAW_SCHEMA)).is_not_null())), bad.height
     first = bad.row(0, named=True)
     raise DataError(
-        f"{path}, line {first['line']}: {explain(first)}. Expected {expected} "
+        f"{where}, line {first['line']}: {explain(first)}. Expected {expected} "
         "(set preprocess.on_bad_line: skip to drop such lines)"
     )
 
@@ -208,9 +223,9 @@ def read_amazon2018(path: str | os.PathLike, on_bad_line: str) -> Reviews:
     return reviews if reviews is not None else _read_json_lines_in_blocks(path, on_bad_line)
 
 
-def _cut_short(path: Path, reason: str, records: int, line: int) -> DataError:
+def _cut_short(where: str, reason: str, records: int, line: int) -> DataError:
     return DataError(
-        f"{path}, line {line}: {reason}, after {records} complete records; the file is incomplete or "
+        f"{where}, line {line}: {reason}, after {records} complete records; the file is incomplete or "
         "damaged: fetch it again"
     )
 
@@ -250,27 +265,38 @@ def _read_json_lines_fast(path: Path) -> Reviews | None:
     return Reviews(frame, frame.height)
 
 
+def _numbered_lines(path: Path, member: str | None) -> Iterator[pl.DataFrame]:
+    """The non-blank lines of a file (or zip member), a block at a time: `line` (1-based), `text`, `invalid_utf8`.
+
+    A compressed stream cut short raises a DataError naming the line of the cut and the lines before it.
+    """
+    rows, first_line = 0, 1
+    blocks = _line_blocks(path, member)
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            return
+        except _Cut as cut:
+            raise _cut_short(_where(path, member), str(cut), rows, first_line) from cut
+        lines = _block_lines(block)
+        numbered = lines.with_row_index("line", offset=first_line).filter(
+            pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != "")
+        )
+        first_line += lines.height
+        rows += numbered.height
+        yield numbered
+
+
 def _read_json_lines_in_blocks(path: Path, on_bad_line: str) -> Reviews:
     """Blocks of lines, each field picked out by its JSON path; slow, but it knows which line is bad.
 
     Bytes that are not UTF-8 spoil only the field they are in: in a field we never read (say
     `reviewText`) they do no harm, in one of ours the line is bad like any other.
     """
-    frames, rows_read, bad_lines, first_line = [], 0, 0, 1
-    blocks = _line_blocks(path)
-    while True:
-        try:
-            block = next(blocks)
-        except StopIteration:
-            break
-        except _Cut as cut:
-            raise _cut_short(path, str(cut), rows_read, first_line) from cut
-        lines = _block_lines(block)
-        parsed = lines.with_row_index("line", offset=first_line).filter(
-            pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != "")
-        )
-        first_line += lines.height
-        parsed = parsed.select(
+    frames, rows_read, bad_lines = [], 0, 0
+    for lines in _numbered_lines(path, None):
+        parsed = lines.select(
             "line",
             "text",
             "invalid_utf8",
@@ -279,14 +305,7 @@ def _read_json_lines_in_blocks(path: Path, on_bad_line: str) -> Reviews:
                 for col, key in AMAZON_FIELDS.items()
             ],
         )
-        if parsed["invalid_utf8"].any():  # a U+FFFD from the lossy decode in one of our fields spoils it
-            parsed = parsed.with_columns(
-                pl.when(pl.col("invalid_utf8") & pl.col(col).str.contains("\ufffd", literal=True))
-                .then(None)
-                .otherwise(pl.col(col))
-                .alias(col)
-                for col in ("user_id", "item_id")
-            )
+        parsed = _spoil_invalid_ids(parsed)
         rows_read += parsed.height
         parsed, bad = _handle_bad_rows(
             parsed,
@@ -296,7 +315,25 @@ def _read_json_lines_in_blocks(path: Path, on_bad_line: str) -> Reviews:
             f"a JSON object with {', '.join(AMAZON_FIELDS.values())} in UTF-8, rating and timestamp numeric",
         )
         bad_lines += bad
-        frames.append(parsed.drop("text", "invalid_utf8"))
+        frames.append(parsed.select("line", *RAW_SCHEMA))
+    return _reviews(frames, rows_read, bad_lines)
+
+
+def _spoil_invalid_ids(parsed: pl.DataFrame) -> pl.DataFrame:
+    """Null the ids holding a U+FFFD from the lossy decode of a line that is not UTF-8: those lines are bad."""
+    if not parsed["invalid_utf8"].any():
+        return parsed
+    return parsed.with_columns(
+        pl.when(pl.col("invalid_utf8") & pl.col(col).str.contains("\ufffd", literal=True))
+        .then(None)
+        .otherwise(pl.col(col))
+        .alias(col)
+        for col in ("user_id", "item_id")
+    )
+
+
+def _reviews(frames: list[pl.DataFrame], rows_read: int, bad_lines: int) -> Reviews:
+    """The blocks a block reader parsed (`line` and the RAW_SCHEMA columns) as one Reviews."""
     frame = pl.concat(frames) if frames else pl.DataFrame(schema={"line": pl.UInt32, **RAW_SCHEMA})
     return Reviews(frame.with_columns(pl.col("line").cast(pl.Int64)), rows_read, bad_lines)
 
@@ -415,7 +452,7 @@ def _read_csv_rows(path: Path, names: list[str], header: bool) -> pl.DataFrame:
                 if len(values["line"]) >= CSV_CHUNK_ROWS:
                     frames.append(_csv_chunk(values))
         except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-            raise _cut_short(path, _describe_cut(err), rows, line) from err
+            raise _cut_short(str(path), _describe_cut(err, "the gzip stream"), rows, line) from err
         except csv.Error as err:
             raise DataError(f"{path}, line {reader.line_num}: not a CSV row ({err})") from err
     frames.append(_csv_chunk(values))
@@ -431,6 +468,161 @@ def _csv_chunk(values: dict[str, list[Any]]) -> pl.DataFrame:
     for column in values.values():
         column.clear()
     return frame
+
+
+@dataclass(frozen=True)
+class MovieLensLayout:
+    """Where a GroupLens archive keeps its ratings, and how they are written."""
+
+    file: str  # the ratings file, in the archive's top folder (named like the variant)
+    separator: str
+    header: bool  # with a header, columns go by name (MOVIELENS_HEADER); without, user, item, rating, timestamp
+
+
+MOVIELENS_LAYOUTS = {
+    "ml-100k": MovieLensLayout("u.data", "\t", header=False),
+    "ml-1m": MovieLensLayout("ratings.dat", "::", header=False),
+    **{variant: MovieLensLayout("ratings.csv", ",", header=True) for variant in ("ml-20m", "ml-25m", "ml-32m")},
+}
+MOVIELENS_HEADER = {"userId": "user_id", "movieId": "item_id", "rating": "rating", "timestamp": "timestamp"}
+RECBOLE_FIELDS = {"user_id": "user_id", "item_id": "item_id", "rating": "rating", "timestamp": "timestamp"}
+# A RecBole file without a rating field lists interactions: each counts as this rating, above any usual
+# preprocess.min_rating, so that every interaction is kept.
+IMPLICIT_RATING = 5.0
+
+
+def read_movielens(path: str | os.PathLike, variant: str, on_bad_line: str) -> Reviews:
+    """Read the ratings of a GroupLens MovieLens archive: the zip as published, or its extracted ratings file.
+
+    `variant` (ml-100k, ml-1m, ml-20m, ml-25m, ml-32m) names the member inside the zip and its layout;
+    a file that is not a zip is read as that member, extracted (gzipped or not).
+    """
+    path = Path(path)
+    if variant not in MOVIELENS_LAYOUTS:
+        raise ValueError(f"unknown MovieLens variant {variant!r}; expected one of {', '.join(MOVIELENS_LAYOUTS)}")
+    layout = MOVIELENS_LAYOUTS[variant]
+    member = _zip_member(path, f"{variant}/{layout.file}", variant) if zipfile.is_zipfile(path) else None
+    if member is None and path.suffix.lower() == ".zip":
+        raise DataError(f"{path}: not a complete zip file (it has no central directory); fetch it again")
+    if layout.header:
+        fields = _header_fields(path, member, layout.separator, MOVIELENS_HEADER, optional=())
+    else:
+        fields = _Fields({column: index for index, column in enumerate(RAW_SCHEMA)}, list(RAW_SCHEMA))
+    what = f"MovieLens {variant} ratings"
+    return _read_separated(path, member, layout.separator, fields, layout.header, on_bad_line, what)
+
+
+def read_recbole(path: str | os.PathLike, on_bad_line: str) -> Reviews:
+    """Read a RecBole atomic `.inter` file: tab-separated, a typed header such as `user_id:token item_id:token`.
+
+    Columns go by field name (the part before the colon), in any order; other fields are ignored. The
+    `rating` field is optional: without it every row is an interaction and counts as rating 5
+    (IMPLICIT_RATING), so the rating filter keeps it.
+    """
+    path = Path(path)
+    fields = _header_fields(path, None, "\t", RECBOLE_FIELDS, optional=("rating",))
+    return _read_separated(path, None, "\t", fields, True, on_bad_line, "RecBole atomic interactions")
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """Where our columns are among a line's fields, and what the file calls each field."""
+
+    index: dict[str, int]  # RAW_SCHEMA column -> 0-based field; a column missing here has a fixed value
+    names: list[str]
+
+    def label(self, column: str) -> str:
+        return f"field {self.index[column] + 1} ({self.names[self.index[column]]})"
+
+
+def _zip_member(path: Path, member: str, variant: str) -> str:
+    """`member`, if the zip holds it; a zip without it is most likely another variant's archive."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if member not in names:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise DataError(
+            f"{path}: no member {member} in this zip (it holds {shown or 'nothing'}); "
+            f"is source.variant: {variant} the archive's variant?"
+        )
+    return member
+
+
+def _header_fields(
+    path: Path, member: str | None, separator: str, known: dict[str, str], optional: tuple[str, ...]
+) -> _Fields:
+    """Our columns by the names the header line gives them (`known`: header name -> column); RecBole's
+    `name:type` fields go by the name before the colon. Every column not `optional` must be named."""
+    with _open_binary(path, member) as handle:
+        first = handle.readline(1 << 20)
+    text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    names = [field.strip() for field in text.split(separator)]
+    index: dict[str, int] = {}
+    for position, name in enumerate(names):
+        column = known.get(name.split(":", 1)[0])
+        if column is not None:
+            index.setdefault(column, position)
+    missing = [name for name, column in known.items() if column not in index and column not in optional]
+    if missing:
+        raise DataError(
+            f"{_where(path, member)}, line 1: the header {text[:200]!r} lacks the field(s) {', '.join(missing)}; "
+            f"expected a {separator!r}-separated header naming {', '.join(known)}"
+            + (f" ({', '.join(optional)} optional)" if optional else "")
+        )
+    return _Fields(index, names)
+
+
+def _read_separated(
+    path: Path, member: str | None, separator: str, fields: _Fields, header: bool, on_bad_line: str, what: str
+) -> Reviews:
+    """Lines split at a literal `separator` (tab, `::`, a comma without quoting), a block at a time.
+
+    Every line must have exactly as many fields as the header (or the four columns). A column that
+    `fields` does not place is the rating of a file that has none: IMPLICIT_RATING.
+    """
+    width = len(fields.names)
+    where = _where(path, member)
+    parts = pl.col("parts")  # split once per block: polars would split again for every column taken from it
+    raw = {column: parts.list.get(index, null_on_oob=True).str.strip_chars() for column, index in fields.index.items()}
+    numeric = {"rating": pl.Float64, "timestamp": pl.Float64}
+    fits = pl.col("width") == width
+
+    def explain(row: dict[str, Any]) -> str:
+        if row["width"] != width:
+            return f"{row['width']} fields, not {width}"
+        for column in fields.index:
+            value = row[f"raw_{column}"]
+            if not value:
+                return f"{fields.label(column)} is empty"
+            if row["invalid_utf8"] and "\ufffd" in value:
+                return f"{fields.label(column)} is not valid UTF-8"
+            if row[column] is None:
+                return f"{fields.label(column)} is not a number: {value!r}"
+        return "unreadable line"
+
+    expected = (
+        f"{what}: {width} fields separated by {separator!r} ({', '.join(fields.names)}), rating and timestamp numeric"
+    )
+    frames, rows_read, bad_lines = [], 0, 0
+    for lines in _numbered_lines(path, member):
+        if header:
+            lines = lines.filter(pl.col("line") > 1)
+        parsed = lines.with_columns(parts=pl.col("text").str.strip_chars_end("\r").str.split(separator))
+        parsed = parsed.with_columns(width=parts.list.len(), **{f"raw_{c}": expr for c, expr in raw.items()})
+        parsed = parsed.with_columns(
+            pl.when(fits & (pl.col(f"raw_{column}") != ""))
+            .then(pl.col(f"raw_{column}").cast(numeric.get(column, pl.String), strict=False))
+            .alias(column)
+            for column in fields.index
+        )
+        if "rating" not in fields.index:
+            parsed = parsed.with_columns(rating=pl.when(fits).then(pl.lit(IMPLICIT_RATING)))
+        parsed = _spoil_invalid_ids(parsed.with_columns(pl.col("timestamp").cast(pl.Int64, strict=False)))
+        rows_read += parsed.height
+        parsed, bad = _handle_bad_rows(parsed, where, on_bad_line, explain, expected)
+        bad_lines += bad
+        frames.append(parsed.select("line", *RAW_SCHEMA))
+    return _reviews(frames, rows_read, bad_lines)
 
 
 def _require_rows(rows: int, step: str, before: int, hint: str) -> None:
@@ -597,6 +789,11 @@ def preprocess(reviews: Reviews, min_rating: float, kcore_k: int) -> Preprocesse
 
 def read_reviews(path: str | os.PathLike, source: dict[str, Any], on_bad_line: str) -> Reviews:
     """Dispatch on the configured raw layout (synthetic data uses the amazon2018 layout)."""
-    if source["kind"] == "ratings_csv":
+    kind = source["kind"]
+    if kind == "ratings_csv":
         return read_ratings_csv(path, source["columns"], source["header"], on_bad_line)
+    if kind == "movielens":
+        return read_movielens(path, source["variant"], on_bad_line)
+    if kind == "recbole":
+        return read_recbole(path, on_bad_line)
     return read_amazon2018(path, on_bad_line)

@@ -9,7 +9,7 @@ import torch
 
 from slmrec.data.preprocess import DataError
 from slmrec.evaluate import EvalSplit, load_eval_splits, pad_left
-from slmrec.io import read_json
+from slmrec.io import read_artifact, read_json
 
 
 def training_sequences(sequences: list[list[int]], num_items: int) -> list[list[int]]:
@@ -68,7 +68,7 @@ class TrainingData:
 
 def load_training_data(splits_path: str, negatives_path: str, stats_path: str) -> TrainingData:
     """Read the preprocess and negatives artifacts, cross-checked against each other."""
-    num_items = read_json(stats_path)["items"]
+    num_items = read_artifact(stats_path, read_json)["items"]
     splits = load_eval_splits(splits_path, negatives_path, num_items)
-    sequences = training_sequences(pl.read_parquet(splits_path)["train"].to_list(), num_items)
+    sequences = training_sequences(read_artifact(splits_path, pl.read_parquet)["train"].to_list(), num_items)
     return TrainingData(num_items, sequences, splits)

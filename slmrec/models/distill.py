@@ -57,7 +57,9 @@ def block_boundaries(teacher_layers: int, student_layers: int, blocks: int) -> l
                 f"choose blocks among the common divisors of {teacher_layers} and {student_layers}"
             )
     if student_layers > teacher_layers:
-        raise DistillConfigError(f"student layers ({student_layers}) exceed teacher layers ({teacher_layers})")
+        raise DistillConfigError(
+            f"the student ({student_layers} layers) must not be deeper than its teacher ({teacher_layers} layers)"
+        )
     return [(teacher_layers // blocks * i, student_layers // blocks * i) for i in range(1, blocks + 1)]
 
 

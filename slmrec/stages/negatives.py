@@ -6,14 +6,14 @@ import polars as pl
 
 from slmrec.call import StageCall
 from slmrec.data.negatives import draw_negatives
-from slmrec.io import read_json, write_parquet
+from slmrec.io import read_artifact, read_json, write_parquet
 
 
 def run(call: StageCall) -> pl.DataFrame:
     cfg = call.params["negatives"]
-    splits = pl.read_parquet(call.input["splits"])
-    num_items = read_json(call.input["stats"])["items"]
-    users = pl.read_parquet(call.input["user_ids"])
+    splits = read_artifact(call.input["splits"], pl.read_parquet)
+    num_items = read_artifact(call.input["stats"], read_json)["items"]
+    users = read_artifact(call.input["user_ids"], pl.read_parquet)
     negatives = draw_negatives(splits, num_items, cfg["num_negatives"], cfg["seed"], users=users)
     write_parquet(call.output["negatives"], negatives)
     call.write_manifest()

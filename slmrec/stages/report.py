@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from slmrec.call import StageCall
-from slmrec.io import read_json
+from slmrec.io import read_artifact, read_json
 from slmrec.report import layer_sweep_points, plot_layer_sweep, plot_training_curves, write_report
 from slmrec.targets import STUDENT
 
 
 def run(call: StageCall) -> None:
-    table = read_json(call.input["table"])
+    table = read_artifact(call.input["table"], read_json)
     student = next((row for row in table["rows"] if row["target"] == STUDENT), None)
     plot_training_curves(call.input["train_logs"], call.output["curves"])
     plot_layer_sweep(
@@ -17,7 +17,7 @@ def run(call: StageCall) -> None:
         (student["layers"], student["test"]) if student else None,
         call.output["layers"],
     )
-    ablation = read_json(call.input["ablation"]) if "ablation" in call.input else None
+    ablation = read_artifact(call.input["ablation"], read_json) if "ablation" in call.input else None
     write_report(
         table, call.output["report"], call.output["curves"], call.output["layers"], call.params["synthetic"], ablation
     )
