@@ -50,8 +50,7 @@ def test_random_init_keeps_the_architecture_and_is_seeded(original, tmp_path):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         convert(original["gguf"], tmp_path / name, "random", seed=seed)
     weights = {
-        name: AutoModelForCausalLM.from_pretrained(tmp_path / name).model.layers[0].mlp.up_proj.weight
-        for name in "abc"
+        name: AutoModelForCausalLM.from_pretrained(tmp_path / name).model.layers[0].mlp.up_proj.weight for name in "abc"
     }
     pretrained = AutoModelForCausalLM.from_pretrained(original["direct"]).model.layers[0].mlp.up_proj.weight
     assert torch.equal(weights["a"], weights["b"])  # seeded
