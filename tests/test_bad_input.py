@@ -64,7 +64,7 @@ def test_non_http_mirror_is_refused_naming_the_key(url):
 
 
 def _pattern() -> str:
-    return load_schema(SCHEMA_PATH)["$defs"]["source"]["allOf"][1]["then"]["properties"]["file"]["pattern"]
+    return load_schema(SCHEMA_PATH)["$defs"]["file_name"]["pattern"]
 
 
 # --- permissions of artifacts ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from conftest import ROOT, SNAKEMAKE, copy_workflow
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from slmrec.config import ConfigError, load_schema, stage_config
+from slmrec.config import ConfigError, check_dataset, load_schema, stage_config
 
 SCHEMA_PATH = str(ROOT / "config.schema.yaml")
 SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -312,14 +312,33 @@ def test_old_distill_mode_key_is_refused(config):
     ],
     ids=["teacher-deeper-than-backbone", "sweep-deeper-than-backbone", "student-not-smaller", "blocks", "heads"],
 )
-def test_contradicting_settings_fail_the_dry_run(tmp_path, config, demo, message):
+def test_contradicting_settings_are_refused(config, schema, demo, message):
     for stage, values in demo.items():
         config["datasets"]["demo"].setdefault(stage, {}).update(values)
+    validate(config, SCHEMA_PATH)
+    stage = "sasrec" if "sasrec" in demo else "student"
+    with pytest.raises(ConfigError) as info:
+        check_dataset(config, schema, "demo", stage)
+    assert message in str(info.value)
+
+
+def test_contradicting_settings_fail_the_dry_run(tmp_path, config):
+    """The check runs while the DAG is built: a dry run fails with the message and writes nothing."""
+    config["datasets"]["demo"]["teacher"]["layers"] = 12
     proc = dry_run(copy_workflow(tmp_path), config)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert message in output, output[-2000:]
+    assert "datasets.demo.teacher.layers: 12 layers, but the backbone has only 8" in output, output[-2000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_a_dataset_used_only_for_its_data_is_not_refused(config, schema):
+    """Layer counts are checked for the jobs that read them, not for a dataset's data stages."""
+    config["datasets"]["demo"]["teacher"]["layers"] = 12
+    validate(config, SCHEMA_PATH)
+    check_dataset(config, schema, "demo", "sasrec")
+    with pytest.raises(ConfigError):
+        check_dataset(config, schema, "demo", "teacher")
 
 
 def test_a_local_checkpoint_depth_is_read_from_its_config(tmp_path, config):
