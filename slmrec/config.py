@@ -105,7 +105,7 @@ def check_dataset(config: dict[str, Any], schema: dict[str, Any], dataset: str, 
     The workflow calls this while it builds the DAG, for the jobs a target needs, so a dry run fails
     rather than a job hours into a real run, and a dataset used only for its data is never refused.
     """
-    from slmrec.models.distill import DistillConfigError, block_boundaries
+    from slmrec.models.blocks import DistillConfigError, block_boundaries
 
     def settings(section: str) -> dict[str, Any]:
         return stage_config(config, schema, dataset, section)

@@ -29,7 +29,7 @@ TINY = {
             "source": {"kind": "synthetic", "users": 300, "items": 300, "seed": 7},
             "sasrec": {"epochs": 2, "hidden": 32, "layers": 1},
             "teacher": {"layers": 4, "batch_size": 32, "max_steps": 4, "eval_steps": 2, "warmup_steps": 1},
-            "student": {"layers": 2},
+            "student": {"layers": 2, "max_steps": 4},
             "distill": {"blocks": 2},
             "report": {"ablation": False},
         }

@@ -20,12 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slmrec.models.blocks import DistillConfigError, block_boundaries
 from slmrec.models.llmrec import LLMRec
 from slmrec.targets import ALIGNMENT_TERMS, CE_LOG_KEY, LOSS_TERMS, TEACHER_CE_LOG_KEY
-
-
-class DistillConfigError(ValueError):
-    pass
 
 
 @dataclass
@@ -44,23 +41,6 @@ class DistillWeights:
     @property
     def needs_teacher(self) -> bool:
         return any(getattr(self, name) > 0 for name in ALIGNMENT_TERMS)
-
-
-def block_boundaries(teacher_layers: int, student_layers: int, blocks: int) -> list[tuple[int, int]]:
-    """(teacher layer, student layer) pairs at the end of each of the n blocks: (l/n·i, m/n·i), i = 1..n."""
-    if blocks < 1:
-        raise DistillConfigError(f"distill.blocks must be at least 1, got {blocks}")
-    for name, layers in (("teacher", teacher_layers), ("student", student_layers)):
-        if layers % blocks:
-            raise DistillConfigError(
-                f"{name} has {layers} layers, which distill.blocks = {blocks} does not divide; "
-                f"choose blocks among the common divisors of {teacher_layers} and {student_layers}"
-            )
-    if student_layers > teacher_layers:
-        raise DistillConfigError(
-            f"the student ({student_layers} layers) must not be deeper than its teacher ({teacher_layers} layers)"
-        )
-    return [(teacher_layers // blocks * i, student_layers // blocks * i) for i in range(1, blocks + 1)]
 
 
 class Distiller(nn.Module):
