@@ -37,7 +37,7 @@ from slmrec.metrics import MetricsRow
 
 logger = logging.getLogger(__name__)
 
-Evaluator = Callable[[nn.Module], dict[str, float]]
+Evaluator = Callable[[], dict[str, float]]  # scores the recommender being trained, in eval mode
 IDENTITY_FILE = "identity.json"  # the run identity the checkpoints beside it were made under
 FINISHED_FILE = "FINISHED"  # training ended: these checkpoints are never resumed
 
@@ -55,7 +55,7 @@ class RankingTrainer(Trainer):
     """A Trainer whose evaluation is the shared ranking protocol instead of an eval loss.
 
     Pass the validation `EvalSplit` as `eval_dataset` (Trainer checks one is there) and an
-    `evaluator` that scores a model on it.
+    `evaluator` that scores the model being trained on it.
     """
 
     def __init__(self, *args: Any, evaluator: Evaluator, **kwargs: Any) -> None:
@@ -98,7 +98,7 @@ class RankingTrainer(Trainer):
         was_training = model.training
         model.eval()
         try:
-            scores = self.evaluator(model)
+            scores = self.evaluator()
         finally:
             model.train(was_training)
         metrics = {f"{metric_key_prefix}_{metric_key(k)}": v for k, v in scores.items()}
@@ -353,7 +353,7 @@ def fit_and_save(
         args=fit.args,
         train_dataset=fit.dataset,
         eval_dataset=fit.splits["valid"],
-        evaluator=lambda _: validate(recommender, fit),
+        evaluator=lambda: validate(recommender, fit),
         callbacks=[log, *fit.callbacks],
     )
     main = trainer.is_world_process_zero()

@@ -81,13 +81,6 @@ class Distiller(nn.Module):
             self.teacher.eval()  # offline: dropout stays off in the frozen teacher
         return self
 
-    @property
-    def item_table(self) -> Tensor:
-        return self.student.item_table
-
-    def user_vectors(self, items: Tensor) -> Tensor:
-        return self.student.user_vectors(items)
-
     def trainable_state_dict(self) -> dict[str, Tensor]:
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k in names}
