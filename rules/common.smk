@@ -131,12 +131,22 @@ def online_teacher(wildcards):
     return dataset_settings(wildcards.dataset, "teacher") if student_distill(wildcards)["online"] else {}
 
 
-def teacher_artifact(wildcards):
-    """The trained teacher an offline student learns from; a variant that needs none does not wait for one."""
+def teacher_states(wildcards):
+    """The cached states of the trained teacher an offline student learns from; a variant that compares
+    nothing with the teacher does not wait for one."""
     if not targets.needs_offline_teacher(student_distill(wildcards)):
         return {}
-    teacher = f"results/{wildcards.dataset}/{targets.TEACHER}"
-    return {"teacher": f"{teacher}/trainable.safetensors", "teacher_config": f"{teacher}/config.json"}
+    return {"teacher_states": f"results/{wildcards.dataset}/{targets.TEACHER}/states.safetensors"}
+
+
+def states_samples(wildcards):
+    """The students' training samples, which the cached teacher states are aligned with."""
+    return settings("student", keys=("max_len", "targets_per_user"))(wildcards)
+
+
+def states_distill(wildcards):
+    """What the teacher-state pass reads of `distill`: the block map, and how to load the frozen teacher."""
+    return settings("distill", keys=("blocks", "teacher_quantization"))(wildcards)
 
 
 def reported_students(dataset):

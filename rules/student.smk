@@ -1,10 +1,44 @@
-# SLMRec distillation: the students (offline and online) and the Table 4 ablation variants, from one rule;
-# the ablation table reuses the offline student for the variant that keeps every term.
+# SLMRec distillation: the frozen teacher's states (computed once per trained teacher), the students
+# (offline and online) and the Table 4 ablation variants, from one rule; the ablation table reuses the
+# offline student for the variant that keeps every term.
+
+
+rule teacher_states:
+    input:
+        teacher="results/{dataset}/{teacher}/trainable.safetensors",
+        teacher_config="results/{dataset}/{teacher}/config.json",
+        splits="results/{dataset}/data/splits.parquet",
+        negatives="results/{dataset}/data/negatives.parquet",
+        stats="results/{dataset}/data/stats.json",
+        item_embeddings="results/{dataset}/sasrec/item_embeddings.safetensors",
+        backbone=backbone_dir,
+    output:
+        states="results/{dataset}/{teacher}/states.safetensors",
+        manifest="results/{dataset}/{teacher}/states.manifest.json",
+    wildcard_constraints:
+        teacher=targets.TEACHER_PATTERN,
+    params:
+        samples=states_samples,
+        distill=states_distill,
+    log:
+        "results/{dataset}/logs/{teacher}.states.log",
+    benchmark:
+        "results/{dataset}/logs/{teacher}.states.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 32000 * attempt,
+        runtime=120,
+        gpu=1,
+        eval_batch_size=512,
+    conda:
+        "../envs/cuda.yaml"
+    script:
+        "../workflow_scripts/teacher_states.py"
 
 
 rule student:
     input:
-        unpack(teacher_artifact),
+        unpack(teacher_states),
         splits="results/{dataset}/data/splits.parquet",
         negatives="results/{dataset}/data/negatives.parquet",
         stats="results/{dataset}/data/stats.json",

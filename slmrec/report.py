@@ -50,6 +50,9 @@ def _efficiency_markdown(rows: list[dict[str, Any]]) -> str:
         f"{r['params']['inference']:,} | {r['train_seconds']:.1f} | {r['inference_seconds']:.2f} |"
         for r in rows
     ]
+    paths = [f"- {r['model']}: {', '.join(r['details']['speedups'])}" for r in rows if r["details"].get("speedups")]
+    if paths:
+        lines.append("\nTimes are measured on the optimised paths:\n\n" + "\n".join(paths))
     return header + "\n".join(lines) + "\n"
 
 

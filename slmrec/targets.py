@@ -90,10 +90,7 @@ def student_distill(target: str, distill: dict[str, Any]) -> dict[str, Any]:
     weights = {
         term.weight_key: distill[term.weight_key] if kept is None or term.name in kept else 0.0 for term in LOSS_TERMS
     }
-    settings = {"online": online, "blocks": distill["blocks"], **weights}
-    if needs_offline_teacher(settings):
-        settings["teacher_quantization"] = distill["teacher_quantization"]
-    return settings
+    return {"online": online, "blocks": distill["blocks"], **weights}
 
 
 def needs_offline_teacher(settings: dict[str, Any]) -> bool:

@@ -26,6 +26,7 @@ from slmrec.__main__ import main
 from slmrec.call import StageCall
 from slmrec.io import ArtifactError, read_json, utc_now, write_json, write_manifest
 from slmrec.launch import call_stage
+from slmrec.models.distill import TeacherStates
 from slmrec.models.llmrec import LLMRecConfig, build_llmrec, load_llmrec
 from slmrec.provenance import stale, trace
 
@@ -147,6 +148,17 @@ def test_truncated_llmrec_files_name_themselves(made, tmp_path, backbone, name):
     broken = truncated(saved / name, saved)
     with pytest.raises(ArtifactError) as err:
         load_llmrec(saved, table)
+    assert_names_the_artifact(err.value, broken)
+
+
+def test_truncated_teacher_states_name_themselves(tmp_path):
+    path = tmp_path / "teacher" / "states.safetensors"
+    path.parent.mkdir()
+    TeacherStates(torch.zeros(3, 2, 8), 4, [2, 4], "digest", {"total": 1}).save(path)
+    assert TeacherStates.load(path).layers == [2, 4]
+    broken = truncated(path, path.parent)
+    with pytest.raises(ArtifactError) as err:
+        TeacherStates.load(broken)
     assert_names_the_artifact(err.value, broken)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import polars as pl
 import pytest
@@ -30,11 +32,23 @@ from transformers import LlamaConfig, LlamaModel
 
 from slmrec import training
 from slmrec.config import schema_defaults
+from slmrec.data.samples import NextItemDataset, load_training_data
 from slmrec.evaluate import pad_left
+from slmrec.io import ArtifactError
 from slmrec.metrics import METRIC_NAMES
-from slmrec.models.distill import DistillConfigError, Distiller, DistillWeights, block_boundaries
+from slmrec.models import llmrec
+from slmrec.models.distill import (
+    DistillConfigError,
+    Distiller,
+    DistillWeights,
+    TeacherStates,
+    block_boundaries,
+    samples_digest,
+    teacher_boundary_states,
+)
 from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec, load_llmrec
 from slmrec.stages import student as student_stage
+from slmrec.stages import teacher_states as states_stage
 from slmrec.targets import ABLATION_VARIANTS, LOSS_TERMS, STUDENT_ONLINE, ablation_target, student_distill
 from slmrec.training import TrainLog
 
@@ -144,9 +158,10 @@ def test_invalid_block_configurations(teacher, student, blocks, message):
 def test_distiller_checks_blocks_and_teacher(pair):
     with pytest.raises(DistillConfigError, match="does not divide"):
         distiller(pair, blocks=4)  # a 2-layer student cannot be cut into 4 blocks
-    with pytest.raises(DistillConfigError, match="need a teacher"):
-        Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(cos=1.0, l2=0.0, multi_supervision=0.0))
-    with pytest.raises(DistillConfigError, match="need a teacher"):
+    without = Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(1.0, 0.0, 0.0), teacher_layers=4)
+    with pytest.raises(DistillConfigError, match="need the teacher's states or the teacher"):
+        without(ITEMS, LABELS)  # neither cached states in the batch nor a live teacher
+    with pytest.raises(DistillConfigError, match="online distillation .* needs the teacher"):
         Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(0.0, 0.0, 0.0), online=True)
 
 
@@ -318,31 +333,53 @@ def test_student_targets_read_exactly_the_weights_they_keep():
             expected = base[term.weight_key] if term.name in terms else 0.0
             assert settings[term.weight_key] == expected, (variant, term)
         assert settings["online"] is False and settings["blocks"] == base["blocks"]
-        # Only a variant that compares with the teacher reads how the teacher is loaded.
-        assert ("teacher_quantization" in settings) == bool(terms & {"cos", "l2"})
+        # How the frozen teacher is loaded is the teacher_states rule's business: no student reruns for it.
+        assert "teacher_quantization" not in settings
     assert ablation_target("all") == "student"  # the full variant is the student, never trained twice
     assert student_distill(STUDENT_ONLINE, base)["online"] is True
-    assert "teacher_quantization" not in student_distill(STUDENT_ONLINE, base)
     with pytest.raises(ValueError, match="unknown ablation variant 'ce_l2'"):
         ablation_target("ce_l2")
 
 
-# --- the stage ------------------------------------------------------------------------------------
+# --- the stages -----------------------------------------------------------------------------------
+
+
+def states_params(**distill: Any) -> dict[str, Any]:
+    """What the teacher_states rule passes: the students' sample settings and its part of `distill`."""
+    samples = {k: v for k, v in llm_config().items() if k in ("max_len", "targets_per_user")}
+    return {"samples": samples, "distill": {"blocks": 2, "teacher_quantization": "none", **distill}}
+
+
+def run_states(env: SimpleNamespace, teacher_dir: Path, name: str = "states", **distill: Any) -> Path:
+    """Run the teacher_states stage as its rule does; return the states file."""
+    inputs = {
+        **data_inputs(env.data),
+        "item_embeddings": env.items,
+        "backbone": env.backbone,
+        "teacher": teacher_dir / "trainable.safetensors",
+        "teacher_config": teacher_dir / "config.json",
+    }
+    output = SimpleNamespace(states=env.root / name / "states.safetensors", manifest=env.root / name / "manifest.json")
+    states_stage.run(stage_call("teacher_states", inputs, output, states_params(**distill)))
+    return Path(output.states)
 
 
 @pytest.fixture(scope="module")
 def stage_env(tmp_path_factory, backbone) -> SimpleNamespace:
-    """A dataset, an item table and a saved 4-layer "teacher artifact" with non-trivial LoRA weights."""
+    """A dataset, an item table, a saved 4-layer "teacher artifact" with non-trivial LoRA weights, and its
+    cached states."""
     root = tmp_path_factory.mktemp("student")
     data = make_dataset(root / "data", users=60, items=120, num_negatives=20)
     items = write_item_table(root / "item_embeddings.safetensors", data.num_items, dim=ITEM_DIM)
     table = load_file(items)["item_embeddings"]
     teacher = make_llmrec(backbone, table, layers=4, seed=1)
     teacher.save_artifacts({name: str(root / "teacher" / file) for name, file in LLM_OUTPUTS.items()})
-    return SimpleNamespace(root=root, data=data, items=items, table=table, backbone=backbone, teacher=root / "teacher")
+    env = SimpleNamespace(root=root, data=data, items=items, table=table, backbone=backbone, teacher=root / "teacher")
+    env.states = run_states(env, env.teacher)
+    return env
 
 
-def run_student(env: SimpleNamespace, target: str, distill: dict, teacher_dir: Path | None) -> dict:
+def run_student(env: SimpleNamespace, target: str, distill: dict, states: Path | None) -> dict:
     """Run the student stage as the rule calls it for `target`; return its metrics row as written."""
     params = {
         "target": target,
@@ -355,15 +392,15 @@ def run_student(env: SimpleNamespace, target: str, distill: dict, teacher_dir: P
         "checkpoints": str(env.root / "checkpoints" / target),
     }
     inputs = {**data_inputs(env.data), "item_embeddings": env.items, "backbone": env.backbone}
-    if teacher_dir:
-        inputs.update(teacher=teacher_dir / "trainable.safetensors", teacher_config=teacher_dir / "config.json")
+    if states:
+        inputs["teacher_states"] = states
     student_stage.run(stage_call("student", inputs, llm_outputs(env.root / target), params))
     return json.loads((env.root / target / "metrics.json").read_text())
 
 
 @pytest.fixture
 def built(monkeypatch) -> list[Distiller]:
-    """Every Distiller the student stage builds during a test, to inspect its teacher afterwards."""
+    """Every Distiller the student stage builds during a test, to inspect it afterwards."""
     distillers: list[Distiller] = []
 
     class Recording(Distiller):
@@ -379,18 +416,54 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_offline_stage_leaves_the_teacher_bit_identical(stage_env, built, caplog):
-    caplog.set_level(logging.INFO, logger="slmrec")
+def student_samples(env: SimpleNamespace) -> NextItemDataset:
+    """The samples the student stage trains on (`llm_config`'s max_len and targets_per_user)."""
+    cfg = llm_config()
+    return NextItemDataset(
+        load_training_data(*data_inputs(env.data).values()).sequences, cfg["max_len"], cfg["targets_per_user"]
+    )
+
+
+def test_teacher_states_are_the_live_teachers_and_leave_it_bit_identical(stage_env):
     file_before = sha256(stage_env.teacher / "trainable.safetensors")
-    loaded_before = snapshot(load_llmrec(stage_env.teacher, stage_env.table))
-    metrics = run_student(stage_env, "student", distill_settings(), stage_env.teacher)
+    states = TeacherStates.load(stage_env.states)
+    samples = student_samples(stage_env)
+    assert states.states.shape == (len(samples), 2, 64) and states.states.dtype == torch.float32
+    assert states.teacher_layers == 4 and states.layers == [2, 4]
+    assert states.samples == samples_digest(samples.input_ids, samples.labels)
+    teacher = load_llmrec(stage_env.teacher, stage_env.table).eval()
+    live = teacher_boundary_states(teacher, samples.input_ids[:7], [2, 4])
+    assert torch.allclose(states.states[:7], live, atol=1e-5)  # bucketed and batched, the same states
+    assert states.teacher_params == teacher.parameter_counts()
+    assert sha256(stage_env.teacher / "trainable.safetensors") == file_before
+    manifest = json.loads((stage_env.root / "states" / "manifest.json").read_text())
+    assert manifest["stage"] == "teacher_states"
+    assert str(stage_env.teacher / "trainable.safetensors") in manifest["inputs"]
+    assert manifest["config"]["distill"]["blocks"] == 2
+
+
+def test_states_refuse_other_samples_or_another_block_map(stage_env):
+    states = TeacherStates.load(stage_env.states)
+    samples = student_samples(stage_env)
+    states.check(stage_env.states, samples.input_ids, samples.labels, [(2, 1), (4, 2)])
+    with pytest.raises(ArtifactError, match=r"at teacher layers \[2, 4\], but the student's block map needs \[4\]"):
+        states.check(stage_env.states, samples.input_ids, samples.labels, [(4, 2)])
+    shorter = pad_left([row[row > 0].tolist()[1:] for row in samples.input_ids], 20)
+    with pytest.raises(ArtifactError, match="computed for other training samples"):
+        states.check(stage_env.states, shorter, samples.labels, [(2, 1), (4, 2)])
+
+
+def test_offline_stage_reads_cached_states_and_never_loads_the_teacher(stage_env, built, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="slmrec")
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the student stage loaded a model from disk")
+
+    monkeypatch.setattr(llmrec, "load_llmrec", no_teacher)
+    metrics = run_student(stage_env, "student", distill_settings(), stage_env.states)
 
     (model,) = built
-    assert not model.online and not model.teacher.training
-    assert bit_identical(snapshot(model.teacher), loaded_before)  # after training and best-model reload
-    assert sha256(stage_env.teacher / "trainable.safetensors") == file_before
-    assert bit_identical(snapshot(load_llmrec(stage_env.teacher, stage_env.table)), loaded_before)
-
+    assert not model.online and model.teacher is None
     out = stage_env.root / "student"
     log = pl.read_csv(out / "train_log.csv")
     assert {"loss", "loss_ce", "loss_cos", "loss_l2", "loss_ms", "mrr"} <= set(log.columns)
@@ -399,20 +472,59 @@ def test_offline_stage_leaves_the_teacher_bit_identical(stage_env, built, caplog
     details = metrics["details"]
     assert [tuple(b) for b in details["boundaries"]] == [(2, 1), (4, 2)]
     assert details["teacher_params"]["total"] > metrics["params"]["total"]
-    assert details["distill"]["online"] is False
+    assert details["distill"]["online"] is False and details["teacher_states"] == "cached"
     for split in ("valid", "test"):
         assert all(0 <= metrics[split][m] <= 100 for m in METRIC_NAMES)
     # The saved student is a plain 2-layer LLMRec (no teacher, no adapters), loadable on its own.
     weights = load_file(str(out / "trainable.safetensors"))
     assert not any(k.startswith(("teacher.", "adapters.")) for k in weights)
     assert json.loads((out / "config.json").read_text())["layers"] == 2
+    monkeypatch.undo()
     student = load_llmrec(out, stage_env.table)
     assert student.num_layers == 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "student"
-    assert str(stage_env.teacher / "trainable.safetensors") in manifest["inputs"]
-    assert str(stage_env.teacher / "config.json") in manifest["inputs"]
-    assert "SLMRec 2←4" in caplog.text and "offline" in caplog.text
+    assert str(stage_env.states) in manifest["inputs"]
+    assert "SLMRec 2←4" in caplog.text and "cached teacher states" in caplog.text
+
+
+def test_student_from_cached_states_equals_one_with_the_live_teacher_step_for_step(stage_env):
+    """Same samples in the same batches: the cached path and the live frozen teacher train the same student."""
+    samples = student_samples(stage_env)
+    cached = TeacherStates.load(stage_env.states)
+    samples.teacher_states = cached.states
+    teacher = load_llmrec(stage_env.teacher, stage_env.table)
+
+    def trained(live: bool) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
+        student = make_llmrec(stage_env.backbone, stage_env.table, layers=2, seed=2)
+        torch.manual_seed(0)
+        if live:
+            model = Distiller(student, teacher, 2, PAPER_WEIGHTS)
+        else:
+            model = Distiller(student, None, 2, PAPER_WEIGHTS, teacher_layers=cached.teacher_layers)
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
+        batches = torch.utils.data.DataLoader(samples, batch_size=16, shuffle=False)
+        history = []
+        for batch in itertools.islice(batches, 4):
+            if live:
+                batch.pop("teacher_states")
+            optimizer.zero_grad()
+            out = model(**batch)
+            out["loss"].backward()
+            optimizer.step()
+            history.append({k: float(v) for k, v in out["terms"].items()})
+        return history, model.trainable_state_dict()
+
+    live_history, live_weights = trained(live=True)
+    cached_history, cached_weights = trained(live=False)
+    assert len(live_history) == 4 and set(live_history[0]) == {"loss_ce", "loss_cos", "loss_l2", "loss_ms"}
+    for step, (a, b) in enumerate(zip(live_history, cached_history, strict=True)):
+        for term in a:
+            assert a[term] == pytest.approx(b[term], rel=1e-4, abs=1e-5), (step, term)
+    assert live_weights.keys() == cached_weights.keys()
+    for name in live_weights:
+        assert torch.allclose(live_weights[name], cached_weights[name], atol=1e-4), name
 
 
 def test_ce_only_student_needs_no_teacher(stage_env):
@@ -423,8 +535,8 @@ def test_ce_only_student_needs_no_teacher(stage_env):
     assert all(metrics["details"]["distill"][t.weight_key] == 0.0 for t in LOSS_TERMS)
 
 
-def test_offline_with_alignment_terms_requires_the_teacher_artifact(stage_env):
-    with pytest.raises(ValueError, match="needs the teacher stage's artifact"):
+def test_offline_with_alignment_terms_requires_the_teacher_states(stage_env):
+    with pytest.raises(ValueError, match="needs the teacher_states rule's artifact"):
         run_student(stage_env, "missing", distill_settings(), None)
 
 
@@ -433,26 +545,19 @@ def test_online_stage_logs_the_teacher_loss(stage_env):
     log = pl.read_csv(stage_env.root / "student_online" / "train_log.csv")
     assert {"loss_ce", "loss_teacher", "loss_cos", "loss_l2", "loss_ms"} <= set(log.columns)
     assert metrics["details"]["distill"]["online"] is True and metrics["model"] == "SLMRec_online 2←4"
-    assert metrics["details"]["teacher_params"]["trainable"] > 0
+    assert metrics["details"]["teacher_params"]["trainable"] > 0 and metrics["details"]["teacher_states"] == "live"
     weights = load_file(str(stage_env.root / "student_online" / "trainable.safetensors"))
     assert not any(k.startswith("teacher.") for k in weights)
 
 
-@pytest.mark.parametrize(
-    "quantization",
-    [
-        "8bit",
-        "4bit",
-    ],
-)
-def test_offline_teacher_loaded_quantized(stage_env, built, quantization):
-    name = f"student_{quantization}"
-    metrics = run_student(stage_env, name, distill_settings(teacher_quantization=quantization), stage_env.teacher)
-    (model,) = built
-    assert model.teacher.config.quantization == quantization and model.student.config.quantization == "none"
-    assert getattr(model.teacher.backbone, "is_quantized", False)
-    assert not any(p.requires_grad for p in model.teacher.parameters())
-    log = pl.read_csv(stage_env.root / name / "train_log.csv")
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+def test_teacher_states_from_a_quantized_teacher(stage_env, quantization):
+    path = run_states(stage_env, stage_env.teacher, f"states_{quantization}", teacher_quantization=quantization)
+    states, full = TeacherStates.load(path), TeacherStates.load(stage_env.states)
+    assert torch.isfinite(states.states).all() and not torch.equal(states.states, full.states)
+    assert (F.cosine_similarity(states.states, full.states, dim=-1) > 0.9).all()
+    metrics = run_student(stage_env, f"student_{quantization}", distill_settings(), path)
+    log = pl.read_csv(stage_env.root / f"student_{quantization}" / "train_log.csv")
     assert log["loss_cos"].is_finite().all() and log["loss_l2"].is_finite().all()
     assert all(0 <= metrics["test"][m] <= 100 for m in METRIC_NAMES)
 
@@ -464,7 +569,7 @@ class Killed(Exception):
     pass
 
 
-def run_killed(env, monkeypatch, target: str, teacher_dir: Path, step: int = 3) -> None:
+def run_killed(env, monkeypatch, target: str, states: Path, step: int = 3) -> None:
     """Run the offline student until it is killed after optimizer step `step` (a checkpoint exists at 2)."""
 
     class Dying(training.TrainLog):
@@ -474,16 +579,16 @@ def run_killed(env, monkeypatch, target: str, teacher_dir: Path, step: int = 3) 
 
     monkeypatch.setattr(training, "TrainLog", Dying)
     with pytest.raises(Killed):
-        run_student(env, target, distill_settings(), teacher_dir)
+        run_student(env, target, distill_settings(), states)
     monkeypatch.setattr(training, "TrainLog", TrainLog)
     assert (env.root / "checkpoints" / target / "checkpoint-2").is_dir()
 
 
 def test_killed_student_resumes_with_the_same_teacher(stage_env, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="slmrec")
-    run_killed(stage_env, monkeypatch, "resumed", stage_env.teacher)
+    run_killed(stage_env, monkeypatch, "resumed", stage_env.states)
     caplog.clear()
-    metrics = run_student(stage_env, "resumed", distill_settings(), stage_env.teacher)
+    metrics = run_student(stage_env, "resumed", distill_settings(), stage_env.states)
     assert "resuming from" in caplog.text and "starting afresh" not in caplog.text
     assert pl.read_csv(stage_env.root / "resumed" / "train_log.csv")["step"].to_list() == [2, 4]
     assert metrics["train_seconds"] > 0
@@ -492,11 +597,12 @@ def test_killed_student_resumes_with_the_same_teacher(stage_env, monkeypatch, ca
 def test_killed_student_starts_afresh_when_its_teacher_changed(stage_env, monkeypatch, caplog, backbone):
     """A retrained teacher is another run of the student, even with every setting the same."""
     caplog.set_level(logging.INFO, logger="slmrec")
-    run_killed(stage_env, monkeypatch, "new_teacher", stage_env.teacher)
+    run_killed(stage_env, monkeypatch, "new_teacher", stage_env.states)
     retrained = stage_env.root / "retrained_teacher"
     other = make_llmrec(backbone, stage_env.table, layers=4, seed=7)
     other.save_artifacts({name: str(retrained / file) for name, file in LLM_OUTPUTS.items()})
+    states = run_states(stage_env, retrained, "retrained_states")
     caplog.clear()
-    run_student(stage_env, "new_teacher", distill_settings(), retrained)
-    assert "starting afresh" in caplog.text and "input teacher" in caplog.text
+    run_student(stage_env, "new_teacher", distill_settings(), states)
+    assert "starting afresh" in caplog.text and "input teacher_states" in caplog.text
     assert "resuming from" not in caplog.text

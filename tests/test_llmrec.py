@@ -203,20 +203,35 @@ def test_padding_does_not_change_user_vectors(backbone, table):
         assert not torch.allclose(reference[0], reference[1], atol=1e-3)
 
 
-def test_inputs_move_padding_to_the_front_with_positions_from_the_first_token(backbone, table):
+def test_inputs_mask_padding_after_the_prompt_with_positions_counting_real_tokens(backbone, table):
     model = build_llmrec(config(backbone), table, seed=0).eval()
     items = pad_left([[5, 6, 7], [9]], 6)
     with torch.no_grad():
-        sequence, mask, positions = model._inputs(items)
-        alone, _, alone_positions = model._inputs(torch.tensor([[9]]))
+        rest, mask, positions = model._inputs(items)
+        alone, alone_mask, alone_positions = model._inputs(torch.tensor([[9]]))
     n_prompt, n_suffix = len(model.prompt_ids), len(model.suffix_ids)
     total = n_prompt + 3 + n_suffix
-    assert sequence.shape[:2] == (2, total)
+    assert rest.shape[:2] == (2, 3 + n_suffix)  # items and suffix; the prompt is shared
     assert mask[0].tolist() == [1] * total
-    assert mask[1].tolist() == [0, 0] + [1] * (total - 2)
+    assert mask[1].tolist() == [1] * n_prompt + [0, 0] + [1] * (total - n_prompt - 2)
     assert positions[0].tolist() == list(range(total))
-    assert positions[1, 2:].tolist() == list(range(total - 2)) == alone_positions[0].tolist()
-    assert torch.allclose(sequence[1, 2:], alone[0])
+    real = mask[1].bool()
+    assert positions[1, real].tolist() == list(range(total - 2)) == alone_positions[0].tolist()
+    assert alone_mask.all()
+    assert torch.allclose(rest[1, 2:], alone[0])
+
+
+def full_sequence_states(model: LLMRec, items: torch.Tensor, backbone: torch.nn.Module | None = None):
+    """A backbone (`model`'s own by default) over `model`'s whole `[prompt][pad][items][suffix]` rows."""
+    rest, mask, positions = model._inputs(items)
+    prompt = model.backbone.get_input_embeddings()(model.prompt_ids).expand(len(items), -1, -1)
+    return (backbone or model.backbone)(
+        inputs_embeds=torch.cat([prompt, rest], 1),
+        attention_mask=mask,
+        position_ids=positions,
+        output_hidden_states=True,
+        use_cache=False,
+    )
 
 
 def test_layer_states(backbone, table):
@@ -231,13 +246,80 @@ def test_layer_states(backbone, table):
     # Layer states of the first two layers match a 2-layer model of the same backbone.
     short = build_llmrec(config(backbone, layers=2), table, seed=0).eval()
     with torch.no_grad():
-        two = short.backbone(
-            inputs_embeds=model._inputs(pad_left(HISTORIES, 12))[0], output_hidden_states=True, use_cache=False
-        )
-        four = model.backbone(
-            inputs_embeds=model._inputs(pad_left(HISTORIES, 12))[0], output_hidden_states=True, use_cache=False
-        )
+        two = full_sequence_states(model, pad_left(HISTORIES, 12), short.backbone)
+        four = full_sequence_states(model, pad_left(HISTORIES, 12))
     assert torch.allclose(two.hidden_states[1], four.hidden_states[1], atol=1e-5)
+    assert torch.allclose(four.hidden_states[2][:, -1], out["layer_states"][:, 1], atol=1e-5)
+
+
+# --- the shared-prompt cache -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layers", [2, 4])
+def test_prompt_cache_gives_the_scores_and_states_of_the_full_prompt(backbone, table, layers):
+    model = build_llmrec(config(backbone, layers=layers), table, seed=0)
+    perturb_lora(model)  # LoRA on the attention projections changes the prompt's keys and values
+    model.eval()
+    items = pad_left(HISTORIES, 12)
+    with torch.no_grad():
+        cached = model(items, output_layer_states=True)
+        model.prompt_cache = False
+        full = model(items, output_layer_states=True)
+    assert torch.allclose(cached["layer_states"], full["layer_states"], atol=1e-5)
+    assert torch.allclose(model.scores(cached["user"]), model.scores(full["user"]), atol=1e-4)
+
+
+def test_prompt_cache_is_computed_once_per_evaluation_and_again_after_training(backbone, table, monkeypatch):
+    model = build_llmrec(config(backbone), table, seed=0).eval()
+    calls = []
+    original = LLMRec._prompt_states
+
+    def counted(self):
+        calls.append(self._frozen_prompt is None)
+        return original(self)
+
+    monkeypatch.setattr(LLMRec, "_prompt_states", counted)
+    items = pad_left(HISTORIES, 12)
+    with torch.no_grad():
+        before = model.user_vectors(items)
+        model.user_vectors(items)
+    assert calls == [True, False]  # the second batch reused the first one's prompt
+    model.train()
+    perturb_lora(model)  # a training step changed the adapters
+    model.eval()
+    with torch.no_grad():
+        after = model.user_vectors(items)
+        model.prompt_cache = False
+        expected = model.user_vectors(items)
+    assert calls[-1] is True  # recomputed: the mode changed
+    assert torch.allclose(after, expected, atol=1e-5)
+    assert not torch.allclose(after, before, atol=1e-3)
+
+
+@pytest.mark.parametrize("gradient_checkpointing", [False, True])
+def test_prompt_cache_trains_lora_like_the_full_prompt(backbone, table, gradient_checkpointing):
+    def gradients(prompt_cache: bool) -> tuple[float, dict[str, torch.Tensor]]:
+        settings = {**llm_config(), "gradient_checkpointing": gradient_checkpointing}
+        cfg = LLMRecConfig.from_settings(
+            backbone, backbone_settings(), prompt_settings(), settings, LAYERS, torch.zeros(NUM_ITEMS + 1, ITEM_DIM)
+        )
+        model = build_llmrec(cfg, table, seed=0)
+        perturb_lora(model)
+        model.train()
+        model.prompt_cache = prompt_cache
+        loss = model(pad_left(HISTORIES, 12), LABELS)["loss"]
+        loss.backward()
+        return loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    loss, cached = gradients(True)
+    full_loss, full = gradients(False)
+    assert loss == pytest.approx(full_loss, abs=1e-5)
+    assert cached.keys() == full.keys()
+    # The prompt's keys and values depend on layer 0's k/v adapters: their gradients flow through the cache.
+    first = "backbone.base_model.model.layers.0.self_attn.k_proj.lora_A.default.weight"
+    assert cached[first].abs().sum() > 0
+    for name in cached:
+        assert torch.allclose(cached[name], full[name], atol=1e-5), name
 
 
 def test_save_load_round_trip(tmp_path, backbone, table):
@@ -311,7 +393,11 @@ def test_quantized_eval_forward(saved, table, quantization):
     model = load_llmrec(directory, table, quantization=quantization).eval()
     with torch.no_grad():
         users = model.user_vectors(pad_left(HISTORIES, 12))
+        model.prompt_cache = False
+        without_cache = model.user_vectors(pad_left(HISTORIES, 12))
     assert (F.cosine_similarity(users, reference, dim=-1) > 0.9).all()
+    # The shared-prompt cache works on a quantized backbone too, with the same scores.
+    assert torch.allclose(model.scores(users), model.scores(without_cache), atol=1e-3)
 
 
 def test_qlora_training_step(backbone, table):

@@ -36,8 +36,19 @@ TINY = {
     },
     "negatives": {"num_negatives": 99},
 }
-RULES = {"synthesize", "preprocess", "negatives", "popularity", "sasrec", "backbone", "teacher", "student", "metrics"}
-GPU_RULES = {"sasrec", "teacher", "student"}
+RULES = {
+    "synthesize",
+    "preprocess",
+    "negatives",
+    "popularity",
+    "sasrec",
+    "backbone",
+    "teacher",
+    "teacher_states",
+    "student",
+    "metrics",
+}
+GPU_RULES = {"sasrec", "teacher", "teacher_states", "student"}
 
 
 def sbatch_calls(log: Path) -> dict[str, list[list[str]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -22,6 +23,7 @@ RULE_LOGS = (
     "popularity",
     "backbone",
     "teacher",
+    "teacher.states",
     "student",
     "ablation",
     "metrics",
@@ -71,6 +73,12 @@ def test_report_and_figures(demo):
     assert "nothing about the value of LLM pretraining" in report
     assert "training_curves.png" in report and "layer_sweep.png" in report
     assert "Ablation" in report
+    # The times come from the optimised paths, and the report says which.
+    assert "Times are measured on the optimised paths" in report
+    assert re.search(
+        r"^- SLMRec \d+←\d+: shared-prompt KV cache, length-bucketed inference, cached teacher states$", report, re.M
+    )
+    assert re.search(r"^- E4SRec_\d+: shared-prompt KV cache, length-bucketed inference$", report, re.M)
     for name in ("training_curves.png", "layer_sweep.png"):
         data = (results / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
@@ -101,8 +109,16 @@ def test_ablation_and_student_artifacts(demo):
         manifest = json.loads((results / stage / "manifest.json").read_text())
         assert manifest["stage"] == stage
     student_manifest = json.loads((results / "student" / "manifest.json").read_text())
-    assert "results/demo/teacher/trainable.safetensors" in student_manifest["inputs"]
+    # The students read the teacher's cached states, computed once, never the teacher itself.
+    assert "results/demo/teacher/states.safetensors" in student_manifest["inputs"]
+    assert "results/demo/teacher/trainable.safetensors" not in student_manifest["inputs"]
     assert student_manifest["config"]["distill"]["blocks"] == 2
+    states_manifest = json.loads((results / "teacher" / "states.manifest.json").read_text())
+    assert "results/demo/teacher/trainable.safetensors" in states_manifest["inputs"]
+    for variant in ("ce_cos", "ce_cos_l2", "ce_cos_ms"):
+        manifest = json.loads((results / "ablation" / variant / "manifest.json").read_text())
+        assert "results/demo/teacher/states.safetensors" in manifest["inputs"], variant
+    assert MetricsRow.read(results / "student" / "metrics.json").details["teacher_states"] == "cached"
 
 
 @pytest.mark.e2e

@@ -49,12 +49,16 @@ class NextItemDataset(torch.utils.data.Dataset):
             raise ValueError("no training samples: every user has fewer than two training items")
         self.input_ids = pad_left(histories, max_len)  # [N, max_len]
         self.labels = torch.tensor(labels, dtype=torch.long)  # [N]
+        self.teacher_states: torch.Tensor | None = None  # [N, n, H]: cached teacher states travel with samples
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[index], "labels": self.labels[index]}
+        sample = {"input_ids": self.input_ids[index], "labels": self.labels[index]}
+        if self.teacher_states is not None:
+            sample["teacher_states"] = self.teacher_states[index]
+        return sample
 
 
 @dataclass

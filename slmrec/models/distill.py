@@ -7,21 +7,32 @@ their own recommendation head ("multiple supervision"):
     L = CE(student) + λ1 Σ_i (1 - cos(h_s_i, h_t_i)) + λ2 Σ_i ||h_s_i - h_t_i||_2 + λ3 Σ_{i<n} CE(adapter_i(h_s_i))
 
 A weight of 0 removes its term entirely (it is not even computed), which is how ablations are run.
-Offline, the teacher is frozen and runs without gradients; online, it trains alongside on its own CE,
-and its states enter the alignment terms as fixed targets (detached), so it is not pulled towards
+Offline, the teacher is frozen, so its states at the block boundaries depend only on the training
+sample: `TeacherStates` computes them once per trained teacher, and every offline student and ablation
+variant reads them with its samples instead of running (or even loading) the teacher. A live frozen
+teacher gives the same states and remains possible. Online, the teacher trains alongside on its own
+CE, and its states enter the alignment terms as fixed targets (detached), so it is not pulled towards
 the student.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from slmrec.evaluate import length_batches
+from slmrec.io import ArtifactError, atomic_path, read_artifact
 from slmrec.models.blocks import DistillConfigError, block_boundaries
-from slmrec.models.llmrec import LLMRec
+from slmrec.models.llmrec import DTYPES, LLMRec
 from slmrec.targets import ALIGNMENT_TERMS, CE_LOG_KEY, LOSS_TERMS, TEACHER_CE_LOG_KEY
 
 
@@ -53,16 +64,19 @@ class Distiller(nn.Module):
         blocks: int,
         weights: DistillWeights,
         online: bool = False,
+        teacher_layers: int | None = None,
     ) -> None:
+        """`teacher` is the live teacher (online, or offline without cached states); offline students that
+        read `TeacherStates` pass none, and `teacher_layers` places the block boundaries instead."""
         super().__init__()
-        if teacher is None and (weights.needs_teacher or online):
-            raise DistillConfigError("the cosine and L2 terms and online mode need a teacher")
+        if online and teacher is None:
+            raise DistillConfigError("online distillation trains its teacher alongside: it needs the teacher")
         self.student = student
         self.teacher = teacher
         self.weights = weights
         self.online = online
         hidden = student.backbone.config.hidden_size
-        teacher_layers = teacher.num_layers if teacher is not None else student.num_layers
+        teacher_layers = teacher.num_layers if teacher is not None else teacher_layers or student.num_layers
         if teacher is not None and teacher.backbone.config.hidden_size != hidden:
             raise DistillConfigError(
                 f"teacher hidden size {teacher.backbone.config.hidden_size} differs from the student's {hidden}; "
@@ -85,7 +99,10 @@ class Distiller(nn.Module):
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k in names}
 
-    def forward(self, input_ids: Tensor, labels: Tensor | None = None) -> dict[str, Tensor | dict[str, Tensor]]:
+    def forward(
+        self, input_ids: Tensor, labels: Tensor | None = None, teacher_states: Tensor | None = None
+    ) -> dict[str, Tensor | dict[str, Tensor]]:
+        """`teacher_states` [B, n, H]: the frozen teacher's states at the n boundaries (`TeacherStates`)."""
         student = self.student(input_ids, labels, output_layer_states=True)
         if labels is None:
             return student
@@ -96,10 +113,12 @@ class Distiller(nn.Module):
             if self.online:
                 teacher = self.teacher(input_ids, labels, output_layer_states=True)
                 unweighted[TEACHER_CE_LOG_KEY] = teacher["loss"]
-            else:
-                with torch.no_grad():
-                    teacher = self.teacher(input_ids, output_layer_states=True)
-            t_states = [teacher["layer_states"][:, t - 1].detach() for t, _ in self.boundaries]  # n x [B, H]
+                teacher_states = teacher["layer_states"][:, [t - 1 for t, _ in self.boundaries]]
+            elif teacher_states is None:
+                if self.teacher is None:
+                    raise DistillConfigError("the cosine and L2 terms need the teacher's states or the teacher")
+                teacher_states = teacher_boundary_states(self.teacher, input_ids, [t for t, _ in self.boundaries])
+            t_states = teacher_states.detach().float().unbind(1)  # n x [B, H]
             pairs = list(zip(s_states, t_states, strict=True))
             if self.weights.cos > 0:
                 weighted["cos"] = sum((1 - F.cosine_similarity(s, t, dim=-1)).mean() for s, t in pairs)
@@ -116,3 +135,98 @@ class Distiller(nn.Module):
         log_keys = {term.name: term.log_key for term in LOSS_TERMS}
         terms = {**unweighted, **{log_keys[name]: value for name, value in weighted.items()}}
         return {"loss": loss, "terms": {k: v.detach() for k, v in terms.items()}, "user": student["user"]}
+
+
+@torch.no_grad()
+def teacher_boundary_states(teacher: LLMRec, input_ids: Tensor, layers: list[int]) -> Tensor:
+    """The frozen teacher's last-position states after each of `layers` (1-based): [B, len(layers), H]."""
+    return teacher(input_ids, output_layer_states=True)["layer_states"][:, [t - 1 for t in layers]]
+
+
+def samples_digest(input_ids: Tensor, labels: Tensor) -> str:
+    """What identifies a training set sample by sample, so cached states are never paired with other samples."""
+    digest = hashlib.sha256()
+    for tensor in (input_ids, labels):
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class TeacherStates:
+    """A trained teacher's states at the block boundaries, for every training sample of its students.
+
+    `states[i]` ([n, H], in the teacher's dtype) belongs to sample i of the students' `NextItemDataset`;
+    `samples` is that dataset's digest, checked when a student reads the file.
+    """
+
+    states: Tensor  # [N, n, H]
+    teacher_layers: int
+    layers: list[int]  # the teacher layers at the n boundaries, 1-based
+    samples: str
+    teacher_params: dict[str, int]
+
+    @classmethod
+    def compute(
+        cls, teacher: LLMRec, input_ids: Tensor, labels: Tensor, blocks: int, dtype: str, batch_size: int
+    ) -> TeacherStates:
+        """Run the frozen teacher once over every sample, shortest histories together (less padding)."""
+        if teacher.num_layers % blocks:
+            raise DistillConfigError(
+                f"distill.blocks = {blocks} does not divide the teacher's {teacher.num_layers} layers"
+            )
+        layers = [teacher.num_layers // blocks * i for i in range(1, blocks + 1)]
+        teacher.eval()
+        device = teacher.item_table.device
+        hidden = teacher.backbone.config.hidden_size
+        states = torch.empty(len(input_ids), len(layers), hidden, dtype=DTYPES[dtype])  # [N, n, H]
+        lengths = (input_ids > 0).sum(1).numpy()
+        for rows in tqdm(length_batches(lengths, batch_size), desc="teacher states", unit="batch"):
+            index = torch.from_numpy(rows)
+            states[index] = teacher_boundary_states(teacher, input_ids[index].to(device), layers).cpu().to(states.dtype)
+        return cls(states, teacher.num_layers, layers, samples_digest(input_ids, labels), teacher.parameter_counts())
+
+    def save(self, path: str | os.PathLike) -> None:
+        metadata = {
+            "teacher_layers": str(self.teacher_layers),
+            "layers": json.dumps(self.layers),
+            "samples": self.samples,
+            "teacher_params": json.dumps(self.teacher_params, sort_keys=True),
+        }
+        with atomic_path(path) as tmp:
+            save_file({"states": self.states.contiguous()}, str(tmp), metadata=metadata)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TeacherStates:
+        def read(file: str) -> TeacherStates:
+            with safe_open(file, "pt") as handle:
+                meta = handle.metadata() or {}
+            missing = {"teacher_layers", "layers", "samples", "teacher_params"} - set(meta)
+            if missing:
+                raise ValueError(f"metadata lacks {sorted(missing)}")
+            return cls(
+                load_file(file)["states"],
+                int(meta["teacher_layers"]),
+                json.loads(meta["layers"]),
+                meta["samples"],
+                json.loads(meta["teacher_params"]),
+            )
+
+        return read_artifact(str(path), read)
+
+    def check(
+        self, path: str | os.PathLike, input_ids: Tensor, labels: Tensor, boundaries: list[tuple[int, int]]
+    ) -> None:
+        """Refuse states made for other samples or another block map (the rule rebuilds them; a hand-run cannot)."""
+        layers = [t for t, _ in boundaries]
+        if self.layers != layers:
+            raise ArtifactError(
+                f"{path}: teacher states are at teacher layers {self.layers}, but the student's block map needs "
+                f"{layers}; rebuild them with the teacher_states rule"
+            )
+        if self.samples != samples_digest(input_ids, labels):
+            raise ArtifactError(
+                f"{path}: teacher states were computed for other training samples ({len(self.states)} of them; "
+                f"the student has {len(labels)}): the data, max_len or targets_per_user changed; rebuild them "
+                "with the teacher_states rule"
+            )

@@ -6,8 +6,10 @@ at the last position, through a second linear layer (hidden -> d), is the user v
 score is its dot product with the same SASRec table. Only LoRA adapters on the backbone and the two
 projections train.
 
-Batches are left-padded as a whole (`[pad][prompt][items][suffix]`), with position ids counted from
-the first real token, so a user's vector does not depend on how much padding its batch needed.
+Rows read `[prompt][pad][items][suffix]`: padding is masked out and position ids count real tokens
+only, so a user's vector does not depend on how much padding its batch needed. The prompt is then the
+same in every row, so by default it runs once per batch (once per evaluation at inference) and the
+batch reuses its keys and values.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig, DynamicCache, PreTrainedModel
 
 from slmrec.io import atomic_path, read_artifact, read_json, write_json
 from slmrec.models.presets import BackboneError
@@ -159,34 +161,67 @@ class LLMRec(nn.Module):
         self.register_buffer("suffix_ids", suffix_ids.long(), persistent=False)
         self.input_proj = nn.Linear(config.item_dim, hidden)
         self.output_proj = nn.Linear(hidden, config.item_dim)
+        # Run the shared prompt once per batch and reuse its keys and values (same scores, fewer tokens).
+        self.prompt_cache = True
+        self._frozen_prompt: list[tuple[Tensor, Tensor]] | None = None
 
     @property
     def num_layers(self) -> int:
         return self.config.layers
 
     def _inputs(self, items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Embeddings, attention mask and position ids of `[pad][prompt][items][suffix]` for a batch."""
+        """Embeddings of `[items][suffix]`, with the attention mask and position ids of the whole
+        `[prompt][pad][items][suffix]` row, for a batch of left-padded item ids [B, L].
+
+        The padding sits between prompt and items and is masked out, and positions count only real
+        tokens, so a user's vector does not depend on how much padding its batch needed, and the
+        prompt is the same tokens at the same positions in every row: what makes it cacheable.
+        """
         # Drop the columns that are padding in every row: [B, L] -> [B, L'] (L' = longest history).
         items = items[:, (items > 0).any(0).nonzero().min() :] if (items > 0).any() else items[:, -1:]
-        batch, length = items.shape
+        batch = items.shape[0]
         embed = self.backbone.get_input_embeddings()
         dtype = embed.weight.dtype
-        prompt = embed(self.prompt_ids).to(dtype).expand(batch, -1, -1)  # [B, P, H]
         suffix = embed(self.suffix_ids).to(dtype).expand(batch, -1, -1)  # [B, S, H]
         item_vectors = self.input_proj(self.item_table[items]).to(dtype)  # [B, L', d] -> [B, L', H]
-        sequence = torch.cat([prompt, item_vectors, suffix], dim=1)  # [B, T, H], T = P + L' + S
-        n_prompt, total = prompt.shape[1], sequence.shape[1]
-        # Each row reads [prompt][pad x k][items][suffix]; gather it into [pad x k][prompt][items][suffix].
-        # index[b, t] is the source column of output column t: the first k outputs take pad columns
-        # (P .. P+k-1), the next P take the prompt (0 .. P-1), and the rest stay where they are.
-        pads = (items == 0).sum(1, keepdim=True)  # [B, 1]: k per row
-        index = torch.arange(total, device=items.device).expand(batch, -1)  # [B, T]
-        head = index < n_prompt + pads  # [B, T]: the columns that move
-        index = torch.where(head & (index < pads), index + n_prompt, torch.where(head, index - pads, index))
-        sequence = sequence.gather(1, index.unsqueeze(-1).expand(-1, -1, sequence.shape[-1]))  # [B, T, H]
-        mask = (torch.arange(total, device=items.device).expand(batch, -1) >= pads).long()  # [B, T]: 0 on pads
-        positions = (mask.cumsum(1) - 1).clamp(min=0)  # [B, T]: 0 at the first real token of each row
-        return sequence, mask, positions
+        rest = torch.cat([item_vectors, suffix], dim=1)  # [B, L' + S, H]
+        real = torch.cat([items > 0, torch.ones_like(items[:, :1], dtype=torch.bool).expand(-1, suffix.shape[1])], 1)
+        prompt = torch.ones(batch, len(self.prompt_ids), dtype=torch.long, device=items.device)  # [B, P]
+        mask = torch.cat([prompt, real.long()], dim=1)  # [B, P + L' + S]: 0 on pads
+        positions = (mask.cumsum(1) - 1).clamp(min=0)  # [B, P + L' + S]: counts real tokens only
+        return rest, mask, positions
+
+    def _prompt_states(self) -> list[tuple[Tensor, Tensor]]:
+        """Every layer's keys and values of the prompt ([1, heads, P, head_dim] each), run once for a batch.
+
+        In training they depend on the LoRA weights and carry gradients; in evaluation (no gradients,
+        eval mode) they are kept until the model next changes mode, i.e. computed once per evaluation.
+        """
+        if self.training or torch.is_grad_enabled() or self._frozen_prompt is None:
+            prompt = self.backbone.get_input_embeddings()(self.prompt_ids)[None]  # [1, P, H]
+            positions = torch.arange(len(self.prompt_ids), device=prompt.device)[None]  # [1, P]
+            out = self.backbone(inputs_embeds=prompt, position_ids=positions, use_cache=True)
+            states = [(keys, values) for keys, values, *_ in out.cache]
+            if self.training or torch.is_grad_enabled():
+                return states
+            self._frozen_prompt = states
+        return self._frozen_prompt
+
+    def train(self, mode: bool = True) -> LLMRec:
+        self._frozen_prompt = None  # weights may change in the new mode (or did, in the old one)
+        return super().train(mode)
+
+    def speedups(self) -> list[str]:
+        """The optimised paths this model's training and inference times were measured on (for the report)."""
+        if not self.prompt_cache:
+            return ["length-bucketed inference"]
+        where = " (inference only: gradient checkpointing)" if self.config.gradient_checkpointing else ""
+        return [f"shared-prompt KV cache{where}", "length-bucketed inference"]
+
+    def _uses_prompt_cache(self) -> bool:
+        # Under gradient checkpointing, transformers drops any cache while training: run the full prompt.
+        checkpointed = self.training and torch.is_grad_enabled() and self.config.gradient_checkpointing
+        return self.prompt_cache and not checkpointed
 
     def forward(
         self, input_ids: Tensor, labels: Tensor | None = None, output_layer_states: bool = False
@@ -196,14 +231,17 @@ class LLMRec(nn.Module):
         Returns the user vectors and, with `output_layer_states`, the last-position hidden state after
         every decoder layer ([B, layers, hidden]; the last one final-normed), which distillation aligns.
         """
-        sequence, mask, positions = self._inputs(input_ids)
-        out = self.backbone(
-            inputs_embeds=sequence,
-            attention_mask=mask,
-            position_ids=positions,
-            output_hidden_states=output_layer_states,
-            use_cache=False,
-        )
+        rest, mask, positions = self._inputs(input_ids)
+        n_prompt, batch = len(self.prompt_ids), rest.shape[0]
+        if self._uses_prompt_cache():
+            # The prompt's keys and values, shared by the batch: [1, heads, P, hd] -> [B, heads, P, hd] (a view).
+            shared = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self._prompt_states()]
+            inputs = {"inputs_embeds": rest, "position_ids": positions[:, n_prompt:], "cache": DynamicCache(shared)}
+        else:
+            prompt = self.backbone.get_input_embeddings()(self.prompt_ids).to(rest.dtype)  # [P, H]
+            sequence = torch.cat([prompt.expand(batch, -1, -1), rest], dim=1)  # [B, P + L' + S, H]
+            inputs = {"inputs_embeds": sequence, "position_ids": positions, "use_cache": False}
+        out = self.backbone(attention_mask=mask, output_hidden_states=output_layer_states, **inputs)
         last = out.last_hidden_state[:, -1].float()
         user = self.output_proj(last)
         result: dict[str, Any] = {"user": user, "last_hidden": last}

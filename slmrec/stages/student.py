@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from slmrec.call import StageCall
 from slmrec.data.samples import load_training_data
 from slmrec.metrics import MetricsRow
-from slmrec.models.distill import Distiller, DistillWeights
-from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec, load_llmrec
+from slmrec.models.distill import Distiller, DistillWeights, TeacherStates
+from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec
 from slmrec.models.sasrec import load_item_embeddings
 from slmrec.targets import needs_offline_teacher, student_name
 from slmrec.training import fit_and_save, llm_fit
@@ -30,23 +29,31 @@ def run(call: StageCall) -> MetricsRow | None:
         return build_llmrec(config, table, section["seed"])
 
     student = build(cfg)
-    teacher = None
+    fit = llm_fit(call, cfg, data)
+    weights = DistillWeights.from_settings(distill)
+    teacher, cached = None, None
     if distill["online"]:
         teacher = build(call.params["teacher"])
+        model = Distiller(student, teacher, distill["blocks"], weights, online=True)
     elif needs_offline_teacher(distill):
-        if "teacher" not in call.input:
-            raise ValueError("offline distillation with cosine or L2 terms needs the teacher stage's artifact")
-        teacher_dir = Path(call.input["teacher"]).parent
-        teacher = load_llmrec(teacher_dir, table, quantization=distill["teacher_quantization"])
-    weights = DistillWeights.from_settings(distill)
-    model = Distiller(student, teacher, distill["blocks"], weights, online=distill["online"])
-    name = student_name(call.params["target"], student.num_layers, teacher.num_layers if teacher else None)
-    logger.info(
-        "%s: blocks %s, weights %s, %s", name, model.boundaries, weights, "online" if model.online else "offline"
-    )
+        # The frozen teacher's states come from the teacher_states rule: the teacher itself is never loaded.
+        if "teacher_states" not in call.input:
+            raise ValueError("offline distillation with cosine or L2 terms needs the teacher_states rule's artifact")
+        cached = TeacherStates.load(call.input["teacher_states"])
+        model = Distiller(student, None, distill["blocks"], weights, teacher_layers=cached.teacher_layers)
+        cached.check(call.input["teacher_states"], fit.dataset.input_ids, fit.dataset.labels, model.boundaries)
+        fit.dataset.teacher_states = cached.states
+    else:
+        model = Distiller(student, None, distill["blocks"], weights)
+    teacher_layers = teacher.num_layers if teacher else cached.teacher_layers if cached else None
+    name = student_name(call.params["target"], student.num_layers, teacher_layers)
+    mode = "online" if model.online else "offline, cached teacher states" if cached else "offline"
+    logger.info("%s: blocks %s, weights %s, %s", name, model.boundaries, weights, mode)
     details = {
         "distill": distill,
         "boundaries": model.boundaries,
-        "teacher_params": teacher.parameter_counts() if teacher is not None else None,
+        "teacher_params": teacher.parameter_counts() if teacher else cached.teacher_params if cached else None,
+        "teacher_states": "cached" if cached else "live" if teacher else None,
+        "speedups": student.speedups() + (["cached teacher states"] if cached else []),
     }
-    return fit_and_save(student, call, llm_fit(call, cfg, data), name=name, trained=model, details=details)
+    return fit_and_save(student, call, fit, name=name, trained=model, details=details)

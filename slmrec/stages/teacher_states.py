@@ -1,0 +1,41 @@
+"""The `teacher_states` stage: the frozen teacher's states at the block boundaries, once for all its students."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from slmrec.call import StageCall
+from slmrec.data.samples import NextItemDataset, load_training_data
+from slmrec.models.distill import TeacherStates
+from slmrec.models.llmrec import load_llmrec
+from slmrec.models.sasrec import load_item_embeddings
+
+logger = logging.getLogger(__name__)
+
+
+def run(call: StageCall) -> TeacherStates:
+    samples, distill = call.params["samples"], call.params["distill"]
+    data = load_training_data(call.input["splits"], call.input["negatives"], call.input["stats"])
+    table = load_item_embeddings(call.input["item_embeddings"], data.num_items)
+    teacher = load_llmrec(Path(call.input["teacher"]).parent, table, quantization=distill["teacher_quantization"])
+    # The very samples every student trains on (the student's max_len and targets_per_user).
+    dataset = NextItemDataset(data.sequences, samples["max_len"], samples["targets_per_user"])
+    states = TeacherStates.compute(
+        teacher,
+        dataset.input_ids,
+        dataset.labels,
+        distill["blocks"],
+        teacher.config.dtype,
+        call.resources["eval_batch_size"],
+    )
+    states.save(call.output["states"])
+    call.write_manifest()
+    logger.info(
+        "teacher states: %d samples at teacher layers %s, %.1f MB (%s)",
+        len(dataset),
+        states.layers,
+        states.states.numel() * states.states.element_size() / 1e6,
+        teacher.config.dtype,
+    )
+    return states

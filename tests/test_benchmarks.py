@@ -1,0 +1,45 @@
+"""The GPU benchmark runs end to end on a CPU with a tiny shape, so it is known to work before a GPU is lent."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu_efficiency.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_gpu_efficiency_smoke_on_a_tiny_shape():
+    done = run(
+        "--tiny", "--users", "12", "--eval-batch-size", "8", "--batch-size", "8", "--micro-batch", "4", "--steps", "1"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "Table 5 on" in out
+    for model in ("E4SRec_8", "E4SRec_4", "SLMRec 2"):
+        row = re.search(rf"^\s*{re.escape(model)}\s+on\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, flags=re.M)
+        assert row, (model, out)
+        trainable, step, _, users = row.groups()
+        assert int(trainable.replace(",", "")) > 0 and float(step) > 0 and float(users) > 0
+    # Two rows per model: with the prompt cache and without.
+    assert len(re.findall(r"^\s+off\s", out, flags=re.M)) == 3
+    speedups = re.search(r"Student \(2 layers\) over teacher \(8\): ([\d.]+)x training, ([\d.]+)x inference", out)
+    assert speedups and all(float(x) > 0 for x in speedups.groups())
+    assert "6.6x and 8.0x" in out
+    assert re.search(r"8 layers: training [\d.]+%, inference [\d.]+%", out)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the 7B shape would run")
+def test_gpu_efficiency_without_a_gpu_says_how_to_smoke_test():
+    done = run()
+    assert done.returncode == 2
+    assert "no CUDA device: run with --tiny" in done.stderr
