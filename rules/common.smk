@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 from slmrec import targets
 from slmrec.models import presets
+from slmrec.models.blocks import block_boundaries
 from slmrec.config import canonical, check_dataset, load_schema, stage_config
 from slmrec.data.fetch import missing_local_source
 
@@ -131,12 +132,17 @@ def online_teacher(wildcards):
     return dataset_settings(wildcards.dataset, "teacher") if student_distill(wildcards)["online"] else {}
 
 
-def teacher_states(wildcards):
+def student_teacher_states(wildcards):
     """The cached states of the trained teacher an offline student learns from; a variant that compares
     nothing with the teacher does not wait for one."""
     if not targets.needs_offline_teacher(student_distill(wildcards)):
         return {}
-    return {"teacher_states": f"results/{wildcards.dataset}/{targets.TEACHER}/states.safetensors"}
+    teacher = targets.student_teacher(wildcards.student)
+    if teacher != targets.TEACHER:  # the block map of a student_t{l} target, checked as the DAG is built
+        layers = targets.teacher_layers(teacher, dataset_settings(wildcards.dataset, "teacher")["layers"])
+        student = dataset_settings(wildcards.dataset, "student")["layers"]
+        block_boundaries(layers, student, dataset_settings(wildcards.dataset, "distill")["blocks"])
+    return {"teacher_states": f"results/{wildcards.dataset}/{teacher}/states.safetensors"}
 
 
 def states_samples(wildcards):
@@ -153,20 +159,46 @@ def reported_students(dataset):
     return dataset_settings(dataset, "report")["students"]
 
 
+def trained_rows(dataset):
+    """The trained models of one dataset's table: the teacher, each reported student and its own teacher."""
+    students = reported_students(dataset)
+    teachers = [targets.TEACHER, *(targets.student_teacher(s) for s in students)]
+    return list(dict.fromkeys([*teachers, *students]))
+
+
+def headline_pair(wildcards):
+    """(student, teacher) targets of the table's speed-ups: the first reported student and its own teacher."""
+    student = reported_students(wildcards.dataset)[0]
+    return [student, targets.student_teacher(student)]
+
+
 def result_rows(wildcards):
     """The metrics rows behind one dataset's table, by target."""
-    rows = ["popularity", "sasrec", targets.TEACHER, *reported_students(wildcards.dataset)]
+    rows = ["popularity", "sasrec", *trained_rows(wildcards.dataset)]
     return {target: f"results/{wildcards.dataset}/{target}/metrics.json" for target in rows}
 
 
 def train_logs(wildcards):
-    trained = [targets.TEACHER, *reported_students(wildcards.dataset)]
-    return [f"results/{wildcards.dataset}/{target}/train_log.csv" for target in trained]
+    return [f"results/{wildcards.dataset}/{target}/train_log.csv" for target in trained_rows(wildcards.dataset)]
 
 
 def layer_sweep(wildcards):
     sweep = dataset_settings(wildcards.dataset, "report")["layer_sweep"]
     return [f"results/{wildcards.dataset}/{targets.sweep_teacher(n)}/metrics.json" for n in sweep]
+
+
+def direct_layers(wildcards):
+    """The depths direct inference reads the trained teacher at: the layer sweep's, up to the teacher's own."""
+    deep = dataset_settings(wildcards.dataset, "teacher")["layers"]
+    sweep = dataset_settings(wildcards.dataset, "report")["layer_sweep"]
+    return sorted({k for k in sweep if k <= deep} | {deep})
+
+
+def report_direct(wildcards):
+    """Direct inference joins the layer report whenever there is a layer sweep to compare it with."""
+    if not dataset_settings(wildcards.dataset, "report")["layer_sweep"]:
+        return {}
+    return {"direct": f"results/{wildcards.dataset}/{targets.TEACHER}/direct_inference.json"}
 
 
 def ablation_rows(wildcards):

@@ -1,5 +1,6 @@
 # The LLM recommenders: their backbones (the tiny preset built per dataset, converted GGUF files and
-# random-init controls shared by every dataset), and the E4SRec-style teacher.
+# random-init controls shared by every dataset), the E4SRec-style teacher, and direct inference from its
+# intermediate layers (Figure 2).
 
 
 rule backbone:
@@ -88,3 +89,35 @@ rule teacher:
         "../envs/cuda.yaml"
     script:
         "../workflow_scripts/teacher.py"
+
+
+rule direct_inference:
+    input:
+        teacher="results/{dataset}/teacher/trainable.safetensors",
+        teacher_config="results/{dataset}/teacher/config.json",
+        splits="results/{dataset}/data/splits.parquet",
+        negatives="results/{dataset}/data/negatives.parquet",
+        stats="results/{dataset}/data/stats.json",
+        item_embeddings="results/{dataset}/sasrec/item_embeddings.safetensors",
+        backbone=backbone_dir,
+    output:
+        table="results/{dataset}/teacher/direct_inference.json",
+        manifest="results/{dataset}/teacher/direct_inference.manifest.json",
+    params:
+        layers=direct_layers,
+        teacher=settings("teacher", keys=("max_len",)),
+        evaluate=settings("evaluate"),
+    log:
+        "results/{dataset}/logs/direct_inference.log",
+    benchmark:
+        "results/{dataset}/logs/direct_inference.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 32000 * attempt,
+        runtime=120,
+        gpu=1,
+        eval_batch_size=512,
+    conda:
+        "../envs/cuda.yaml"
+    script:
+        "../workflow_scripts/direct_inference.py"

@@ -14,6 +14,7 @@ rule metrics:
         manifest="results/{dataset}/manifest.json",
     params:
         dataset=lambda wildcards: wildcards.dataset,
+        headline=headline_pair,
     log:
         "results/{dataset}/logs/metrics.log",
     benchmark:
@@ -31,6 +32,7 @@ rule metrics:
 rule report:
     input:
         unpack(report_ablation),
+        unpack(report_direct),
         table="results/{dataset}/metrics.json",
         train_logs=train_logs,
         sweep=layer_sweep,

@@ -38,7 +38,7 @@ rule teacher_states:
 
 rule student:
     input:
-        unpack(teacher_states),
+        unpack(student_teacher_states),
         splits="results/{dataset}/data/splits.parquet",
         negatives="results/{dataset}/data/negatives.parquet",
         stats="results/{dataset}/data/stats.json",

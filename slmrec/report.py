@@ -14,18 +14,22 @@ import polars as pl
 
 from slmrec.io import atomic_path, read_artifact, read_json
 from slmrec.metrics import MetricsRow
-from slmrec.targets import STUDENT, TEACHER, variant_label
+from slmrec.targets import TEACHER, variant_label
 
 TABLE_METRICS = ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")
 
 
-def metrics_table(dataset: str, rows: dict[str, str | Path], stats_path: str | Path) -> dict[str, Any]:
-    """Gather the stages' metrics rows (target -> path) into the final table, with the student's speed-ups."""
+def metrics_table(
+    dataset: str, rows: dict[str, str | Path], stats_path: str | Path, headline: tuple[str, str]
+) -> dict[str, Any]:
+    """Gather the stages' metrics rows (target -> path) into the final table, with the speed-ups of the
+    headline student over its own teacher (`headline`: their targets)."""
     table_rows = [asdict(MetricsRow.read(path)) for path in rows.values()]
     by_target = {row["target"]: row for row in table_rows}
     speedup = None
-    if TEACHER in by_target and STUDENT in by_target:
-        teacher, student = by_target[TEACHER], by_target[STUDENT]
+    student_target, teacher_target = headline
+    if student_target in by_target and teacher_target in by_target:
+        teacher, student = by_target[teacher_target], by_target[student_target]
         speedup = {
             "teacher": teacher["model"],
             "student": student["model"],
@@ -96,19 +100,42 @@ def plot_training_curves(logs: list[str | Path], path: str | Path) -> None:
 
 
 def plot_layer_sweep(
-    points: dict[int, dict[str, float]], student: tuple[int, dict[str, float]] | None, path: str | Path
+    points: dict[int, dict[str, float]],
+    student: tuple[int, dict[str, float]] | None,
+    path: str | Path,
+    direct: dict[str, Any] | None = None,
 ) -> None:
-    """Test metrics against the number of decoder layers (E4SRec_l), with the distilled student marked."""
+    """Test metrics against the number of decoder layers (E4SRec_l), with the distilled student marked and,
+    dashed, direct inference from the trained deep teacher's intermediate layers (Figure 2)."""
     fig, ax = _figure(figsize=(6, 4))
     layers = sorted(points)
     for metric in ("HR@10", "NDCG@10", "MRR"):
         line = ax.plot(layers, [points[n][metric] for n in layers], marker="o", label=f"E4SRec_l {metric}")
+        color = line[0].get_color()
         if student is not None:
-            ax.scatter([student[0]], [student[1][metric]], marker="*", s=160, color=line[0].get_color())
+            ax.scatter([student[0]], [student[1][metric]], marker="*", s=160, color=color)
+        if direct is not None:
+            depths = sorted(int(k) for k in direct["layers"])
+            scores = [direct["layers"][str(k)]["test"][metric] for k in depths]
+            ax.plot(depths, scores, linestyle="--", marker="x", color=color, label=f"direct from {direct['teacher']}")
     ax.set(title="test metrics against decoder layers (star: SLMRec student)", xlabel="layers", ylabel="%")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def _direct_markdown(points: dict[int, dict[str, float]], direct: dict[str, Any]) -> str:
+    """Figure 2's numbers: each depth trained as E4SRec_l, and read out of the deep teacher untrained."""
+    lines = [
+        f"| Layers | E4SRec_l trained (test NDCG@10) | direct from {direct['teacher']} (test NDCG@10) |",
+        "|---:|---:|---:|",
+    ]
+    for k in sorted(set(points) | {int(k) for k in direct["layers"]}):
+        trained = f"{points[k]['NDCG@10']:.2f}" if k in points else "-"
+        read = direct["layers"].get(str(k))
+        untrained = f"{read['test']['NDCG@10']:.2f}" if read else "-"
+        lines.append(f"| {k} | {trained} | {untrained} |")
+    return "\n".join(lines) + "\n"
 
 
 def layer_sweep_points(table: dict[str, Any], sweep: list[str | Path]) -> dict[int, dict[str, float]]:
@@ -128,7 +155,9 @@ def write_report(
     layers_png: str | Path,
     synthetic_backbone: bool,
     ablation: dict[str, Any] | None = None,
+    layers: tuple[dict[int, dict[str, float]], dict[str, Any]] | None = None,
 ) -> None:
+    """`layers`: the layer sweep's test metrics by depth and the direct-inference results, when swept."""
     stats = table["stats"]
     rows = table["rows"]
     parts = [f"# slmrec results: {table['dataset']}\n"]
@@ -159,6 +188,12 @@ def write_report(
         parts.append("## Ablation (Table 4 layout, test %)\n\n" + _accuracy_markdown(ablation["rows"], "test"))
     parts.append(f"## Training curves\n\n![training curves]({Path(curves_png).name})\n")
     parts.append(f"## Layers\n\n![test metrics against layers]({Path(layers_png).name})\n")
+    if layers is not None:
+        parts.append(
+            "Direct inference reads the trained deep teacher after its first k layers (through its final norm "
+            "and output projection, nothing retrained), beside E4SRec_l trained at each depth (Figure 2):\n\n"
+            + _direct_markdown(*layers)
+        )
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(parts))
 

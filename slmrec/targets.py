@@ -6,7 +6,8 @@ and the report its labels, so a name is never decoded from a string in two place
 Targets under `results/{dataset}/`:
 - `teacher`: the E4SRec teacher with `teacher.layers` layers; `teacher_l{n}`: the same with n layers
   (the layer sweep of Figure 2);
-- `student`: the offline-distilled SLMRec student; `student_online`: distilled online;
+- `student`: the offline-distilled SLMRec student of `teacher`; `student_t{n}`: the same, distilled from
+  `teacher_l{n}` (e.g. the paper's SLMRec 4←8 beside 4←32); `student_online`: distilled online;
 - `ablation/{variant}`: an offline student keeping only some loss terms (Table 4); the variant that
   keeps every term is the offline student itself and is never trained twice.
 """
@@ -55,7 +56,8 @@ FULL_VARIANT = "all"  # the offline student itself
 TRAINED_VARIANTS = tuple(v for v in ABLATION_VARIANTS if v != FULL_VARIANT)
 
 TEACHER_PATTERN = r"teacher(_l[0-9]+)?"
-STUDENT_PATTERN = "|".join([*STUDENTS, *(f"{ABLATION}/{v}" for v in TRAINED_VARIANTS)])
+STUDENT_OF_PATTERN = r"student_t([0-9]+)"  # an offline student of the E4SRec_l teacher teacher_l{l}
+STUDENT_PATTERN = "|".join([*STUDENTS, STUDENT_OF_PATTERN, *(f"{ABLATION}/{v}" for v in TRAINED_VARIANTS)])
 
 
 def sweep_teacher(layers: int) -> str:
@@ -71,6 +73,17 @@ def teacher_layers(target: str, configured: int) -> int:
     return int(match.group(1)[2:]) if match.group(1) else configured
 
 
+def student_of(layers: int) -> str:
+    """The offline student distilled from the E4SRec_l teacher with `layers` layers."""
+    return f"{STUDENT}_t{layers}"
+
+
+def student_teacher(target: str) -> str:
+    """The teacher target an offline student learns from: `teacher`, or `teacher_l{n}` for `student_t{n}`."""
+    match = re.fullmatch(STUDENT_OF_PATTERN, target)
+    return sweep_teacher(int(match.group(1))) if match else TEACHER
+
+
 def ablation_target(variant: str) -> str:
     """Where a Table 4 variant's metrics live: the `all` variant is the offline student."""
     if variant not in ABLATION_VARIANTS:
@@ -83,14 +96,17 @@ def student_distill(target: str, distill: dict[str, Any]) -> dict[str, Any]:
 
     Only what the target reads is returned, so editing a weight a variant switches off reruns nothing.
     """
-    if target not in STUDENTS and not target.startswith(f"{ABLATION}/"):
+    if not re.fullmatch(STUDENT_PATTERN, target):
         raise ValueError(f"{target!r} is not a student target ({STUDENT_PATTERN})")
     online = target == STUDENT_ONLINE
     kept = ABLATION_VARIANTS[target.removeprefix(f"{ABLATION}/")] if target.startswith(ABLATION) else None
     weights = {
         term.weight_key: distill[term.weight_key] if kept is None or term.name in kept else 0.0 for term in LOSS_TERMS
     }
-    return {"online": online, "blocks": distill["blocks"], **weights}
+    settings = {"online": online, "blocks": distill["blocks"], **weights}
+    if online:
+        settings["online_teacher_gradients"] = distill["online_teacher_gradients"]
+    return settings
 
 
 def needs_offline_teacher(settings: dict[str, Any]) -> bool:
@@ -100,7 +116,11 @@ def needs_offline_teacher(settings: dict[str, Any]) -> bool:
 
 def student_name(target: str, student_layers: int, teacher_layers: int | None) -> str:
     """A student row always names its teacher: `SLMRec 4←8`, `SLMRec_online 4←8`, `SLMRec_ce 4`."""
-    base = {STUDENT: "SLMRec", STUDENT_ONLINE: "SLMRec_online"}.get(target)
+    base = (
+        "SLMRec"
+        if re.fullmatch(STUDENT_OF_PATTERN, target)
+        else {STUDENT: "SLMRec", STUDENT_ONLINE: "SLMRec_online"}.get(target)
+    )
     base = base or "SLMRec_" + target.removeprefix(f"{ABLATION}/")
     return f"{base} {student_layers}←{teacher_layers}" if teacher_layers else f"{base} {student_layers}"
 

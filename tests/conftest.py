@@ -78,10 +78,12 @@ SWEEP = (1, 2)
 
 @pytest.fixture(scope="session")
 def swept_demo(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the finished demo that also trained the layer sweep's E4SRec_1 and E4SRec_2 teachers."""
+    """A copy of the finished demo that also trained the layer sweep's E4SRec_1 and E4SRec_2 teachers, read
+    the deep teacher's intermediate layers (direct inference), and distilled a second student from E4SRec_2."""
     workdir = tmp_path_factory.mktemp("swept_demo") / "run"
     shutil.copytree(finished_demo, workdir, symlinks=True)
-    write_tiny_config(workdir, {"datasets": {"demo": {"report": {"layer_sweep": list(SWEEP)}}}})
+    report = {"layer_sweep": list(SWEEP), "students": ["student", f"student_t{SWEEP[-1]}"]}
+    write_tiny_config(workdir, {"datasets": {"demo": {"report": report}}})
     run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
     return workdir
 

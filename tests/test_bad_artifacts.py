@@ -122,7 +122,9 @@ def test_truncated_metrics_row_stops_the_metrics_stage(made, tmp_path):
     broken = truncated(made.sasrec.metrics, tmp_path / "sasrec")
     out = SimpleNamespace(table=str(tmp_path / "metrics.json"), manifest=str(tmp_path / "manifest.json"))
     inputs = {"sasrec": broken, "stats": made.data.stats}
-    assert_stops_and_writes_nothing(stage_call("metrics", inputs, out, {"dataset": "demo"}), broken)
+    assert_stops_and_writes_nothing(
+        stage_call("metrics", inputs, out, {"dataset": "demo", "headline": ["student", "teacher"]}), broken
+    )
 
 
 def test_truncated_table_stops_the_report(made, tmp_path):

@@ -41,7 +41,7 @@ def invalid(config: dict) -> str:
 def test_shipped_config_validates_and_gets_defaults(config):
     validate(config, SCHEMA_PATH)
     assert config["preprocess"] == {"min_rating": 3, "kcore": 5, "on_bad_line": "error"}
-    assert config["sasrec"]["max_len"] == config["teacher"]["max_len"] == 50
+    assert config["sasrec"]["max_len"] == 50 and config["teacher"]["max_len"] == 30  # the authors: 50 and 30
     assert config["report"]["students"] == ["student"]
     assert config["negatives"] == {"num_negatives": 999, "seed": 2025}
     assert sorted(config["datasets"]) == ["cloth", "demo", "ml100k", "movie", "music", "sport"]

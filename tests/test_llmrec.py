@@ -12,14 +12,17 @@ import torch.nn.functional as F
 import transformers
 from helpers_data import LLM_OUTPUTS, backbone_settings, llm_config, prompt_settings
 from safetensors.torch import load_file
-from transformers import AutoConfig
+from transformers import AutoConfig, LlamaConfig, LlamaModel
 
+from slmrec.config import schema_defaults
 from slmrec.evaluate import pad_left
 from slmrec.models import llmrec
 from slmrec.models.llmrec import (
     BackboneError,
     LLMRec,
     LLMRecConfig,
+    LoraSettings,
+    add_lora,
     build_llmrec,
     count_parameters,
     load_backbone,
@@ -70,8 +73,9 @@ def trainable_names(model: torch.nn.Module) -> set[str]:
 
 def expected_trainable(model: LLMRec) -> set[str]:
     prefix = "backbone.base_model.model.layers"
+    block = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn"}
     lora = {
-        f"{prefix}.{layer}.self_attn.{module}.lora_{ab}.default.weight"
+        f"{prefix}.{layer}.{block.get(module, 'mlp')}.{module}.lora_{ab}.default.weight"
         for layer in range(model.num_layers)
         for module in model.config.lora.target_modules
         for ab in "AB"
@@ -145,10 +149,10 @@ def test_bfloat16_backbone(backbone, table):
 # --- the model -------------------------------------------------------------------------------------
 
 
-def test_prompt_is_tokenized_with_bos_and_template(backbone, table):
+def test_prompt_is_tokenized_without_bos_and_with_the_template(backbone, table):
     model = build_llmrec(config(backbone), table, seed=0)
     tokenizer = transformers.AutoTokenizer.from_pretrained(backbone)
-    assert model.prompt_ids[0].item() == tokenizer.bos_token_id
+    assert tokenizer.bos_token_id not in model.prompt_ids.tolist()  # the authors' code adds no special tokens
     assert tokenizer.unk_token_id not in model.prompt_ids.tolist() + model.suffix_ids.tolist()
     text = tokenizer.decode(model.prompt_ids)
     assert "predict next possible item to be purchased" in text
@@ -315,9 +319,9 @@ def test_prompt_cache_trains_lora_like_the_full_prompt(backbone, table, gradient
     full_loss, full = gradients(False)
     assert loss == pytest.approx(full_loss, abs=1e-5)
     assert cached.keys() == full.keys()
-    # The prompt's keys and values depend on layer 0's k/v adapters: their gradients flow through the cache.
-    first = "backbone.base_model.model.layers.0.self_attn.k_proj.lora_A.default.weight"
-    assert cached[first].abs().sum() > 0
+    # The prompt's keys and values depend on layer 0's adapters: their gradients flow through the cache.
+    first = [name for name in cached if ".layers.0." in name and "lora_A" in name]
+    assert first and all(cached[name].abs().sum() > 0 for name in first)
     for name in cached:
         assert torch.allclose(cached[name], full[name], atol=1e-5), name
 
@@ -343,7 +347,7 @@ def test_save_load_round_trip(tmp_path, backbone, table):
 
     # Weights that do not fit the configured model are refused.
     cfg = json.loads((tmp_path / "config.json").read_text())
-    cfg["lora"]["target_modules"] = ["q_proj", "v_proj"]
+    cfg["lora"]["target_modules"] = ["q_proj", "v_proj"]  # the weights were trained for the defaults
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="do not fit"):
         load_llmrec(tmp_path, table)
@@ -374,8 +378,8 @@ def test_quantized_loading_stays_close_to_full_precision(saved, table, quantizat
     model = load_llmrec(directory, table, quantization=quantization)
     assert model.config.quantization == quantization
     assert getattr(model.backbone, "is_quantized", False)
-    q_proj = model.backbone.base_model.model.layers[0].self_attn.q_proj.base_layer
-    assert q_proj.weight.dtype == QUANTIZED_DTYPE[quantization]
+    adapted = model.backbone.base_model.model.layers[0].mlp.gate_proj.base_layer
+    assert adapted.weight.dtype == QUANTIZED_DTYPE[quantization]
     assert trainable_names(model) == expected_trainable(model)
     # Train mode (no dropout configured): the grad-capable path, which works on every CPU.
     model.train()
@@ -463,3 +467,44 @@ def test_parameter_counts_do_not_shrink_when_quantized(backbone):
     full = count_parameters(load(backbone, 2))["total"]
     for quantization in ("8bit", "4bit"):
         assert count_parameters(load(backbone, 2, quantization=quantization))["total"] == full
+
+
+@pytest.mark.parametrize("layers,table_5", [(32, 0.023), (8, 0.006), (4, 0.003)])
+def test_lora_defaults_give_table_5_trainable_parameters_on_llama2_7b(layers, table_5):
+    """Table 5's trainable parameters (LoRA; the paper does not count the two small projections), on a
+    LLaMA-2-7B-shaped backbone built on the meta device: no weights are allocated."""
+    shape = LlamaConfig(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers, num_attention_heads=32, vocab_size=32000
+    )
+    with torch.device("meta"):
+        backbone = add_lora(LlamaModel(shape), LoraSettings(**schema_defaults("teacher")["lora"]), False)
+    lora = sum(p.numel() for name, p in backbone.named_parameters() if "lora_" in name)
+    assert lora == 724_992 * layers  # r (in + out) for gate, up and down: 16 x (4096 + 11008) x 3
+    assert round(lora / 1e9, 3) == table_5
+    assert all(p.requires_grad == ("lora_" in name) for name, p in backbone.named_parameters())
+
+
+def test_direct_inference_reads_layer_k_through_the_final_norm_and_projection(backbone, table):
+    model = build_llmrec(config(backbone, layers=4), table, seed=0)
+    perturb_lora(model)
+    model.eval()
+    items = pad_left(HISTORIES, 12)
+    with torch.no_grad():
+        full = model.user_vectors(items)
+        states = full_sequence_states(model, items).hidden_states  # embeddings, then each layer's output
+        norm = model.backbone.get_base_model().norm
+        for k in (1, 2, 3):
+            with model.truncated(k):
+                read = model.user_vectors(items)
+                model.prompt_cache = False
+                uncached = model.user_vectors(items)
+                model.prompt_cache = True
+            expected = model.output_proj(norm(states[k][:, -1]).float())
+            assert torch.allclose(read, expected, atol=1e-5), k
+            assert torch.allclose(uncached, expected, atol=1e-5), k
+        with model.truncated(4):
+            assert torch.allclose(model.user_vectors(items), full, atol=1e-6)
+        assert torch.equal(model.user_vectors(items), full)  # the whole model is back afterwards
+    with pytest.raises(ValueError, match="1 <= layers <= 4"):
+        with model.truncated(5):
+            pass

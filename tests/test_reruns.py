@@ -75,7 +75,7 @@ def test_a_teacher_setting_reruns_teacher_and_downstream_only(edited_demo):
     ("edit", "trained"),
     [
         ({"sasrec": {"max_len": 30}}, {"sasrec", "teacher", "student"}),
-        ({"teacher": {"max_len": 30}}, {"teacher", "student"}),
+        ({"teacher": {"max_len": 20}}, {"teacher", "student"}),
     ],
     ids=["sasrec", "teacher"],
 )

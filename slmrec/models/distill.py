@@ -11,8 +11,9 @@ Offline, the teacher is frozen, so its states at the block boundaries depend onl
 sample: `TeacherStates` computes them once per trained teacher, and every offline student and ablation
 variant reads them with its samples instead of running (or even loading) the teacher. A live frozen
 teacher gives the same states and remains possible. Online, the teacher trains alongside on its own
-CE, and its states enter the alignment terms as fixed targets (detached), so it is not pulled towards
-the student.
+CE; by default the alignment terms' gradients reach it too (as in the authors' code), and with
+`teacher_gradients=False` its states are fixed targets (detached), so it is not pulled towards the
+student.
 """
 
 from __future__ import annotations
@@ -65,9 +66,11 @@ class Distiller(nn.Module):
         weights: DistillWeights,
         online: bool = False,
         teacher_layers: int | None = None,
+        teacher_gradients: bool = True,
     ) -> None:
         """`teacher` is the live teacher (online, or offline without cached states); offline students that
-        read `TeacherStates` pass none, and `teacher_layers` places the block boundaries instead."""
+        read `TeacherStates` pass none, and `teacher_layers` places the block boundaries instead.
+        `teacher_gradients` (online only): whether the alignment terms also train the teacher."""
         super().__init__()
         if online and teacher is None:
             raise DistillConfigError("online distillation trains its teacher alongside: it needs the teacher")
@@ -75,6 +78,7 @@ class Distiller(nn.Module):
         self.teacher = teacher
         self.weights = weights
         self.online = online
+        self.teacher_gradients = online and teacher_gradients
         hidden = student.backbone.config.hidden_size
         teacher_layers = teacher.num_layers if teacher is not None else teacher_layers or student.num_layers
         if teacher is not None and teacher.backbone.config.hidden_size != hidden:
@@ -118,7 +122,9 @@ class Distiller(nn.Module):
                 if self.teacher is None:
                     raise DistillConfigError("the cosine and L2 terms need the teacher's states or the teacher")
                 teacher_states = teacher_boundary_states(self.teacher, input_ids, [t for t, _ in self.boundaries])
-            t_states = teacher_states.detach().float().unbind(1)  # n x [B, H]
+            if not self.teacher_gradients:
+                teacher_states = teacher_states.detach()
+            t_states = teacher_states.float().unbind(1)  # n x [B, H]
             pairs = list(zip(s_states, t_states, strict=True))
             if self.weights.cos > 0:
                 weighted["cos"] = sum((1 - F.cosine_similarity(s, t, dim=-1)).mean() for s, t in pairs)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +213,21 @@ class LLMRec(nn.Module):
         self._frozen_prompt = None  # weights may change in the new mode (or did, in the old one)
         return super().train(mode)
 
+    @contextmanager
+    def truncated(self, layers: int) -> Iterator[LLMRec]:
+        """This model read out after its first `layers` decoder layers, through its final norm and output
+        projection, with nothing trained for that depth: the paper's "direct inference" (Figure 2)."""
+        if not 1 <= layers <= self.num_layers:
+            raise ValueError(f"direct inference needs 1 <= layers <= {self.num_layers}, got {layers}")
+        base = self.backbone.get_base_model().config
+        self._frozen_prompt = None
+        base.num_hidden_layers = layers  # the decoder runs self.layers[: num_hidden_layers], then its norm
+        try:
+            yield self
+        finally:
+            base.num_hidden_layers = self.num_layers
+            self._frozen_prompt = None
+
     def speedups(self) -> list[str]:
         """The optimised paths this model's training and inference times were measured on (for the report)."""
         if not self.prompt_cache:
@@ -290,8 +307,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 
 def tokenize_prompt(tokenizer: Any, prefix: str, suffix: str) -> tuple[Tensor, Tensor]:
-    """The prompt's token ids (with the tokenizer's BOS) and the response suffix's (without)."""
-    prefix_ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+    """The prompt's and the response suffix's token ids, both without BOS, as the authors' code tokenizes."""
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
     return torch.tensor(prefix_ids), torch.tensor(suffix_ids)
 

@@ -11,7 +11,7 @@ from slmrec.report import metrics_table
 
 def run(call: StageCall) -> dict[str, Any]:
     rows = {target: path for target, path in call.input.items() if target != "stats"}
-    table = metrics_table(call.params["dataset"], rows, call.input["stats"])
+    table = metrics_table(call.params["dataset"], rows, call.input["stats"], tuple(call.params["headline"]))
     write_json(call.output["table"], table)
     call.write_manifest()
     return table

@@ -34,7 +34,14 @@ def run(call: StageCall) -> MetricsRow | None:
     teacher, cached = None, None
     if distill["online"]:
         teacher = build(call.params["teacher"])
-        model = Distiller(student, teacher, distill["blocks"], weights, online=True)
+        model = Distiller(
+            student,
+            teacher,
+            distill["blocks"],
+            weights,
+            online=True,
+            teacher_gradients=distill["online_teacher_gradients"],
+        )
     elif needs_offline_teacher(distill):
         # The frozen teacher's states come from the teacher_states rule: the teacher itself is never loaded.
         if "teacher_states" not in call.input:

@@ -1,0 +1,41 @@
+"""The `direct_inference` stage: score users from intermediate layers of the trained deep teacher (Figure 2).
+
+Layer k's last-position state goes through the teacher's final norm and output projection, with no
+training for that depth. Beside the E4SRec_l teachers trained at each depth, it shows how much of the
+deep model's accuracy its first layers already hold: the paper's evidence that deep layers are redundant.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from slmrec.call import StageCall
+from slmrec.data.samples import load_training_data
+from slmrec.evaluate import evaluate_recommender
+from slmrec.io import write_json
+from slmrec.models.llmrec import load_llmrec
+from slmrec.models.sasrec import load_item_embeddings
+from slmrec.targets import teacher_name
+
+logger = logging.getLogger(__name__)
+
+
+def run(call: StageCall) -> dict[str, Any]:
+    data = load_training_data(call.input["splits"], call.input["negatives"], call.input["stats"])
+    table = load_item_embeddings(call.input["item_embeddings"], data.num_items)
+    teacher = load_llmrec(Path(call.input["teacher"]).parent, table).eval()
+    max_len, full_ranking = call.params["teacher"]["max_len"], call.params["evaluate"]["full_ranking"]
+    layers: dict[str, dict[str, dict[str, float]]] = {}
+    for k in call.params["layers"]:
+        with teacher.truncated(k):
+            scores = evaluate_recommender(
+                teacher, data.splits, max_len, call.resources["eval_batch_size"], full_ranking
+            )
+        layers[str(k)] = scores
+        logger.info("direct inference from layer %d of %d: test %s", k, teacher.num_layers, scores["test"])
+    result = {"teacher": teacher_name(teacher.num_layers), "layers": layers}
+    write_json(call.output["table"], result)
+    call.write_manifest()
+    return result
