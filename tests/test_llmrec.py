@@ -298,6 +298,14 @@ def test_prompt_cache_is_computed_once_per_evaluation_and_again_after_training(b
     assert calls[-1] is True  # recomputed: the mode changed
     assert torch.allclose(after, expected, atol=1e-5)
     assert not torch.allclose(after, before, atol=1e-3)
+    # Loading weights (a checkpoint, the best model at the end of training) also drops the kept prompt.
+    model.prompt_cache = True
+    with torch.no_grad():
+        model.user_vectors(items)
+        reloaded = build_llmrec(config(backbone), table, seed=0)
+        perturb_lora(reloaded, seed=9)
+        model.load_state_dict(reloaded.trainable_state_dict(), strict=False)
+        assert torch.allclose(model.user_vectors(items), reloaded.eval().user_vectors(items), atol=1e-5)
 
 
 @pytest.mark.parametrize("gradient_checkpointing", [False, True])

@@ -213,6 +213,10 @@ class LLMRec(nn.Module):
         self._frozen_prompt = None  # weights may change in the new mode (or did, in the old one)
         return super().train(mode)
 
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._frozen_prompt = None  # new weights (a checkpoint, the best model): the kept prompt is stale
+        super()._load_from_state_dict(*args, **kwargs)
+
     @contextmanager
     def truncated(self, layers: int) -> Iterator[LLMRec]:
         """This model read out after its first `layers` decoder layers, through its final norm and output
