@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/sasrec.py                   # the demo dataset and a ~50k-user one
     .venv/bin/python benchmarks/sasrec.py --users 2000      # the demo size only
+    .venv/bin/python benchmarks/sasrec.py --ml100k          # quality and time on MovieLens-100K
 
 For each dataset (synthetic, the demo generator's shape) it builds the real artifacts (preprocess,
 negatives), then:
@@ -13,6 +14,11 @@ negatives), then:
 * prints the speed ratio (prefix-loop time per epoch / slmrec time per epoch).
 
 Both run in this process with the same torch thread count, so the ratio is fair on a noisy machine.
+
+`--ml100k` instead trains the stage on the ml-100k artifacts (`results/ml100k/data`, or built from
+`data/ml-100k.inter`, fetched if absent, with the dataset's preprocess and negatives settings) with the
+default settings as the workflow merges them for dataset ml100k, in a fresh process as a Snakemake job
+would, and prints the test metrics, the training and wall seconds and PASS/FAIL against the targets.
 """
 
 from __future__ import annotations
@@ -20,18 +26,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import torch
+import yaml
+from snakemake.utils import validate
 
 from slmrec.call import StageCall
-from slmrec.config import schema_defaults
+from slmrec.config import SCHEMA_PATH, load_schema, schema_defaults, stage_config
+from slmrec.data.fetch import fetch_ml100k
 from slmrec.data.negatives import draw_negatives
-from slmrec.data.preprocess import preprocess, read_amazon2018
+from slmrec.data.preprocess import Preprocessed, preprocess, read_amazon2018, read_reviews
 from slmrec.data.synthetic import write_synthetic_reviews
 from slmrec.evaluate import pad_left
 from slmrec.io import write_json, write_parquet
@@ -42,36 +53,75 @@ from slmrec.stages.sasrec import run as run_sasrec
 CONFIG = {**schema_defaults("sasrec"), "lr": 0.005, "patience": 100}
 MAX_LEN = CONFIG["max_len"]
 
+ROOT = Path(__file__).resolve().parent.parent
+ML100K_DATA = ROOT / "results" / "ml100k" / "data"
+TARGET_NDCG = 36.0  # test NDCG@10 on ml-100k, as a reference SASRec reaches on the same protocol
+TARGET_SECONDS = 90.0  # wall seconds of the stage on 2 CPU cores
 
-def build_dataset(workdir: Path, users: int, items: int) -> dict[str, Path]:
-    raw = workdir / "reviews.json.gz"
-    source = {**schema_defaults("source"), "users": users, "items": items}
-    write_synthetic_reviews(raw, **{k: v for k, v in source.items() if k != "kind"})
-    result = preprocess(read_amazon2018(raw, "error"), 3, 5)
+
+def write_artifacts(workdir: Path, result: Preprocessed, num_negatives: int, seed: int) -> dict[str, Path]:
+    """The preprocess and negatives stages' outputs that SASRec reads."""
     paths = {name: workdir / f"{name}.parquet" for name in ("splits", "users", "negatives")}
     write_parquet(paths["splits"], result.splits)
     write_parquet(paths["users"], result.users)
     write_json(workdir / "stats.json", result.stats)
-    negatives = draw_negatives(result.splits, result.stats["items"], 999, 2025, users=result.users)
+    negatives = draw_negatives(result.splits, result.stats["items"], num_negatives, seed, users=result.users)
     write_parquet(paths["negatives"], negatives)
     paths["stats"] = workdir / "stats.json"
     return paths
 
 
-def time_slmrec(paths: dict[str, Path], workdir: Path, epochs: int) -> dict[str, float]:
-    out = workdir / "sasrec"
+def build_dataset(workdir: Path, users: int, items: int) -> dict[str, Path]:
+    raw = workdir / "reviews.json.gz"
+    source = {**schema_defaults("source"), "users": users, "items": items}
+    write_synthetic_reviews(raw, **{k: v for k, v in source.items() if k != "kind"})
+    return write_artifacts(workdir, preprocess(read_amazon2018(raw, "error"), 3, 5), 999, 2025)
+
+
+def ml100k_settings() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The ml100k dataset's source and stage settings, merged as the workflow merges them."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate(config, str(SCHEMA_PATH), set_default=True)
+    schema = load_schema(SCHEMA_PATH)
+    stages = ("preprocess", "negatives", "sasrec", "evaluate")
+    return config["datasets"]["ml100k"]["source"], {s: stage_config(config, schema, "ml100k", s) for s in stages}
+
+
+def ml100k_artifacts(workdir: Path) -> dict[str, Path]:
+    """The workflow's ml-100k artifacts if they exist, else the same built into `workdir`."""
+    paths = {"splits": ML100K_DATA / "splits.parquet", "negatives": ML100K_DATA / "negatives.parquet"}
+    paths["stats"] = ML100K_DATA / "stats.json"
+    if all(path.is_file() for path in paths.values()):
+        return paths
+    source, stages = ml100k_settings()
+    raw = ROOT / source["path"]
+    if not raw.is_file():
+        print(f"fetching {fetch_ml100k(raw)}", file=sys.stderr)
+    cfg = stages["preprocess"]
+    result = preprocess(read_reviews(raw, source, cfg["on_bad_line"]), cfg["min_rating"], cfg["kcore"])
+    negatives = stages["negatives"]
+    return write_artifacts(workdir, result, negatives["num_negatives"], negatives["seed"])
+
+
+def run_stage(paths: dict[str, Path], out: Path, sasrec: dict[str, Any], full_ranking: bool) -> Any:
+    """The `sasrec` rule's call on these artifacts, writing into `out`; returns its metrics row."""
     files = ("model.safetensors", "item_embeddings.safetensors", "metrics.json", "train_log.csv", "manifest.json")
     output = {name.split(".")[0]: str(out / name) for name in files}
     inputs = {name: str(paths[name]) for name in ("splits", "negatives", "stats")}
     params = {
         "target": "sasrec",
-        "sasrec": {**CONFIG, "epochs": epochs},
-        "evaluate": {"full_ranking": False},
-        "checkpoints": str(workdir / "checkpoints"),
+        "sasrec": sasrec,
+        "evaluate": {"full_ranking": full_ranking},
+        "checkpoints": str(out / "checkpoints"),
     }
     with contextlib.redirect_stdout(sys.stderr):  # Trainer's per-epoch dicts are progress, not results
-        row = run_sasrec(StageCall("sasrec", inputs, output, params, {"eval_batch_size": 512}))
-    log = pl.read_csv(output["train_log"])
+        return run_sasrec(StageCall("sasrec", inputs, output, params, {"eval_batch_size": 512}))
+
+
+def time_slmrec(paths: dict[str, Path], workdir: Path, epochs: int) -> dict[str, float]:
+    out = workdir / "sasrec"
+    row = run_stage(paths, out, {**CONFIG, "epochs": epochs}, full_ranking=False)
+    log = pl.read_csv(out / "train_log.csv")
     # Includes the per-epoch validation and checkpoint the stage does: a conservative figure for slmrec.
     per_epoch = row.train_seconds / log.height
     return {"epoch_seconds": per_epoch, "test": row.test, "valid_seconds": row.valid["seconds"]}
@@ -113,12 +163,53 @@ def time_prefix_loop(paths: dict[str, Path], max_batches: int) -> float:
     return (time.perf_counter() - start) / measured * len(starts)
 
 
-def main() -> None:
+def ml100k_child(data: Path, out: Path) -> None:
+    """The stage with ml100k's settings, as the child process a Snakemake job would be; prints its row."""
+    _, stages = ml100k_settings()
+    paths = {"splits": data / "splits.parquet", "negatives": data / "negatives.parquet", "stats": data / "stats.json"}
+    row = run_stage(paths, out, stages["sasrec"], stages["evaluate"]["full_ranking"])
+    print(json.dumps({"test": row.test, "train_seconds": row.train_seconds}))
+
+
+def ml100k() -> int:
+    """Train the default SASRec on ml-100k in a fresh process; 0 if it meets both targets."""
+    _, stages = ml100k_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        paths = ml100k_artifacts(workdir)
+        data = paths["splits"].parent
+        origin = data.relative_to(ROOT) if data == ML100K_DATA else "built afresh from the raw file"
+        start = time.perf_counter()
+        command = [sys.executable, str(Path(__file__).resolve()), "--ml100k-child", str(data), str(workdir / "sasrec")]
+        proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            raise SystemExit(f"the sasrec stage failed with exit code {proc.returncode}")
+    row = json.loads(proc.stdout.splitlines()[-1])
+    test, cfg = row["test"], stages["sasrec"]
+    quality, speed = test["NDCG@10"] >= TARGET_NDCG, wall <= TARGET_SECONDS
+    print(f"ml-100k artifacts: {origin}; torch threads {torch.get_num_threads()}")
+    print(f"  SASRec defaults for ml100k: {json.dumps(cfg, sort_keys=True)}")
+    print(f"  test NDCG@10 {test['NDCG@10']:.2f}  HR@10 {test['HR@10']:.2f}  MRR {test['MRR']:.2f}")
+    print(f"  training {row['train_seconds']:.1f} s, stage wall {wall:.1f} s (a fresh process, imports included)")
+    print(f"  target NDCG@10 >= {TARGET_NDCG:g}: {'PASS' if quality else 'FAIL'}")
+    print(f"  target stage wall <= {TARGET_SECONDS:g} s: {'PASS' if speed else 'FAIL'}")
+    return 0 if quality and speed else 1
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, nargs="+", default=[2000, 50000], help="dataset sizes (users)")
     parser.add_argument("--epochs", type=int, default=3, help="slmrec training epochs per dataset")
     parser.add_argument("--prefix-batches", type=int, default=300, help="batches timed in the prefix loop")
+    parser.add_argument("--ml100k", action="store_true", help="quality and time of the defaults on ml-100k")
+    parser.add_argument("--ml100k-child", nargs=2, type=Path, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ml100k_child:
+        ml100k_child(*args.ml100k_child)
+        return 0
+    if args.ml100k:
+        return ml100k()
     print(f"torch threads: {torch.get_num_threads()}")
     for users in args.users:
         with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +236,8 @@ def main() -> None:
                 f"  test after {args.epochs} epochs: HR@10 {test['HR@10']:.2f}  NDCG@10 {test['NDCG@10']:.2f}  "
                 f"MRR {test['MRR']:.2f}  (scored in {test['seconds']:.2f} s)"
             )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

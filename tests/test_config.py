@@ -308,7 +308,7 @@ def test_old_distill_mode_key_is_refused(config):
         ),
         ({"student": {"layers": 8}}, "student.layers = 8: the student must be smaller than its teacher"),
         ({"distill": {"blocks": 3}}, "distill.blocks = 3 does not divide"),
-        ({"sasrec": {"heads": 3}}, "datasets.demo.sasrec: hidden = 64 must be divisible by heads = 3"),
+        ({"sasrec": {"heads": 3}}, "datasets.demo.sasrec: hidden = 128 must be divisible by heads = 3"),
     ],
     ids=["teacher-deeper-than-backbone", "sweep-deeper-than-backbone", "student-not-smaller", "blocks", "heads"],
 )

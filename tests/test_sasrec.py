@@ -174,6 +174,77 @@ def test_sequence_dataset_shifts_by_one():
     assert len(dataset) == 2
 
 
+def test_windows_make_every_item_after_the_first_a_target_once():
+    """Long histories are cut into windows; each target keeps the inputs just before it in its window."""
+    max_len = 4
+    for length in (2, 3, 5, 6, 9, 10, 14):
+        seq = list(range(1, length + 1))
+        rows = stage.windows([seq], max_len)
+        assert rows[0] == seq[-max_len - 1 :]  # the newest window is the row a single-window user gets
+        dataset = SequenceDataset(rows, max_len)
+        targets = []
+        for row in range(len(dataset)):
+            inputs, labels = dataset[row]["input_ids"].tolist(), dataset[row]["labels"].tolist()
+            for col, label in enumerate(labels):
+                if label:
+                    # The target's inputs are the items just before it, in order.
+                    real = [item for item in inputs[: col + 1] if item]
+                    assert real == seq[label - 1 - len(real) : label - 1], (length, row, col)
+                    targets.append(label)
+        assert sorted(targets) == seq[1:], length
+    assert stage.windows([[7]], max_len) == []  # a single item has nothing to predict
+
+
+def test_weights_start_small_and_normal():
+    """N(0, 0.02) weights and zero biases; the padding row stays zero; LayerNorms start as the identity."""
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(2000, hidden=64, layers=2, heads=1, dropout=0.2, max_len=50))
+    assert (model.item_embeddings.weight[0] == 0).all()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear | torch.nn.Embedding):
+            weight = module.weight[1:] if module is model.item_embeddings else module.weight
+            assert weight.std().item() == pytest.approx(0.02, rel=0.1), module
+            assert abs(weight.mean().item()) < 0.005, module
+        if isinstance(module, torch.nn.Linear):
+            assert (module.bias == 0).all()
+        if isinstance(module, torch.nn.LayerNorm):
+            assert (module.weight == 1).all() and (module.bias == 0).all()
+
+
+def test_input_embeddings_are_layer_normalised():
+    """The item and position embeddings are summed then layer-normalised: scaling both changes nothing."""
+    model = make_model()
+    items = pad_left(HISTORIES, MAX_LEN)
+    with torch.no_grad():
+        before = model.encode(items)
+        model.item_embeddings.weight.mul_(10)
+        model.position_embeddings.weight.mul_(10)
+        assert torch.allclose(model.encode(items), before, atol=1e-5)
+
+
+def test_each_block_ends_with_a_layer_norm():
+    """Post-LN: each block's output is layer-normalised at every real position (unit variance at init)."""
+    model = make_model()
+    items = pad_left(HISTORIES, MAX_LEN)
+    outputs = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda module, args, output: outputs.append(output))
+    with torch.no_grad():
+        model.encode(items)
+    assert len(outputs) == len(model.blocks)
+    for hidden in outputs:  # [real positions, d]: the blocks carry only the real positions
+        assert len(hidden) == int((items > 0).sum())
+        assert torch.allclose(hidden.mean(-1), torch.zeros(len(hidden)), atol=1e-5)
+        assert torch.allclose(hidden.var(-1, unbiased=False), torch.ones(len(hidden)), atol=1e-3)
+
+
+def test_a_batch_of_only_padding_encodes_to_zeros():
+    model = make_model()
+    with torch.no_grad():
+        hidden = model.encode(torch.zeros(3, MAX_LEN, dtype=torch.long))
+    assert hidden.shape == (3, MAX_LEN, 16) and (hidden == 0).all()
+
+
 # --- the stage ---------------------------------------------------------------------------------
 
 
