@@ -183,8 +183,11 @@ def train_logs(wildcards):
 
 
 def layer_sweep(wildcards):
+    """The sweep's E4SRec_l rows; at the teacher's own depth, the teacher (never trained twice)."""
+    deep = dataset_settings(wildcards.dataset, "teacher")["layers"]
     sweep = dataset_settings(wildcards.dataset, "report")["layer_sweep"]
-    return [f"results/{wildcards.dataset}/{targets.sweep_teacher(n)}/metrics.json" for n in sweep]
+    rows = [targets.TEACHER if n == deep else targets.sweep_teacher(n) for n in sweep]
+    return [f"results/{wildcards.dataset}/{target}/metrics.json" for target in rows]
 
 
 def direct_layers(wildcards):
