@@ -1,0 +1,92 @@
+"""Fill docs/experiments.md's generated tables from the ml100k_smollm2 experiment's results.
+
+    .venv/bin/python experiments/summarize.py [--results results] [--doc docs/experiments.md]
+
+Only the blocks between `<!-- name -->` markers are rewritten; the prose around them is kept. The
+experiment's figures (the report rule's Figure 2 and training curves) are copied to docs/figures/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from slmrec.summary import (
+    Arm,
+    Row,
+    ablation_table,
+    accuracy_table,
+    efficiency_table,
+    layer_table,
+    loss_balance,
+    paired_difference,
+    replace_generated,
+    wall_times,
+)
+from slmrec.targets import STUDENT, TEACHER, ablation_target, student_of, sweep_teacher
+
+BASE = "ml100k"
+PRETRAINED = Arm("pretrained", (BASE, f"{BASE}_s2", f"{BASE}_s3"))
+RANDOM = Arm("random init", (f"{BASE}_random", f"{BASE}_random_s2", f"{BASE}_random_s3"))
+SWEEP = (1, 2, 4, 8, 16)  # and the deep teacher itself (experiments/ml100k_smollm2.yaml)
+SHALLOW = 8  # the paper's SLMRec 4 <- 8 teacher
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--doc", type=Path, default=Path("docs/experiments.md"))
+    args = parser.parse_args()
+    results = args.results
+    ce_only = ablation_target("ce")
+    blocks = {
+        "table2": lambda: accuracy_table(
+            results,
+            [
+                Row(PRETRAINED, "popularity"),
+                Row(PRETRAINED, "sasrec"),
+                Row(PRETRAINED, TEACHER),
+                Row(PRETRAINED, sweep_teacher(SHALLOW)),
+                Row(PRETRAINED, student_of(SHALLOW)),
+                Row(PRETRAINED, STUDENT),
+                Row(RANDOM, TEACHER, "{model}, random init"),
+                Row(RANDOM, STUDENT, "{model}, random init"),
+            ],
+        ),
+        "comparisons": lambda: (
+            "\n".join(
+                f"- {paired_difference(results, a, b)}"
+                for a, b in [
+                    ((PRETRAINED, STUDENT), (PRETRAINED, ce_only)),
+                    ((PRETRAINED, TEACHER), (PRETRAINED, "sasrec")),
+                    ((PRETRAINED, TEACHER), (RANDOM, TEACHER)),
+                    ((PRETRAINED, STUDENT), (RANDOM, STUDENT)),
+                ]
+            )
+            + "\n"
+        ),
+        "table4": lambda: ablation_table(results, PRETRAINED),
+        "table5": lambda: efficiency_table(
+            results, BASE, ["sasrec", TEACHER, sweep_teacher(SHALLOW), student_of(SHALLOW), STUDENT]
+        ),
+        "figure2": lambda: layer_table(
+            results,
+            BASE,
+            [*(sweep_teacher(n) for n in SWEEP), TEACHER],
+            results / BASE / TEACHER / "direct_inference.json",
+        ),
+        "balance": lambda: loss_balance(results, BASE),
+        "walltimes": lambda: wall_times(results, [*PRETRAINED.datasets, *RANDOM.datasets]),
+    }
+    args.doc.write_text(replace_generated(args.doc.read_text(), blocks))
+    figures = args.doc.parent / "figures"
+    figures.mkdir(exist_ok=True)
+    for name in ("layer_sweep.png", "training_curves.png"):
+        if (results / BASE / name).exists():
+            shutil.copyfile(results / BASE / name, figures / f"{BASE}_{name}")
+    print(f"wrote {args.doc} and {figures}/ from {results}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Results of one experiment across seeds: the paper's tables as mean ± standard deviation, paired
+differences for the key comparisons, the distillation loss balance and the wall times.
+
+An experiment is a few arms (e.g. a pretrained and a randomly initialised backbone), each the same
+chain run under several seeds, one `results/<dataset>` per seed. `experiments/summarize.py` writes
+this module's markdown into `docs/experiments.md`; every number comes from the pipeline's own
+`metrics.json` rows, training logs and Snakemake benchmark files.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from slmrec.io import read_artifact, read_json
+from slmrec.metrics import MetricsRow
+from slmrec.targets import (
+    ABLATION,
+    ABLATION_VARIANTS,
+    CE_LOG_KEY,
+    LOSS_TERMS,
+    STUDENT,
+    TEACHER,
+    ablation_target,
+    variant_label,
+)
+
+PAPER_METRICS = ("HR@1", "HR@5", "NDCG@5", "MRR")  # the paper's Tables 2 and 4
+EXTRA_METRICS = ("HR@10", "NDCG@10")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One experimental condition: the datasets (`results/<dataset>`) that repeat it under other seeds."""
+
+    name: str
+    datasets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table row: a target under one arm, labelled by `label` with `{model}` the pipeline's model name."""
+
+    arm: Arm
+    target: str
+    label: str = "{model}"
+
+
+def read_row(results: Path, dataset: str, target: str) -> MetricsRow | None:
+    """The metrics row of one target, or None when that target was not (yet) trained for the dataset."""
+    path = results / dataset / target / "metrics.json"
+    return MetricsRow.read(path) if path.exists() else None
+
+
+def seed_rows(results: Path, arm: Arm, target: str) -> dict[str, MetricsRow]:
+    """The target's rows by dataset, for the arm's seeds that have it."""
+    rows = {dataset: read_row(results, dataset, target) for dataset in arm.datasets}
+    return {dataset: row for dataset, row in rows.items() if row is not None}
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """`mean ± sd` over seeds (sample standard deviation); one value is shown alone."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _table(header: Sequence[str], lines: list[list[str]]) -> str:
+    head = "| " + " | ".join(header) + " |\n|---|" + "---:|" * (len(header) - 1) + "\n"
+    return head + "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
+
+
+def accuracy_table(results: Path, rows: Sequence[Row], split: str = "test") -> str:
+    """Table 2's layout: each row's metrics as mean ± sd over the seeds that have it, and how many."""
+    metrics = (*PAPER_METRICS, *EXTRA_METRICS)
+    lines = []
+    for row in rows:
+        found = seed_rows(results, row.arm, row.target)
+        if not found:
+            continue
+        label = row.label.format(model=next(iter(found.values())).model)
+        cells = [mean_std([r.__dict__[split][m] for r in found.values()]) for m in metrics]
+        lines.append([label, *cells, str(len(found))])
+    return _table(["Model", *metrics, "seeds"], lines)
+
+
+def ablation_table(results: Path, arm: Arm) -> str:
+    """Table 4: the offline student with only some of its loss terms, mean ± sd over seeds."""
+    return accuracy_table(results, [Row(arm, ablation_target(v), variant_label(v)) for v in ABLATION_VARIANTS])
+
+
+def layer_table(results: Path, dataset: str, sweep: Sequence[str], direct: Path) -> str:
+    """Figure 2's numbers: each depth trained as its own E4SRec_l, and read directly out of the trained
+    deep teacher's intermediate layers (test NDCG@10 and MRR)."""
+    trained = {row.layers: row.test for t in sweep if (row := read_row(results, dataset, t)) is not None}
+    read = {}
+    if direct.exists():
+        read = {int(k): v["test"] for k, v in read_artifact(direct, read_json)["layers"].items()}
+    lines = []
+    for k in sorted(set(trained) | set(read)):
+        cells = [
+            f"{source[k][m]:.2f}" if k in source else "-" for source in (trained, read) for m in ("NDCG@10", "MRR")
+        ]
+        lines.append([str(k), *cells])
+    header = ["Layers", "trained NDCG@10", "trained MRR", "direct NDCG@10", "direct MRR"]
+    return _table(header, lines)
+
+
+def efficiency_table(results: Path, dataset: str, targets: Sequence[str]) -> str:
+    """Table 5 as measured by the pipeline: parameters and the training and test-inference times."""
+    lines = []
+    for target in targets:
+        row = read_row(results, dataset, target)
+        if row is None:
+            continue
+        lines.append(
+            [
+                row.model,
+                str(row.layers or "-"),
+                f"{row.params['trainable'] / 1e6:.3f}",
+                f"{row.params['inference'] / 1e6:.1f}",
+                f"{row.train_seconds / 60:.1f}",
+                f"{row.inference_seconds:.1f}",
+            ]
+        )
+    header = ["Model", "Layers", "Tr params (M)", "Inf params (M)", "Tr time (min)", "Inf time, test (s)"]
+    return _table(header, lines)
+
+
+def paired_difference(
+    results: Path, first: tuple[Arm, str], second: tuple[Arm, str], metrics: Sequence[str] = ("NDCG@10", "MRR")
+) -> str:
+    """`first − second` per seed (the i-th dataset of each arm paired), then mean ± sd: seed noise shared by
+    both sides (the same SASRec table, the same data order) cancels in the difference."""
+    (arm_a, target_a), (arm_b, target_b) = first, second
+    pairs = []
+    for dataset_a, dataset_b in zip(arm_a.datasets, arm_b.datasets, strict=True):
+        a, b = read_row(results, dataset_a, target_a), read_row(results, dataset_b, target_b)
+        if a is not None and b is not None:
+            pairs.append((a, b))
+    if not pairs:
+        return "not run yet"
+    cells = [f"{m} {mean_std([a.test[m] - b.test[m] for a, b in pairs])}" for m in metrics]
+    return f"{pairs[0][0].model} − {pairs[0][1].model}: " + ", ".join(cells) + f" (test, {len(pairs)} seeds)"
+
+
+def loss_balance(results: Path, dataset: str, target: str = STUDENT) -> str:
+    """Each distillation term raw and weighted at the first and the last logged step, and its share of
+    the weighted total: whether a term can steer training depends on the share, not on its weight."""
+    row = read_row(results, dataset, target)
+    log_path = results / dataset / target / "train_log.csv"
+    if row is None or not log_path.exists():
+        return "not run yet\n"
+    log = pl.read_csv(log_path)
+    weights = row.details["distill"]
+    terms = [(CE_LOG_KEY, "CE", 1.0)] + [(t.log_key, t.label, weights[t.weight_key]) for t in LOSS_TERMS]
+    lines = []
+    for position, name in ((0, "first"), (log.height - 1, f"last (step {log['step'][-1]})")):
+        weighted = {key: log[key][position] * weight for key, _, weight in terms}
+        total = sum(weighted.values())
+        for key, label, weight in terms:
+            raw = log[key][position]
+            share = 100 * weighted[key] / total
+            lines.append([f"{name}: {label}", f"{raw:.3f}", f"{weight:g}", f"{weighted[key]:.3f}", f"{share:.0f}%"])
+    return _table(["Step: term", "raw", "λ", "λ · raw", "share of total"], lines)
+
+
+def wall_times(results: Path, datasets: Sequence[str]) -> str:
+    """Wall-clock seconds of every job (Snakemake's benchmark files), summed per dataset and per rule kind."""
+    lines = []
+    for dataset in datasets:
+        logs = results / dataset / "logs"
+        files = sorted(logs.rglob("*.benchmark.tsv"))
+        if not files:
+            continue
+        seconds = {
+            str(f.relative_to(logs)).removesuffix(".benchmark.tsv"): pl.read_csv(f, separator="\t")["s"][-1]
+            for f in files
+        }
+        kinds: dict[str, float] = {}
+        for job, s in seconds.items():
+            kind = _job_kind(job)
+            kinds[kind] = kinds.get(kind, 0.0) + s
+        detail = ", ".join(f"{k} {v / 60:.0f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
+        lines.append([dataset, f"{sum(seconds.values()) / 3600:.2f}", detail])
+    return _table(["Dataset", "Jobs' wall time (h)", "By kind (min)"], lines)
+
+
+def _job_kind(job: str) -> str:
+    """A benchmark file's job name reduced to its kind: teacher_l8 -> teacher_l*, ablation_ce -> ablation."""
+    for prefix, kind in ((f"{TEACHER}_l", "teacher_l*"), (f"{STUDENT}_t", "student_t*"), (ABLATION, ABLATION)):
+        if job.startswith(prefix):
+            return kind
+    return job
+
+
+def replace_generated(document: str, blocks: dict[str, Callable[[], str]]) -> str:
+    """The document with the text between `<!-- name -->` and `<!-- /name -->` regenerated for each block;
+    the hand-written prose around the markers is kept."""
+    for name, make in blocks.items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        if start not in document or end not in document:
+            raise ValueError(f"the document has no {start} … {end} block to fill")
+        head, rest = document.split(start, 1)
+        document = head + start + "\n" + make() + end + rest.split(end, 1)[1]
+    return document

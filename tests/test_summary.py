@@ -1,0 +1,127 @@
+"""The experiment summary: seeds aggregated as mean ± sd, paired differences, loss balance, wall times."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from slmrec.metrics import MetricsRow
+from slmrec.summary import (
+    Arm,
+    Row,
+    ablation_table,
+    accuracy_table,
+    layer_table,
+    loss_balance,
+    mean_std,
+    paired_difference,
+    replace_generated,
+    wall_times,
+)
+
+METRICS = ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")
+
+
+def write_row(results: Path, dataset: str, target: str, model: str, mrr: float, layers: int = 4, **details) -> None:
+    scores = {m: mrr + i for i, m in enumerate(METRICS)}
+    path = results / dataset / target / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    MetricsRow(
+        model=model,
+        target=target,
+        layers=layers,
+        valid=scores,
+        test=scores,
+        params={"total": 10, "trainable": 2_000_000, "inference": 8},
+        train_seconds=120.0,
+        inference_seconds=3.0,
+        best_step=10,
+        best_valid_mrr=mrr,
+        details=details,
+    ).write(path)
+
+
+def test_seeds_are_mean_and_sample_sd_and_missing_seeds_are_counted(tmp_path):
+    arm = Arm("pretrained", ("a", "a_s2", "a_s3"))
+    for dataset, mrr in (("a", 10.0), ("a_s2", 12.0), ("a_s3", 17.0)):
+        write_row(tmp_path, dataset, "teacher", "E4SRec_8", mrr)
+    write_row(tmp_path, "a", "teacher_l2", "E4SRec_2", 5.0)  # one seed only
+    table = accuracy_table(tmp_path, [Row(arm, "teacher"), Row(arm, "teacher_l2", "{model}, shallow"), Row(arm, "x")])
+    lines = table.splitlines()
+    assert lines[0] == "| Model | HR@1 | HR@5 | NDCG@5 | MRR | HR@10 | NDCG@10 | seeds |"
+    sd = statistics.stdev([10.0, 12.0, 17.0])
+    assert lines[2].startswith(f"| E4SRec_8 | 13.00 ± {sd:.2f} |") and lines[2].endswith("| 3 |")
+    assert lines[3].startswith("| E4SRec_2, shallow | 5.00 |") and lines[3].endswith("| 1 |")
+    assert len(lines) == 4  # the target no seed has is left out
+    assert mean_std([1.0]) == "1.00"
+
+
+def test_paired_difference_pairs_seeds_in_order(tmp_path):
+    pretrained, random = Arm("p", ("a", "a_s2")), Arm("r", ("b", "b_s2"))
+    for dataset, mrr in (("a", 20.0), ("a_s2", 30.0), ("b", 10.0), ("b_s2", 14.0)):
+        write_row(tmp_path, dataset, "teacher", "E4SRec_8", mrr)
+    line = paired_difference(tmp_path, (pretrained, "teacher"), (random, "teacher"), metrics=("MRR",))
+    assert line == f"E4SRec_8 − E4SRec_8: MRR 13.00 ± {statistics.stdev([10.0, 16.0]):.2f} (test, 2 seeds)"
+    assert paired_difference(tmp_path, (pretrained, "student"), (random, "teacher")) == "not run yet"
+
+
+def test_ablation_table_takes_the_full_variant_from_the_student(tmp_path):
+    arm = Arm("p", ("a",))
+    write_row(tmp_path, "a", "ablation/ce", "SLMRec_ce 4", 3.0)
+    write_row(tmp_path, "a", "student", "SLMRec 4←8", 4.0)
+    rows = [line.split(" | ")[0] for line in ablation_table(tmp_path, arm).splitlines()[2:]]
+    assert rows == ["| CE", "| CE + cos + L2 + MS"]
+
+
+def test_loss_balance_weighs_each_term_and_gives_its_share(tmp_path):
+    weights = {"cos_weight": 1.0, "l2_weight": 0.1, "multi_supervision_weight": 0.5}
+    write_row(tmp_path, "a", "student", "SLMRec 4←8", 4.0, distill=weights)
+    pl.DataFrame(
+        {
+            "step": [10, 20],
+            "loss_ce": [5.0, 4.0],
+            "loss_cos": [0.5, 0.2],
+            "loss_l2": [100.0, 40.0],
+            "loss_ms": [9.0, 8.0],
+        }
+    ).write_csv(tmp_path / "a" / "student" / "train_log.csv")
+    lines = loss_balance(tmp_path, "a").splitlines()
+    # first step: 5 + 0.5 + 10 + 4.5 = 20
+    assert "| first: L2 | 100.000 | 0.1 | 10.000 | 50% |" in lines
+    assert "| first: CE | 5.000 | 1 | 5.000 | 25% |" in lines
+    assert any(line.startswith("| last (step 20): L2 | 40.000 |") for line in lines)
+    assert loss_balance(tmp_path, "nothing") == "not run yet\n"
+
+
+def test_layer_table_joins_the_trained_sweep_and_direct_inference(tmp_path):
+    write_row(tmp_path, "a", "teacher_l2", "E4SRec_2", 5.0, layers=2)
+    write_row(tmp_path, "a", "teacher", "E4SRec_8", 9.0, layers=8)
+    direct = tmp_path / "direct.json"
+    scores = {m: 1.0 for m in METRICS}
+    direct.write_text(json.dumps({"teacher": "E4SRec_8", "layers": {"4": {"test": scores}, "8": {"test": scores}}}))
+    lines = layer_table(tmp_path, "a", ["teacher_l2", "teacher"], direct).splitlines()[2:]
+    assert lines == [
+        "| 2 | 9.00 | 10.00 | - | - |",
+        "| 4 | - | - | 1.00 | 1.00 |",
+        "| 8 | 13.00 | 14.00 | 1.00 | 1.00 |",
+    ]
+
+
+def test_wall_times_sum_every_job_by_kind(tmp_path):
+    logs = tmp_path / "a" / "logs"
+    (logs / "ablation").mkdir(parents=True)
+    for name, seconds in (("teacher_l2", 600), ("teacher_l4", 1200), ("ablation/ce", 300), ("sasrec", 60)):
+        (logs / f"{name}.benchmark.tsv").write_text(f"s\th:m:s\n{seconds}\t0:00:00\n")
+    line = wall_times(tmp_path, ["a", "missing"]).splitlines()[2]
+    assert line == "| a | 0.60 | teacher_l* 30, ablation 5, sasrec 1 |"
+
+
+def test_generated_blocks_are_replaced_and_prose_kept():
+    doc = "intro\n<!-- t -->\nold\n<!-- /t -->\nverdict\n"
+    assert replace_generated(doc, {"t": lambda: "new\n"}) == "intro\n<!-- t -->\nnew\n<!-- /t -->\nverdict\n"
+    with pytest.raises(ValueError, match="no <!-- u --> … <!-- /u --> block"):
+        replace_generated(doc, {"u": lambda: ""})
