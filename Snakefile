@@ -1,7 +1,14 @@
 # slmrec: raw Amazon reviews -> SASRec -> LLM teacher -> distilled student -> metrics.
 # Usage: snakemake --cores 8 results/<dataset>/<target>   (see README.md)
 
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
+
+sys.path.insert(0, str(Path(workflow.basedir)))  # the library, also in a checkout that is not pip-installed
+
+from slmrec.config import load_schema, typed_overrides, with_variants
 
 min_version("9.0")
 
@@ -9,6 +16,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# `--config` values arrive untyped (Snakemake reads them with YAML's base loader): typed by the schema.
+config.update(typed_overrides(config, load_schema(Path(workflow.basedir) / "config.schema.yaml")))
+# A variant (`datasets.<name>.base: <other>`) is its base's entry with its own keys merged over it.
+config.update(with_variants(config))
 validate(config, "config.schema.yaml")
 
 
@@ -24,6 +35,16 @@ include: "rules/sasrec.smk"
 include: "rules/llm.smk"
 include: "rules/student.smk"
 include: "rules/report.smk"
+
+
+# Before the first job is submitted (never in a dry run): no CHANGE_ME placeholder left in the resources, and
+# a SLURM status command that can see this cluster's jobs (see slmrec/cluster.py).
+onstart:
+    check_submission(
+        workflow.dag.needrun_jobs(),
+        workflow.executor_plugin.name,
+        getattr(workflow.executor_settings, "status_command", None),
+    )
 
 
 rule all:

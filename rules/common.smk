@@ -2,12 +2,10 @@
 # and the targets' paths, all derived from the vocabulary in slmrec/targets.py.
 
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir)))
-
 from slmrec import targets
+from slmrec.cluster import check_submission, retry_unless_bad_input
 from slmrec.models import presets
 from slmrec.models.blocks import block_boundaries
 from slmrec.config import canonical, check_dataset, load_schema, stage_config
@@ -216,7 +214,29 @@ def report_ablation(wildcards):
     return {"ablation": f"results/{wildcards.dataset}/{targets.ABLATION}/metrics.json"}
 
 
-def synthetic_backbone(wildcards):
-    """Whether the LLM backbone is the randomly initialised preset (the report then says so)."""
+def report_settings(wildcards):
+    """What the report's settings section shows: the distillation weights, K, the layer counts, the backbone
+    and every seed, so two reports (say of two variants) say what they were made with."""
+
+    def chosen(stage, keys=None):
+        return settings(stage, keys=keys)(wildcards)
+
+    return {
+        "source": {k: v for k, v in source(wildcards.dataset).items() if k == "seed"},
+        "negatives": chosen("negatives"),
+        "sasrec": chosen("sasrec", ("hidden", "layers", "seed")),
+        "backbone": chosen("backbone"),
+        "teacher": chosen("teacher", ("layers", "seed")),
+        "student": chosen("student", ("layers", "seed")),
+        "distill": chosen("distill", ("blocks", "cos_weight", "l2_weight", "multi_supervision_weight")),
+        "report": chosen("report", ("layer_sweep",)),
+    }
+
+
+def random_backbone(wildcards):
+    """Why the LLM backbone has no pretraining, for the report to say: "tiny" (the random miniature preset),
+    "init" (a real architecture with random weights, `backbone.init: random`: the control), or "" (pretrained)."""
     chosen = dataset_settings(wildcards.dataset, "backbone")
-    return not chosen["path"] and chosen["preset"] == "tiny"
+    if not chosen["path"] and chosen["preset"] == "tiny":
+        return "tiny"
+    return "init" if chosen["init"] == "random" else ""

@@ -13,6 +13,7 @@ rule synthesize:
         "results/{dataset}/logs/synthesize.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("synthesize"),
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=15,
     conda:
@@ -36,6 +37,7 @@ rule download:
         "results/{dataset}/logs/download_{file}.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("download"),
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=240,
     retries: 2
@@ -68,6 +70,7 @@ rule preprocess:
         "results/{dataset}/logs/preprocess.benchmark.tsv"
     threads: 2
     resources:
+        try_number=retry_unless_bad_input("preprocess"),
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,
     conda:
@@ -92,6 +95,7 @@ rule negatives:
         "results/{dataset}/logs/negatives.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("negatives"),
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=60,
     conda:

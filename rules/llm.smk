@@ -16,6 +16,7 @@ rule backbone:
         "results/{dataset}/logs/backbone.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("backbone"),
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=10,
     conda:
@@ -40,6 +41,7 @@ rule convert_backbone:
         "results/backbones/logs/{backbone}.benchmark.tsv"
     threads: 2
     resources:
+        try_number=retry_unless_bad_input("convert_backbone"),
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=30,
     conda:
@@ -80,6 +82,7 @@ rule teacher:
     # (e.g. the ablation variants) use the cores better than threads inside one small model.
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("teacher"),
         mem_mb=lambda wildcards, attempt: 32000 * attempt,
         runtime=720,
         gpu=1,
@@ -113,6 +116,7 @@ rule direct_inference:
         "results/{dataset}/logs/direct_inference.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("direct_inference"),
         mem_mb=lambda wildcards, attempt: 32000 * attempt,
         runtime=120,
         gpu=1,

@@ -21,6 +21,7 @@ rule metrics:
         "results/{dataset}/logs/metrics.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("metrics"),
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=5,
     conda:
@@ -36,6 +37,7 @@ rule report:
         table="results/{dataset}/metrics.json",
         train_logs=train_logs,
         sweep=layer_sweep,
+        negatives="results/{dataset}/data/negatives.manifest.json",
     output:
         report=report(
             "results/{dataset}/report.md", category="Results", labels={"dataset": "{dataset}", "file": "report"}
@@ -51,13 +53,15 @@ rule report:
             labels={"dataset": "{dataset}", "figure": "metrics against layers"},
         ),
     params:
-        synthetic=synthetic_backbone,
+        random_backbone=random_backbone,
+        settings=report_settings,
     log:
         "results/{dataset}/logs/report.log",
     benchmark:
         "results/{dataset}/logs/report.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("report"),
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=5,
     conda:

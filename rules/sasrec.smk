@@ -23,6 +23,7 @@ rule sasrec:
         "results/{dataset}/logs/sasrec.benchmark.tsv"
     threads: 2
     resources:
+        try_number=retry_unless_bad_input("sasrec"),
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,
         gpu=1,
@@ -50,6 +51,7 @@ rule popularity:
         "results/{dataset}/logs/popularity.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("popularity"),
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
         eval_batch_size=512,

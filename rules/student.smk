@@ -26,6 +26,7 @@ rule teacher_states:
         "results/{dataset}/logs/{teacher}.states.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("teacher_states"),
         mem_mb=lambda wildcards, attempt: 32000 * attempt,
         runtime=120,
         gpu=1,
@@ -69,6 +70,7 @@ rule student:
     # (e.g. the ablation variants) use the cores better than threads inside one small model.
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("student"),
         mem_mb=lambda wildcards, attempt: 32000 * attempt,
         runtime=720,
         gpu=1,
@@ -96,6 +98,7 @@ rule ablation:
         "results/{dataset}/logs/ablation.benchmark.tsv"
     threads: 1
     resources:
+        try_number=retry_unless_bad_input("ablation"),
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=5,
     conda:

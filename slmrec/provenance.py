@@ -4,17 +4,21 @@ Every stage writes a manifest with the sha256 of its inputs and outputs. Indexin
 outputs they record gives, for any file, the stage that made it; following its inputs gives the chain.
 An input whose file has changed since (or vanished) is flagged, as is any output of a visited manifest
 that no longer matches: a result is not up to date while a file made beside it (say the item table
-next to SASRec's metrics) is truncated.
+next to SASRec's metrics) is truncated. Given the current config, each manifest's recorded settings are
+compared with it, and those that differ are listed.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slmrec import targets
+from slmrec.config import SCHEMA_PATH, ConfigError, canonical, load_schema, stage_config
 from slmrec.io import sha256_file
 
 
@@ -25,6 +29,57 @@ class Link:
     record: dict[str, Any] | None
     problems: list[str] = field(default_factory=list)
     inputs: list[Link] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # recorded settings the current config sets otherwise
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys: {"distill": {"l2_weight": 0.1}} -> {"distill.l2_weight": 0.1}."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def _current(config: dict[str, Any], schema: dict[str, Any], dataset: str, stage: str, param: str, target: Any) -> Any:
+    """What the current config gives a rule param that holds settings (None for the others: paths, names).
+
+    A param named after a config section holds that section narrowed to what the stage reads; a student's
+    `distill` is what its target trains with (an ablation variant switches terms off), a teacher's `layers`
+    the depth its target names."""
+    if param == "source":
+        return canonical(config["datasets"][dataset]["source"])
+    if stage == "teacher" and param == "layers":
+        return targets.teacher_layers(target, stage_config(config, schema, dataset, "teacher")["layers"])
+    if param not in schema["$defs"] or param not in schema["properties"]:
+        return None
+    current = stage_config(config, schema, dataset, param)
+    return targets.student_distill(target, current) if stage == "student" and param == "distill" else current
+
+
+def config_changes(
+    manifest: Path, record: dict[str, Any], root: Path, config: dict[str, Any], schema: dict[str, Any]
+) -> list[str]:
+    """`key: recorded X, now Y` for each setting the manifest recorded that the current config sets otherwise."""
+    try:
+        dataset = manifest.relative_to(root).parts[0]
+    except ValueError:
+        return []
+    if dataset not in config["datasets"]:
+        return [f"dataset {dataset!r} is not in the current config"] if dataset != "backbones" else []
+    recorded = record.get("config", {})
+    changes = []
+    for param, value in recorded.items():
+        try:
+            current = _current(config, schema, dataset, record["stage"], param, recorded.get("target"))
+        except (ConfigError, ValueError) as err:
+            return [f"the current config cannot be compared: {err}"]
+        if current is None:
+            continue
+        name = "teacher.layers" if param == "layers" else param  # a teacher's depth, as config.yaml names it
+        now = flatten(current, f"{name}.")
+        for key, was in flatten(value, f"{name}.").items():
+            if was != {} and now.get(key, "(not set)") != was:
+                changes.append(f"{key}: recorded {was!r}, now {now.get(key, '(not set)')!r}")
+    return changes
 
 
 def index_manifests(root: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -51,8 +106,11 @@ def _check(path: str, expected: str) -> str | None:
     )
 
 
-def trace(target: str | Path, root: str | Path = "results") -> Link:
+def trace(target: str | Path, root: str | Path = "results", config: dict[str, Any] | None = None) -> Link:
+    """The chain of manifests behind `target`; with `config` (the current one, as `load_config` gives it),
+    each link also lists the recorded settings that config sets otherwise."""
     index = index_manifests(Path(root))
+    schema = load_schema(SCHEMA_PATH)
     seen: dict[str, Link] = {}
     check = functools.cache(_check)  # a file is input or output of several manifests: hash it once
 
@@ -65,6 +123,8 @@ def trace(target: str | Path, root: str | Path = "results") -> Link:
         seen[key] = link
         if record is None:
             return link
+        if config is not None:
+            link.changes = config_changes(manifest, record, Path(root), config, schema)
         for output, digest in record["outputs"].items():
             problem = check(str(Path(output)), digest)
             if problem:
@@ -94,20 +154,28 @@ def render(link: Link, depth: int = 0, shown: set[str] | None = None) -> list[st
         f"code {str(code.get('commit'))[:10]}{' (dirty)' if code.get('dirty') else ''}; manifest {link.manifest}",
     ]
     lines += [f"{pad}  !! {problem}" for problem in link.problems]
+    lines += [f"{pad}  ~ {change}" for change in link.changes]
     for source in link.inputs:
         lines += render(source, depth + 1, shown)
     return lines
 
 
-def stale(link: Link) -> bool:
+def nodes(link: Link) -> Iterator[Link]:
+    """Every link of the chain once (a file is the input of several stages)."""
     seen: set[int] = set()
     stack = [link]
     while stack:
         node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.problems:
-            return True
-        stack.extend(node.inputs)
-    return False
+        if id(node) not in seen:
+            seen.add(id(node))
+            yield node
+            stack.extend(node.inputs)
+
+
+def stale(link: Link) -> bool:
+    return any(node.problems for node in nodes(link))
+
+
+def changed(link: Link) -> int:
+    """How many recorded settings of the chain the current config sets otherwise."""
+    return sum(len(node.changes) for node in nodes(link))

@@ -14,9 +14,36 @@ import polars as pl
 
 from slmrec.io import atomic_path, read_artifact, read_json
 from slmrec.metrics import MetricsRow
-from slmrec.targets import TEACHER, variant_label
+from slmrec.targets import CE_LOG_KEY, LOSS_TERMS, TEACHER, TEACHER_CE_LOG_KEY, variant_label
 
 TABLE_METRICS = ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")
+SWEEP_METRICS = ("HR@10", "NDCG@10", "MRR")
+
+# The settings section of a report: (dotted key, what it is). A key the dataset does not have (the data
+# seed of a downloaded source) is left out.
+REPORTED_SETTINGS = (
+    ("distill.cos_weight", "λ1, weight of the cosine alignment term"),
+    ("distill.l2_weight", "λ2, weight of the L2 alignment term"),
+    ("distill.multi_supervision_weight", "λ3, weight of multiple supervision"),
+    ("distill.blocks", "n, blocks aligned between teacher and student"),
+    ("negatives.num_negatives", "K, negatives ranked against each positive"),
+    ("teacher.layers", "l, teacher decoder layers"),
+    ("student.layers", "m, student decoder layers"),
+    ("report.layer_sweep", "E4SRec_l depths swept"),
+    ("sasrec.hidden", "d, SASRec item-embedding size"),
+    ("sasrec.layers", "SASRec blocks"),
+    ("backbone.path", "backbone checkpoint (null: the preset)"),
+    ("backbone.preset", "backbone preset"),
+    ("backbone.init", "backbone weights"),
+    ("backbone.dtype", "backbone dtype"),
+    ("backbone.quantization", "backbone quantization"),
+    ("source.seed", "seed of the synthetic data"),
+    ("negatives.seed", "seed of the negatives"),
+    ("sasrec.seed", "seed of SASRec"),
+    ("teacher.seed", "seed of the teacher"),
+    ("student.seed", "seed of the students"),
+    ("backbone.seed", "seed of a random backbone (the tiny preset, init: random)"),
+)
 
 
 def metrics_table(
@@ -60,6 +87,27 @@ def _efficiency_markdown(rows: list[dict[str, Any]]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+def setting_text(value: Any) -> str:
+    """A setting as it is written in config.yaml (null, true, [1, 2])."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(setting_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _settings_markdown(settings: dict[str, dict[str, Any]]) -> str:
+    """The settings the figures were made with, by their config.yaml keys."""
+    lines = ["| Setting | Key | Value |", "|---|---|---|"]
+    for key, meaning in REPORTED_SETTINGS:
+        section, name = key.split(".")
+        if name in settings.get(section, {}):
+            lines.append(f"| {meaning} | `{key}` | `{setting_text(settings[section][name])}` |")
+    return "\n".join(lines) + "\n"
+
+
 def _figure(**options: Any) -> tuple[Any, Any]:
     """A matplotlib figure drawn off-screen (jobs run on machines without a display)."""
     import matplotlib
@@ -79,49 +127,127 @@ def _save(fig: Any, path: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_training_curves(logs: list[str | Path], path: str | Path) -> None:
-    """Loss terms and validation MRR per step for each trained LLM model (labelled by its target directory)."""
-    fig, (loss_ax, mrr_ax) = _figure(ncols=2, figsize=(11, 4))
-    for log_path in logs:
-        name = Path(log_path).parent.name
-        log = pl.read_csv(log_path)
+def training_curves_figure(logs: dict[str, pl.DataFrame], weights: dict[str, dict[str, float]]) -> Any:
+    """Per trained model (by target): what is optimised (the weighted total, and the cross-entropy terms it adds
+    with weight 1), each distillation term times its λ (`weights`: a student's distill settings; a term whose
+    λ is unknown is drawn raw and labelled so), and validation MRR. Each panel has its own scale, the terms' a
+    log scale, because the terms differ by orders of magnitude."""
+    fig, (total_ax, terms_ax, mrr_ax) = _figure(ncols=3, figsize=(15, 4.2))
+    for name, log in logs.items():
         if log.height == 0:
             continue
-        for column in sorted(c for c in log.columns if c.startswith("loss")):
-            loss_ax.plot(log["step"], log[column], marker=".", label=f"{name}: {column}")
+        (total,) = total_ax.plot(log["step"], log["loss"], marker=".", label=f"{name}: total (weighted sum)")
+        for key, label, style in ((CE_LOG_KEY, "CE", "--"), (TEACHER_CE_LOG_KEY, "teacher CE", ":")):
+            if key in log.columns:
+                total_ax.plot(
+                    log["step"], log[key], color=total.get_color(), linestyle=style, label=f"{name}: {label} (weight 1)"
+                )
+        for term in LOSS_TERMS:
+            if term.log_key not in log.columns:
+                continue
+            weight = weights.get(name, {}).get(term.weight_key)
+            if weight is None:
+                terms_ax.plot(log["step"], log[term.log_key], marker=".", label=f"{name}: {term.label} (raw)")
+            else:
+                terms_ax.plot(
+                    log["step"], log[term.log_key] * weight, marker=".", label=f"{name}: {weight:g} × {term.label}"
+                )
         if "mrr" in log.columns:
             mrr_ax.plot(log["step"], log["mrr"], marker=".", label=name)
-    loss_ax.set(title="training loss terms", xlabel="step", ylabel="loss")
+    total_ax.set(title="loss optimised: weighted total, and CE", xlabel="step", ylabel="loss")
+    terms_ax.set(title="distillation terms, weighted (λ × term)", xlabel="step", ylabel="λ × term (log scale)")
     mrr_ax.set(title="validation MRR (%)", xlabel="step", ylabel="MRR")
-    for ax in (loss_ax, mrr_ax):
+    if terms_ax.lines:
+        terms_ax.set_yscale("log")
+    else:
+        terms_ax.text(
+            0.5, 0.5, "no distillation terms\n(no student trained)", ha="center", transform=terms_ax.transAxes
+        )
+    for ax in (total_ax, terms_ax, mrr_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    _save(fig, path)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def plot_training_curves(logs: list[str | Path], path: str | Path, weights: dict[str, dict[str, float]]) -> None:
+    """`training_curves_figure` of the models whose `train_log.csv` files are `logs` (named by their directory)."""
+    frames = {Path(log).parent.name: pl.read_csv(log) for log in logs}
+    _save(training_curves_figure(frames, weights), path)
+
+
+def layer_sweep_figure(
+    points: dict[int, dict[str, float]],
+    student: tuple[str, int, dict[str, float]] | None,
+    direct: dict[str, Any] | None = None,
+) -> Any:
+    """Test metrics against the number of decoder layers (E4SRec_l), the distilled student (name, layers, test
+    metrics) starred and, dashed, direct inference from the trained deep teacher's intermediate layers
+    (Figure 2). A series of one point is a marker without a line; with one depth only, the plot says how to
+    sweep more."""
+    fig, ax = _figure(figsize=(6.5, 4.2))
+    layers = sorted(points)
+    depths = sorted(int(k) for k in direct["layers"]) if direct else []
+
+    def line(count: int, style: str = "-") -> str:
+        return style if count > 1 else "none"
+
+    for metric in SWEEP_METRICS:
+        (drawn,) = ax.plot(
+            layers,
+            [points[n][metric] for n in layers],
+            marker="o",
+            linestyle=line(len(layers)),
+            label=f"E4SRec_l {metric}",
+        )
+        color = drawn.get_color()
+        if student is not None:
+            name, depth, test = student
+            ax.plot(
+                [depth],
+                [test[metric]],
+                marker="*",
+                markersize=14,
+                linestyle="none",
+                color=color,
+                label=f"{name} {metric}",
+            )
+        if direct is not None:
+            scores = [direct["layers"][str(k)]["test"][metric] for k in depths]
+            ax.plot(
+                depths,
+                scores,
+                linestyle=line(len(depths), "--"),
+                marker="x",
+                color=color,
+                label=f"direct from {direct['teacher']} {metric}",
+            )
+    ax.set_xticks(sorted(set(layers) | set(depths) | ({student[1]} if student else set())))
+    if len(points) < 2:
+        ax.text(
+            0.5,
+            0.5,
+            "one depth only: set report.layer_sweep in config.yaml,\ne.g. report: {layer_sweep: [1, 2, 4, 8]},\n"
+            "to train E4SRec_l at more depths",
+            ha="center",
+            va="center",
+            fontsize=8,
+            transform=ax.transAxes,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
+        )
+    ax.set(title="test metrics against decoder layers", xlabel="decoder layers", ylabel="%")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
 
 
 def plot_layer_sweep(
     points: dict[int, dict[str, float]],
-    student: tuple[int, dict[str, float]] | None,
+    student: tuple[str, int, dict[str, float]] | None,
     path: str | Path,
     direct: dict[str, Any] | None = None,
 ) -> None:
-    """Test metrics against the number of decoder layers (E4SRec_l), with the distilled student marked and,
-    dashed, direct inference from the trained deep teacher's intermediate layers (Figure 2)."""
-    fig, ax = _figure(figsize=(6, 4))
-    layers = sorted(points)
-    for metric in ("HR@10", "NDCG@10", "MRR"):
-        line = ax.plot(layers, [points[n][metric] for n in layers], marker="o", label=f"E4SRec_l {metric}")
-        color = line[0].get_color()
-        if student is not None:
-            ax.scatter([student[0]], [student[1][metric]], marker="*", s=160, color=color)
-        if direct is not None:
-            depths = sorted(int(k) for k in direct["layers"])
-            scores = [direct["layers"][str(k)]["test"][metric] for k in depths]
-            ax.plot(depths, scores, linestyle="--", marker="x", color=color, label=f"direct from {direct['teacher']}")
-    ax.set(title="test metrics against decoder layers (star: SLMRec student)", xlabel="layers", ylabel="%")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    _save(layer_sweep_figure(points, student, direct), path)
 
 
 def _direct_markdown(points: dict[int, dict[str, float]], direct: dict[str, Any]) -> str:
@@ -153,27 +279,39 @@ def write_report(
     path: str | Path,
     curves_png: str | Path,
     layers_png: str | Path,
-    synthetic_backbone: bool,
+    random_backbone: str,
+    settings: dict[str, dict[str, Any]],
     ablation: dict[str, Any] | None = None,
     layers: tuple[dict[int, dict[str, float]], dict[str, Any]] | None = None,
 ) -> None:
-    """`layers`: the layer sweep's test metrics by depth and the direct-inference results, when swept."""
+    """`settings`: the config sections the report lists (`REPORTED_SETTINGS`); `layers`: the layer sweep's test
+    metrics by depth and the direct-inference results, when swept."""
     stats = table["stats"]
     rows = table["rows"]
     parts = [f"# slmrec results: {table['dataset']}\n"]
-    if synthetic_backbone:
+    if random_backbone == "tiny":
         parts.append(
             "> **The LLM backbone here is a randomly initialised miniature LLaMA** (the `tiny` preset), built "
             "locally because no pretrained weights can be downloaded where this ran. These figures show that "
-            "the pipeline works end to end; they say nothing about the value of LLM pretraining.\n"
+            "the pipeline works end to end; they say nothing about the value of LLM pretraining. For results on "
+            "a real pretrained backbone (SmolLM2-135M on MovieLens-100K), see docs/experiments.md.\n"
+        )
+    elif random_backbone == "init":
+        parts.append(
+            "> **Control: the backbone's weights are random** (`backbone.init: random`): the pretrained model's "
+            "architecture without its pretraining. Set beside the same chain on the pretrained weights, it shows "
+            "what pretraining is worth.\n"
         )
     parts.append(
         "## Dataset\n\n| Users | Items | Interactions | Density | k-core iterations |\n|---:|---:|---:|---:|---:|\n"
         f"| {stats['users']:,} | {stats['items']:,} | {stats['interactions']:,} | {stats['density']:.5f} | "
         f"{stats['kcore_iterations']} |\n"
     )
+    parts.append("## Settings\n\n" + _settings_markdown(settings))
+    negatives = settings["negatives"]["num_negatives"]
     parts.append(
-        "## Test metrics (%, 1 positive + stored negatives; Table 2 layout)\n\n" + _accuracy_markdown(rows, "test")
+        f"## Test metrics (%, 1 positive + {negatives} stored negatives; Table 2 layout)\n\n"
+        + _accuracy_markdown(rows, "test")
     )
     parts.append("## Validation metrics (%)\n\n" + _accuracy_markdown(rows, "valid"))
     parts.append("## Efficiency (Table 5 layout)\n\n" + _efficiency_markdown(rows))

@@ -143,7 +143,7 @@ def paired_difference(
         if a is not None and b is not None:
             pairs.append((a, b))
     if not pairs:
-        return "not run yet"
+        return f"{target_a} ({arm_a.name}) − {target_b} ({arm_b.name}): not run yet"
     cells = [f"{m} {mean_std([a.test[m] - b.test[m] for a, b in pairs])}" for m in metrics]
     return f"{pairs[0][0].model} − {pairs[0][1].model}: " + ", ".join(cells) + f" (test, {len(pairs)} seeds)"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,12 +16,22 @@ from typing import Any
 import psutil
 
 from slmrec.call import StageCall
+from slmrec.cluster import BAD_INPUT_EXIT_CODE, record_bad_input
+from slmrec.config import ConfigError
+from slmrec.data.preprocess import DataError
+from slmrec.io import ArtifactError
 from slmrec.launch import launch
+from slmrec.metrics import MetricsRowError
+from slmrec.models.blocks import DistillConfigError
+from slmrec.models.presets import BackboneError
 
 # How often the watchdog looks for Snakemake, and how long the stage's children get to exit on SIGTERM.
 WATCH_INTERVAL_S = 2.0
 STOP_GRACE_S = 10.0
 ORPHAN_EXIT_CODE = 143  # as if killed by SIGTERM
+# Failures on bad input: bad data, an unreadable upstream artifact, a setting that cannot work. Another attempt
+# would fail the same way, so these are recorded and never retried (slmrec/cluster.py).
+BAD_INPUT_ERRORS = (DataError, ArtifactError, ConfigError, BackboneError, DistillConfigError, MetricsRowError)
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +116,14 @@ def rule_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
 def run_stage(snakemake: Any, stage: str) -> Any:
     """A rule's whole script: call `slmrec.stages.<stage>.run` with the rule's inputs, outputs, params and
     resources, logging into the rule's log; a rule with `gpu: N > 1` runs it as N data-parallel workers. The stage
-    stops (with its workers) if Snakemake is killed."""
+    stops (with its workers) if Snakemake is killed. Bad input exits with BAD_INPUT_EXIT_CODE and leaves a record
+    that keeps Snakemake from retrying the job."""
     call = StageCall.from_snakemake(snakemake, stage)
-    with rule_logging(snakemake.log[0]):
-        watch_snakemake()
-        return launch(call, processes=int(call.resources.get("gpu", 1)), log_path=snakemake.log[0])
+    try:
+        with rule_logging(snakemake.log[0]):
+            watch_snakemake()
+            return launch(call, processes=int(call.resources.get("gpu", 1)), log_path=snakemake.log[0])
+    except BAD_INPUT_ERRORS as err:
+        record = record_bad_input(snakemake.rule, dict(snakemake.wildcards.items()), err, snakemake.log[0])
+        print(f"{type(err).__name__}: {err}\n(bad input, not retried; recorded in {record})", file=sys.stderr)
+        sys.exit(BAD_INPUT_EXIT_CODE)

@@ -13,7 +13,7 @@ from conftest import ROOT, SNAKEMAKE, copy_workflow
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from slmrec.config import ConfigError, check_dataset, load_schema, stage_config
+from slmrec.config import ConfigError, backbone_depth, check_dataset, load_schema, stage_config, typed_overrides
 
 SCHEMA_PATH = str(ROOT / "config.schema.yaml")
 SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -301,7 +301,15 @@ def test_old_distill_mode_key_is_refused(config):
 @pytest.mark.parametrize(
     ("demo", "message"),
     [
-        ({"teacher": {"layers": 12}}, "datasets.demo.teacher.layers: 12 layers, but the backbone has only 8"),
+        (
+            {"teacher": {"layers": 12}},
+            "datasets.demo.teacher.layers: 12 layers, but the backbone has only 8 decoder layers; "
+            "set datasets.demo.teacher.layers to at most 8, or a deeper datasets.demo.backbone",
+        ),
+        (
+            {"report": {"students": ["student", "student_t16"]}},
+            "datasets.demo.report.students: 16 layers, but the backbone has only 8 decoder layers",
+        ),
         (
             {"report": {"layer_sweep": [2, 16]}},
             "datasets.demo.report.layer_sweep: 16 layers, but the backbone has only 8",
@@ -310,7 +318,14 @@ def test_old_distill_mode_key_is_refused(config):
         ({"distill": {"blocks": 3}}, "distill.blocks = 3 does not divide"),
         ({"sasrec": {"heads": 3}}, "datasets.demo.sasrec: hidden = 128 must be divisible by heads = 3"),
     ],
-    ids=["teacher-deeper-than-backbone", "sweep-deeper-than-backbone", "student-not-smaller", "blocks", "heads"],
+    ids=[
+        "teacher-deeper-than-backbone",
+        "student-of-a-teacher-deeper-than-backbone",
+        "sweep-deeper-than-backbone",
+        "student-not-smaller",
+        "blocks",
+        "heads",
+    ],
 )
 def test_contradicting_settings_are_refused(config, schema, demo, message):
     for stage, values in demo.items():
@@ -349,3 +364,64 @@ def test_a_local_checkpoint_depth_is_read_from_its_config(tmp_path, config):
     (tmp_path / "wf").mkdir()
     proc = dry_run(copy_workflow(tmp_path / "wf"), config)
     assert "datasets.demo.teacher.layers: 8 layers, but the backbone has only 6" in proc.stdout + proc.stderr
+
+
+def test_a_new_entry_with_only_a_source_fits_the_default_backbone(config, schema):
+    """The top-level defaults fit the default backbone (tiny, 8 layers); the 7B domains carry their own depth."""
+    config["datasets"]["mine"] = {"source": {"kind": "ratings_csv", "path": "data/mine.csv"}}
+    validate(config, SCHEMA_PATH)
+    for stage in ("sasrec", "teacher", "student"):
+        check_dataset(config, schema, "mine", stage)
+    backbone = stage_config(config, schema, "mine", "backbone")
+    assert stage_config(config, schema, "mine", "teacher")["layers"] == backbone_depth(backbone) == 8
+    assert schema["$defs"]["teacher"]["properties"]["layers"]["default"] == SHIPPED["teacher"]["layers"] == 8
+    for domain in ("cloth", "movie", "music", "sport"):
+        assert SHIPPED["datasets"][domain]["teacher"]["layers"] == 32, domain
+
+
+# --- --config on the command line --------------------------------------------------------------------------
+
+
+def test_untyped_command_line_values_are_typed_by_the_schema(schema):
+    """Snakemake reads nested --config values as strings; the schema says which are numbers, lists, booleans."""
+    untyped = {
+        "distill": {"cos_weight": "0.5", "teacher_quantization": "none"},
+        "report": {"layer_sweep": ["1", "2"], "ablation": "true"},
+        "backbone": {"preset": "null"},
+        "datasets": {
+            "demo": {
+                "source": {"kind": "synthetic", "users": "300", "transition_prob": "0.5"},
+                "teacher": {"layers": "4", "lora": {"r": "8", "target_modules": ["q_proj"]}},
+                "prompt": {"prefix": "1"},  # a string the schema wants: stays one
+            }
+        },
+    }
+    assert typed_overrides(untyped, schema) == {
+        "distill": {"cos_weight": 0.5, "teacher_quantization": "none"},
+        "report": {"layer_sweep": [1, 2], "ablation": True},
+        "backbone": {"preset": None},
+        "datasets": {
+            "demo": {
+                "source": {"kind": "synthetic", "users": 300, "transition_prob": 0.5},
+                "teacher": {"layers": 4, "lora": {"r": 8, "target_modules": ["q_proj"]}},
+                "prompt": {"prefix": "1"},
+            }
+        },
+    }
+    # A value that is wrong either way is left as given, for validation to name it.
+    assert typed_overrides({"distill": {"cos_weight": "heavy"}}, schema) == {"distill": {"cos_weight": "heavy"}}
+
+
+def test_numeric_config_overrides_on_the_command_line_reach_the_rules(tmp_path, config):
+    """`--config 'distill={cos_weight: 0.5}'` validates, and a typed value reaches the checks of the DAG."""
+    workdir = copy_workflow(tmp_path)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+    def dry_run_with(*overrides: str) -> subprocess.CompletedProcess[str]:
+        command = [SNAKEMAKE, "-n", "--cores", "1", "--config", *overrides, "--", "results/demo/student/metrics.json"]
+        return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=120)
+
+    proc = dry_run_with("distill={cos_weight: 0.5, l2_weight: 0}", "datasets={demo: {teacher: {max_steps: 7}}}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = dry_run_with("datasets={demo: {teacher: {layers: 12}}}")
+    assert "datasets.demo.teacher.layers: 12 layers, but the backbone has only 8" in proc.stdout + proc.stderr

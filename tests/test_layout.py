@@ -79,3 +79,10 @@ def test_every_bad_input_test_is_in_the_readme_errors_table(module):
     defined = re.findall(r"^def (test_\w+)\(", (ROOT / "tests" / module).read_text(), flags=re.M)
     missing = [name for name in defined if name not in cited]
     assert not missing, f"tests/{module}: not in README's Errors table: {missing}"
+
+
+def test_make_demo_ends_by_saying_where_the_report_is():
+    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), flags=re.M)
+    assert recipe, "Makefile has no demo target"
+    last = recipe.group(1).splitlines()[-1]
+    assert last.lstrip("\t@").startswith("echo") and "results/demo/report.md" in last, last

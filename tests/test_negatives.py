@@ -111,21 +111,49 @@ def test_too_few_eligible_items_names_the_original_user_id():
         draw_negatives(make_splits(), NUM_ITEMS, K + 1, seed=1, users=users)
 
 
-def test_too_few_eligible_items_names_the_true_maximum_and_writes_nothing(tmp_path: Path):
+def write_stage_inputs(tmp_path: Path, histories: dict[int, tuple[list[int], int, int]]) -> dict[str, Path]:
+    """The negatives stage's inputs for `histories` over NUM_ITEMS items."""
+    inputs = {"splits": tmp_path / "splits.parquet", "stats": tmp_path / "stats.json", "user_ids": tmp_path / "u.pq"}
+    make_splits(histories).write_parquet(inputs["splits"])
+    inputs["stats"].write_text(json.dumps({"items": NUM_ITEMS}))
+    names = ["AAA", "BBB", "CCC", "DDD"][: len(histories)]
+    pl.DataFrame({"user": list(histories), "user_id": names}).write_parquet(inputs["user_ids"])
+    return inputs
+
+
+def test_a_k_too_large_for_the_catalogue_is_lowered_to_the_true_maximum(tmp_path: Path, caplog):
     # User 1 is the first short of 31 (30 eligible), but user 3 has only 20: 20 is the most that works.
     histories = {1: (list(range(1, 9)), 9, 10), 2: ([11, 12, 13], 14, 15), 3: (list(range(21, 39)), 39, 40)}
-    splits_path, stats_path, users_path = tmp_path / "splits.parquet", tmp_path / "stats.json", tmp_path / "users.pq"
-    make_splits(histories).write_parquet(splits_path)
-    stats_path.write_text(json.dumps({"items": NUM_ITEMS}))
-    pl.DataFrame({"user": [1, 2, 3], "user_id": ["AAA", "BBB", "CCC"]}).write_parquet(users_path)
     out = SimpleNamespace(negatives=str(tmp_path / "neg.parquet"), manifest=str(tmp_path / "neg.manifest.json"))
-    inputs = {"splits": splits_path, "stats": stats_path, "user_ids": users_path}
-    with pytest.raises(DataError) as err:
-        run(stage_call("negatives", inputs, out, {"negatives": {"num_negatives": 31, "seed": 1}}))
-    message = str(err.value)
-    assert "user 3 (CCC) has only 20 items" in message and "negatives.num_negatives = 31" in message
-    assert "(2 of 3 users have fewer than 31)" in message
-    assert "at most 20," in message and "at most 30" not in message
+    with caplog.at_level("WARNING"):
+        drawn = run(
+            stage_call(
+                "negatives",
+                write_stage_inputs(tmp_path, histories),
+                out,
+                {"negatives": {"num_negatives": 31, "seed": 1}},
+            )
+        )
+    assert drawn["valid"].list.len().unique().to_list() == drawn["test"].list.len().unique().to_list() == [20]
+    assert_frame_equal(pl.read_parquet(out.negatives), draw_negatives(make_splits(histories), NUM_ITEMS, 20, seed=1))
+    manifest = json.loads(Path(out.manifest).read_text())
+    assert manifest["num_negatives"] == 20 and manifest["config"]["negatives"]["num_negatives"] == 31
+    assert "negatives.num_negatives = 31, but some user has only 20 of the 40 items left" in caplog.text
+    assert "drawing 20 negatives per user instead" in caplog.text
+
+
+def test_a_user_who_interacted_with_every_item_stops_the_stage_and_writes_nothing(tmp_path: Path):
+    histories = {1: ([1, 2], 3, 4), 2: (list(range(1, NUM_ITEMS - 1)), NUM_ITEMS - 1, NUM_ITEMS)}
+    out = SimpleNamespace(negatives=str(tmp_path / "neg.parquet"), manifest=str(tmp_path / "neg.manifest.json"))
+    with pytest.raises(DataError, match=r"user 2 \(BBB\) has only 0 items .* no num_negatives works"):
+        run(
+            stage_call(
+                "negatives",
+                write_stage_inputs(tmp_path, histories),
+                out,
+                {"negatives": {"num_negatives": 5, "seed": 1}},
+            )
+        )
     assert not Path(out.negatives).exists() and not Path(out.manifest).exists()
 
 
@@ -188,4 +216,5 @@ def test_run_writes_the_artifact_and_manifest(tmp_path: Path):
     manifest = json.loads(Path(out.manifest).read_text())
     assert manifest["stage"] == "negatives"
     assert manifest["config"] == {"negatives": cfg}
+    assert manifest["num_negatives"] == K  # the K drawn: here the one asked for
     assert set(manifest["inputs"]) == {str(splits_path), str(stats_path), str(users_path)}

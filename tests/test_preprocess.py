@@ -518,6 +518,30 @@ def test_ratings_csv_header_naming_no_column_is_an_error(tmp_path):
     assert "names none of the columns item, user, rating, timestamp" in message and "header: false" in message
 
 
+def test_ratings_csv_header_read_as_data_hints_header_true(tmp_path):
+    raw = tmp_path / "with_header.csv"
+    raw.write_text("item,user,rating,timestamp\n" + CSV_HAND)
+    message = run_fails(raw, csv_source(False), tmp_path)
+    assert message.startswith(f"{raw}, line 1: column 'rating' is not a number: 'rating'.")
+    hint = (
+        "line 1 looks like a header: set source.header: true; a header names the columns item, user, rating, timestamp"
+    )
+    assert message.endswith(f"({hint})")
+    assert "on_bad_line" not in message
+    # The advice is right: with it, the file reads as the same reviews without the header line.
+    (tmp_path / "plain.csv").write_text(CSV_HAND)
+    plain = read_ratings_csv(tmp_path / "plain.csv", COLUMNS, False, "error").frame
+    assert read_ratings_csv(raw, COLUMNS, True, "error").frame.drop("line").rows() == plain.drop("line").rows()
+
+
+def test_ratings_csv_bad_first_row_is_not_taken_for_a_header(tmp_path):
+    raw = tmp_path / "bad_first.csv"
+    raw.write_text("A,u1,five,10\n" + CSV_HAND)
+    message = run_fails(raw, csv_source(False), tmp_path)
+    assert "line 1: column 'rating' is not a number: 'five'" in message
+    assert "header" not in message and "set preprocess.on_bad_line: skip" in message
+
+
 def test_ratings_csv_header_contradicting_columns_is_an_error(tmp_path):
     raw = tmp_path / "stars.csv"
     raw.write_text("item,user,stars,timestamp\n" + CSV_HAND)

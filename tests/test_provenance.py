@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import write_tiny_config
 
 pytestmark = pytest.mark.e2e
 
@@ -23,9 +24,9 @@ STAGE_MANIFESTS = {
 }
 
 
-def provenance(workdir, target="results/demo/metrics.json"):
+def provenance(workdir, target="results/demo/metrics.json", *options):
     return subprocess.run(
-        [sys.executable, "-m", "slmrec", "provenance", target], cwd=workdir, capture_output=True, text=True
+        [sys.executable, "-m", "slmrec", "provenance", target, *options], cwd=workdir, capture_output=True, text=True
     )
 
 
@@ -52,11 +53,25 @@ def test_every_stage_writes_a_complete_manifest(finished_demo, stage):
 
 
 def test_provenance_prints_the_chain_behind_a_result(finished_demo):
-    proc = provenance(finished_demo)
+    proc = provenance(finished_demo, "results/demo/metrics.json", "--configfile", "tiny.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for stage in ("metrics", "student", "teacher", "sasrec", "negatives", "preprocess", "synthesize"):
         assert f"made by stage '{stage}'" in proc.stdout
     assert "up to date" in proc.stdout
+    # Under the config that made them, no recorded setting differs (an ablation variant's switched-off terms
+    # are what its target trains with, not a change).
+    assert "~" not in proc.stdout and "CHANGED" not in proc.stdout
+    ablation = provenance(finished_demo, "results/demo/ablation/metrics.json", "--configfile", "tiny.yaml")
+    assert "made by stage 'student'" in ablation.stdout and "~" not in ablation.stdout, ablation.stdout
+
+
+def test_provenance_shows_the_settings_changed_since(demo_copy):
+    write_tiny_config(demo_copy, {"distill": {"l2_weight": 0.5}, "datasets": {"demo": {"teacher": {"layers": 2}}}})
+    proc = provenance(demo_copy, "results/demo/metrics.json", "--configfile", "tiny.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # every checksum still matches
+    changes = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("~")]
+    assert sorted(set(changes)) == ["~ distill.l2_weight: recorded 0.1, now 0.5", "~ teacher.layers: recorded 4, now 2"]
+    assert "CHANGED: " in proc.stdout and "tiny.yaml" in proc.stdout
 
 
 def test_provenance_flags_a_stale_input(demo_copy):

@@ -1,149 +1,206 @@
-"""The SLURM profile without a cluster: stub SLURM commands run each submitted job on this machine.
+"""profiles/slurm against a real one-node Slurm (tests/helpers_slurm.py): every rule of the demo DAG is a Slurm job.
 
-tests/slurm_stubs/ holds `sbatch`, `squeue`, `sacct`, `scontrol`, `sinfo`, `sacctmgr`, `srun` and `scancel`
-(see fake_slurm.py). They record every call as a JSON line, and `sbatch` runs the wrapped Snakemake job
-in the background, so the demo DAG completes through snakemake-executor-plugin-slurm and the recorded
-`sbatch` lines show what a real cluster would have been asked for.
+The test profile is profiles/slurm/config.yaml with its placeholders filled in for this cluster, job status from
+`squeue` (the cluster keeps no accounting), no GPU (the node has none), and memory and CPUs scaled to the node.
+Its run times are the shipped profile's. Skipped where Slurm is not installed or the user is not root; `.ci/run`
+installs it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
+import subprocess
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from conftest import copy_workflow, run_snakemake
+from conftest import copy_workflow, run_snakemake, write_tiny_config
+from helpers_slurm import SlurmCluster, job_table, missing_reason, rule_of
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(missing_reason() is not None, reason=f"no real Slurm: {missing_reason()}"),
+]
 
-STUBS = Path(__file__).resolve().parent / "slurm_stubs"
-
-# A demo small enough that its 9 jobs (each two nested Snakemake starts) finish in about a minute.
-TINY = {
-    "datasets": {
-        "demo": {
-            "source": {"kind": "synthetic", "users": 300, "items": 300, "seed": 7},
-            "sasrec": {"epochs": 2, "hidden": 32, "layers": 1},
-            "teacher": {"layers": 4, "batch_size": 32, "max_steps": 4, "eval_steps": 2, "warmup_steps": 1},
-            "student": {"layers": 2, "max_steps": 4},
-            "distill": {"blocks": 2},
-            "report": {"ablation": False},
-        }
-    },
-    "negatives": {"num_negatives": 99},
+TARGET = "results/demo/metrics.json"
+# Memory the test profile asks for is the shipped profile's / 32, so that every job fits the node.
+MEMORY_SCALE = 32
+# (memory MB, time limit, CPUs) each rule's first attempt asks for: the test profile's values, or the rule's own
+# (rules/*.smk) where the profile sets none; the run times are the shipped profile's.
+EXPECTED = {
+    "synthesize": ("2000M", "00:15:00", "1"),
+    "preprocess": ("500M", "02:00:00", "1"),
+    "negatives": ("4000M", "01:00:00", "1"),
+    "popularity": ("4000M", "00:30:00", "1"),
+    "backbone": ("2000M", "00:10:00", "1"),
+    "sasrec": ("1000M", "04:00:00", "2"),
+    "teacher": ("2000M", "1-00:00:00", "2"),
+    "teacher_states": ("2000M", "02:00:00", "2"),
+    "student": ("2000M", "1-00:00:00", "2"),
+    "metrics": ("1000M", "00:05:00", "1"),
 }
-RULES = {
-    "synthesize",
-    "preprocess",
-    "negatives",
-    "popularity",
-    "sasrec",
-    "backbone",
-    "teacher",
-    "teacher_states",
-    "student",
-    "metrics",
-}
-GPU_RULES = {"sasrec", "teacher", "teacher_states", "student"}
+# Its first job is cancelled while it runs, as the scheduler would kill it (off the DAG's critical path).
+KILLED_RULE = "backbone"
+# A ratings file whose every user and item falls to the 5-core filter: preprocess fails with a DataError.
+BAD_CSV = "i1,u1,5,1\ni2,u1,5,2\ni1,u2,4,3\n"
 
 
-def sbatch_calls(log: Path) -> dict[str, list[list[str]]]:
-    """The recorded sbatch argv lists by rule (from the job comment `rule_<name>[_wildcards_...]`), in order."""
-    calls: dict[str, list[list[str]]] = {}
-    for line in log.read_text().splitlines():
-        call = json.loads(line)
-        if call["cmd"] == "sbatch":
-            comment = call["argv"][call["argv"].index("--comment") + 1]
-            rule = comment.removeprefix("rule_").split("_wildcards_")[0]
-            calls.setdefault(rule, []).append(call["argv"])
-    return calls
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A one-node Slurm for this module; every daemon it started is stopped afterwards."""
+    slurm = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    pids = [proc.pid for proc in slurm.processes]
+    yield slurm
+    slurm.stop()
+    alive = [pid for pid in pids if subprocess.run(["ps", "-p", str(pid)], capture_output=True).returncode == 0]
+    assert not alive, f"daemons still running after stop(): {alive}"
 
 
-def value(argv: list[str], name: str) -> str | None:
-    """The value of an sbatch option given as `name value` or `name=value`."""
-    for index, arg in enumerate(argv):
-        if arg == name and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith(f"{name}="):
-            return arg.split("=", 1)[1]
-    return None
+def resources(section: dict[str, Any], gpu: int = 0) -> dict[str, Any]:
+    """One resource section of the shipped profile, fitted to the test node."""
+    fitted = dict(section)
+    for name, value in section.items():
+        if isinstance(value, str) and value.startswith("CHANGE_ME"):
+            fitted[name] = {"slurm_account": "slmrec"}.get(name, "gpu" if "gpu" in value else "cpu")
+    if "mem_mb" in section:
+        base, _, factor = str(section["mem_mb"]).partition("*")
+        fitted["mem_mb"] = f"{int(base) // MEMORY_SCALE} *{factor}" if factor else int(base) // MEMORY_SCALE
+    if "cpus_per_task" in section:
+        fitted["cpus_per_task"] = 2 if section["cpus_per_task"] > 2 else 1
+    if "gpu" in section:
+        fitted["gpu"] = gpu
+    return fitted
 
 
-def asks_for_gpu(argv: list[str]) -> bool:
-    return any(arg.startswith(("--gpus", "--gres=gpu", "-G")) for arg in argv)
+def fitted_profile(workdir: Path, name: str, gpu_rule: str | None = None, **settings: Any) -> str:
+    """Write profiles/<name>: the shipped SLURM profile fitted to the test cluster, `gpu_rule` asking for a GPU."""
+    profile = yaml.safe_load((workdir / "profiles/slurm/config.yaml").read_text())
+    profile["default-resources"] = resources(profile["default-resources"])
+    profile["set-resources"] = {rule: resources(r) for rule, r in profile["set-resources"].items()}
+    if gpu_rule:
+        profile["set-resources"].setdefault(gpu_rule, {})["gpu"] = 1
+    profile.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 1, **settings})
+    (workdir / "profiles" / name).mkdir()
+    (workdir / "profiles" / name / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return f"profiles/{name}"
 
 
-def test_demo_dag_completes_through_the_slurm_executor(tmp_path, monkeypatch):
-    (tmp_path / "workflow").mkdir()
-    workdir = copy_workflow(tmp_path / "workflow")
-    override = tmp_path / "tiny.yaml"
-    override.write_text(yaml.safe_dump(TINY))
-    # The stubs travel to a private bin/ with their exec bits set, whatever a checkout did to them.
-    bin_dir = tmp_path / "bin"
-    shutil.copytree(STUBS, bin_dir)
-    for stub in bin_dir.iterdir():
-        stub.chmod(0o755)
-    log = tmp_path / "slurm_calls.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("SLMREC_SLURM_LOG", str(log))
-    monkeypatch.setenv("SLMREC_SLURM_PYTHON", sys.executable)
-    # sinfo's default partition differs from the profile's, so a partition seen below came from the profile.
-    monkeypatch.setenv("SLMREC_SLURM_PARTITIONS", "stub_default,CHANGE_ME_cpu_partition,CHANGE_ME_gpu_partition")
-    # The first teacher job fails (without training), so the retry shows memory growing with `attempt`.
-    monkeypatch.setenv("SLMREC_SLURM_FAIL_ONCE", "teacher")
-    # Answer a status query when a job ends rather than at the executor's next +10 s poll.
-    monkeypatch.setenv("SLMREC_SLURM_STATUS_WAIT", "20")
-    for name in [n for n in os.environ if n.startswith(("SLURM_", "SBATCH_", "SRUN_"))]:
-        monkeypatch.delenv(name)
+def cancel_first_running_job(cluster: SlurmCluster, rule: str, stop: threading.Event, cancelled: list[str]) -> None:
+    """Cancel the first job of `rule` two seconds after it starts running (its stage is then under way)."""
+    while not stop.is_set():
+        out = cluster.command("squeue", "--noheader", "--states=RUNNING", "--format=%i|%k", check=False)
+        for line in out.splitlines():
+            job_id, _, comment = line.strip().partition("|")
+            if comment.startswith(f"rule_{rule}_"):
+                time.sleep(2)
+                cluster.command("scancel", job_id)
+                cancelled.append(job_id)
+                return
+        time.sleep(0.5)
 
-    run_snakemake(
-        workdir,
-        "results/demo/metrics.json",  # targets first: --configfile swallows the arguments after it
-        "--profile",
-        "profiles/slurm",
-        # profiles/default (the workflow profile, loaded too) must not override the SLURM profile.
-        "--jobs",
-        "2",
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--configfile",
-        str(override),
-    )
 
-    metrics = json.loads((workdir / "results/demo/metrics.json").read_text())
+@pytest.fixture(scope="module")
+def slurm_demo(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny demo DAG through the SLURM profile, with the first backbone job cancelled as it runs."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("slurm_demo"))
+    (workdir / "bad.csv").write_text(BAD_CSV)
+    bad = {"source": {"kind": "ratings_csv", "path": "bad.csv"}}
+    write_tiny_config(workdir, {"datasets": {"demo": {"report": {"ablation": False}}, "bad": bad}})
+    profile = fitted_profile(workdir, "slurm-test")
+    stop, cancelled = threading.Event(), []
+    killer = threading.Thread(target=cancel_first_running_job, args=(cluster, KILLED_RULE, stop, cancelled))
+    killer.start()
+    started = time.monotonic()
+    try:
+        run_snakemake(workdir, TARGET, "--profile", profile, "--configfile", "tiny.yaml", env=cluster.env)
+    finally:
+        stop.set()
+        killer.join()
+    wall_s = time.monotonic() - started
+    jobs = cluster.jobs()
+    print(f"\nreal-Slurm demo DAG: {wall_s:.0f} s wall\n{job_table(jobs)}")
+    return {"workdir": workdir, "profile": profile, "jobs": jobs, "cancelled": cancelled, "wall_s": wall_s}
+
+
+def test_every_rule_is_a_job_with_the_profiles_memory_time_and_cpus(slurm_demo):
+    metrics = json.loads((slurm_demo["workdir"] / TARGET).read_text())
     assert {"sasrec", "teacher", "student"} <= {row["target"] for row in metrics["rows"]}
+    first_attempts: dict[str, dict[str, str]] = {}
+    for job in slurm_demo["jobs"]:
+        first_attempts.setdefault(rule_of(job), job)
+    assert set(first_attempts) == set(EXPECTED)
+    for rule, job in first_attempts.items():
+        asked = (job["MinMemoryNode"], job["TimeLimit"], job["NumCPUs"])
+        assert asked == EXPECTED[rule], rule
+        assert job["Partition"] == ("gpu" if rule in {"sasrec", "teacher", "teacher_states", "student"} else "cpu")
+        assert job["Account"] == "slmrec"
+    states = {(rule_of(job), job["JobState"]) for job in slurm_demo["jobs"]}
+    assert states == {(rule, "COMPLETED") for rule in EXPECTED} | {(KILLED_RULE, "CANCELLED")}
 
-    calls = sbatch_calls(log)
-    assert set(calls) == RULES
-    assert {rule: len(argvs) for rule, argvs in calls.items()} == {
-        rule: 2 if rule == "teacher" else 1 for rule in RULES
-    }
-    for rule, argvs in calls.items():
-        for argv in argvs:
-            assert "--parsable" in argv
-            assert value(argv, "-A") == "CHANGE_ME_account", (rule, argv)
-            expected_partition = "CHANGE_ME_gpu_partition" if rule in GPU_RULES else "CHANGE_ME_cpu_partition"
-            assert value(argv, "-p") == expected_partition, (rule, argv)
-            assert asks_for_gpu(argv) == (rule in GPU_RULES), (rule, argv)
-            if rule in GPU_RULES:
-                assert value(argv, "--gpus") == "1"
-                assert value(argv, "--cpus-per-task") == "8"
 
-    first_teacher, retried_teacher = calls["teacher"]
-    assert value(first_teacher, "--mem") == "64000"
-    assert value(retried_teacher, "--mem") == "128000"  # mem_mb: 64000 * attempt, attempt 2
-    assert value(first_teacher, "-t") == "1440"
-    assert value(calls["student"][0], "--mem") == "64000"
-    assert value(calls["sasrec"][0], "--mem") == "32000"
-    assert value(calls["preprocess"][0], "--mem") == "16000"
-    assert value(calls["preprocess"][0], "--cpus-per-task") == "2"
+def test_a_job_killed_by_the_scheduler_is_retried_with_more_memory(slurm_demo):
+    killed = [job for job in slurm_demo["jobs"] if rule_of(job) == KILLED_RULE]
+    assert [job["JobId"] for job in killed[:1]] == slurm_demo["cancelled"]
+    assert [job["JobState"] for job in killed] == ["CANCELLED", "COMPLETED"]
+    memory = [int(job["MinMemoryNode"].removesuffix("M")) for job in killed]
+    assert memory[1] == 2 * memory[0]  # mem_mb: <n> * attempt
 
-    # Inside each job the jobstep executor ran the rule through srun, with the GPU for the training rules.
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    sruns = [r for r in records if r["cmd"] == "srun"]
-    assert len(sruns) == len(RULES)
-    assert sum("--gpus=1" in r["argv"] for r in sruns) == len(GPU_RULES)
+
+def test_a_data_error_is_not_retried(slurm_demo, cluster):
+    workdir = slurm_demo["workdir"]
+    proc = run_snakemake(
+        workdir,
+        "results/bad/data/splits.parquet",
+        "--profile",
+        slurm_demo["profile"],
+        "--configfile",
+        "tiny.yaml",
+        env=cluster.env,
+        check=False,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "rule preprocess (dataset=bad) failed on bad input and is not retried" in output
+    assert "DataError: no interactions left" in output
+    bad = [job for job in cluster.jobs() if job.get("Comment") == "rule_preprocess_wildcards_bad"]
+    assert [(job["JobState"], job["ExitCode"]) for job in bad] == [("FAILED", "1:0")]
+    assert "DataError" in (workdir / "results/bad/logs/preprocess.log").read_text()
+
+
+def test_a_gpu_request_on_a_gpu_less_node_fails_at_once(cluster, tmp_path):
+    workdir = copy_workflow(tmp_path)
+    write_tiny_config(workdir)
+    profile = fitted_profile(workdir, "slurm-gpu", gpu_rule="synthesize")
+    started = time.monotonic()
+    proc = run_snakemake(
+        workdir, TARGET, "--profile", profile, "--configfile", "tiny.yaml", env=cluster.env, check=False
+    )
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 60
+    assert "SLURM sbatch failed" in proc.stdout + proc.stderr
+    assert "Invalid generic resource (gres) specification" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("filled", [False, True], ids=["placeholders", "sacct_without_accounting"])
+def test_the_profile_refuses_to_submit_what_cannot_work(cluster, tmp_path, filled):
+    """The shipped profile (placeholders left), or one filled in but asking `sacct` on a cluster without
+    accounting, submits nothing; the dry run of the same command works as the README writes it."""
+    workdir = copy_workflow(tmp_path)
+    write_tiny_config(workdir)
+    sacct = {"slurm-status-command": "sacct"}
+    profile = fitted_profile(workdir, "slurm-sacct", **sacct) if filled else "profiles/slurm"
+    before = len(cluster.jobs())
+    args = (TARGET, "--profile", profile, "--configfile", "tiny.yaml")
+    proc = run_snakemake(workdir, *args, env=cluster.env, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    if filled:
+        assert "so `sacct` reports no job states and Snakemake would wait forever" in output
+    else:
+        assert "the profile still holds placeholders, so nothing was submitted" in output
+        assert "synthesize: slurm_partition=CHANGE_ME_cpu_partition" in output
+    assert len(cluster.jobs()) == before
+    assert "synthesize" in run_snakemake(workdir, *args, "-n", env=cluster.env).stdout

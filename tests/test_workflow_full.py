@@ -73,6 +73,10 @@ def test_report_and_figures(demo):
     assert "nothing about the value of LLM pretraining" in report
     assert "training_curves.png" in report and "layer_sweep.png" in report
     assert "Ablation" in report
+    # The settings it was made with: the tiny config's K and layers, the schema's λ.
+    assert "1 positive + 99 stored negatives" in report
+    for key, value in [("distill.l2_weight", "0.1"), ("teacher.layers", "4"), ("student.layers", "2")]:
+        assert f"| `{key}` | `{value}` |" in report, key
     # The times come from the optimised paths, and the report says which.
     assert "Times are measured on the optimised paths" in report
     assert re.search(

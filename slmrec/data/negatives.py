@@ -51,6 +51,14 @@ def draw_negatives(
     )
 
 
+def fewest_eligible(splits: pl.DataFrame, num_items: int) -> int:
+    """The fewest items any user never interacted with: the largest K that every user can be given."""
+    if splits.height == 0:
+        return num_items
+    seen = splits.select(pl.concat_list("train", "valid", "test").list.n_unique()).to_series()
+    return num_items - int(seen.max())
+
+
 def _check_enough_items(
     users: pl.Series, histories: list[set[int]], num_items: int, num_negatives: int, user_ids: dict[int, str]
 ) -> None:

@@ -197,9 +197,17 @@ def _explain_bad_json_line(text: str, invalid_utf8: bool) -> str:
 
 
 def _handle_bad_rows(
-    parsed: pl.DataFrame, where: str | Path, on_bad_line: str, explain: Callable[[dict[str, Any]], str], expected: str
+    parsed: pl.DataFrame,
+    where: str | Path,
+    on_bad_line: str,
+    explain: Callable[[dict[str, Any]], str],
+    expected: str,
+    advise: Callable[[dict[str, Any]], str | None] = lambda row: None,
 ) -> tuple[pl.DataFrame, int]:
-    """Fail on the first bad row with a precise message, or drop and count bad rows; `where` names the file."""
+    """Fail on the first bad row with a precise message, or drop and count bad rows; `where` names the file.
+
+    The message ends with `advise(row)` where that knows a better fix than skipping such lines.
+    """
     bad = parsed.filter(pl.any_horizontal(pl.col(list(RAW_SCHEMA)).is_null()))
     if bad.height == 0:
         return parsed, 0
@@ -208,7 +216,7 @@ def _handle_bad_rows(
     first = bad.row(0, named=True)
     raise DataError(
         f"{where}, line {first['line']}: {explain(first)}. Expected {expected} "
-        "(set preprocess.on_bad_line: skip to drop such lines)"
+        f"({advise(first) or 'set preprocess.on_bad_line: skip to drop such lines'})"
     )
 
 
@@ -384,8 +392,15 @@ def read_ratings_csv(
                 return f"column {column!r} is not a number: {original[column]!r}"
         return "unreadable row"
 
+    def advise(row: dict[str, Any]) -> str | None:
+        # A header read as data: its rating and timestamp columns hold text, not numbers.
+        words = [row["original"][c] is not None and row[c] is None for c in ("rating", "timestamp")]
+        if header or row["line"] != 1 or row.get("problem") is not None or not all(words):
+            return None
+        return f"line 1 looks like a header: set source.header: true; a header names the columns {', '.join(columns)}"
+
     expected = f"{len(columns)} comma-separated columns ({', '.join(order)}), rating and timestamp numeric"
-    parsed, bad = _handle_bad_rows(parsed, path, on_bad_line, explain, expected)
+    parsed, bad = _handle_bad_rows(parsed, path, on_bad_line, explain, expected, advise)
     frame = parsed.select("line", *RAW_SCHEMA).with_columns(pl.col("line").cast(pl.Int64))
     return Reviews(frame, raw.height, bad)
 

@@ -1,4 +1,4 @@
-"""The `report` stage: report.md with the tables, the dataset statistics and the figures."""
+"""The `report` stage: report.md with the tables, the settings, the dataset statistics and the figures."""
 
 from __future__ import annotations
 
@@ -11,17 +11,26 @@ def run(call: StageCall) -> None:
     table = read_artifact(call.input["table"], read_json)
     headline = table["speedup"]["student"] if table["speedup"] else None
     student = next((row for row in table["rows"] if row["model"] == headline), None)
-    plot_training_curves(call.input["train_logs"], call.output["curves"])
+    weights = {row["target"]: row["details"]["distill"] for row in table["rows"] if "distill" in row["details"]}
+    plot_training_curves(call.input["train_logs"], call.output["curves"], weights)
     points = layer_sweep_points(table, call.input["sweep"])
     direct = read_artifact(call.input["direct"], read_json) if "direct" in call.input else None
-    plot_layer_sweep(points, (student["layers"], student["test"]) if student else None, call.output["layers"], direct)
+    starred = (student["model"], student["layers"], student["test"]) if student else None
+    plot_layer_sweep(points, starred, call.output["layers"], direct)
     ablation = read_artifact(call.input["ablation"], read_json) if "ablation" in call.input else None
+    # K as drawn: the negatives stage lowers the configured K where the catalogue is too small for it.
+    drawn = read_artifact(call.input["negatives"], read_json)["num_negatives"]
+    settings = {
+        **call.params["settings"],
+        "negatives": {**call.params["settings"]["negatives"], "num_negatives": drawn},
+    }
     write_report(
         table,
         call.output["report"],
         call.output["curves"],
         call.output["layers"],
-        call.params["synthetic"],
+        call.params["random_backbone"],
+        settings,
         ablation,
         (points, direct) if direct else None,
     )

@@ -1,0 +1,100 @@
+"""Results of several datasets side by side (typically variants of one: `datasets.<name>.base`), with the
+settings they were made with where those differ.
+
+The settings come from the manifests behind each `results/<dataset>/metrics.json` (what the results were
+made with, not what config.yaml says now), paired by their place under `results/<dataset>/`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from slmrec.io import read_artifact, read_json
+from slmrec.provenance import Link, flatten, trace
+from slmrec.report import TABLE_METRICS, setting_text
+
+
+class CompareError(ValueError):
+    pass
+
+
+def _anonymous(value: Any, dataset: str) -> Any:
+    """A recorded value with the dataset's own paths made generic, so that they do not count as settings that
+    differ (each dataset's checkpoints live under its own results/<dataset>/)."""
+    return value.replace(f"results/{dataset}/", "results/{dataset}/") if isinstance(value, str) else value
+
+
+def recorded_settings(dataset: str, root: Path) -> dict[str, dict[str, Any]]:
+    """Each manifest behind `root/<dataset>/metrics.json` (by its path under `root/<dataset>/`): its stage's
+    settings as dotted keys, less the dataset's name (the metrics rule's `dataset`). Manifests outside the
+    dataset (a shared backbone) are left out."""
+    target = root / dataset / "metrics.json"
+    link = trace(target, root)
+    if link.record is None:
+        raise CompareError(
+            f"{target}: no result with a manifest; make it first: snakemake --cores 2 {target.as_posix()}"
+        )
+    found: dict[str, dict[str, Any]] = {}
+    stack: list[Link] = [link]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.inputs)
+        if node.manifest is None or root / dataset not in node.manifest.parents:
+            continue
+        place = node.manifest.relative_to(root / dataset).as_posix()
+        config = flatten(node.record.get("config", {}))
+        found[place] = {k: _anonymous(v, dataset) for k, v in config.items() if k != "dataset"}
+    return found
+
+
+def differing_settings(datasets: list[str], root: Path) -> list[tuple[str, list[str], list[str]]]:
+    """(key, value per dataset as written in config.yaml, or - where not recorded; manifests recording it) for
+    every recorded setting whose values differ."""
+    recorded = [recorded_settings(dataset, root) for dataset in datasets]
+    missing = object()
+    rows: dict[tuple[str, tuple[str, ...]], list[str]] = {}  # (key, values shown) -> manifests recording it
+    for place in sorted(set().union(*recorded)):
+        keys = sorted(set().union(*(r.get(place, {}) for r in recorded)))
+        for key in keys:
+            per_dataset = [r.get(place, {}).get(key, missing) for r in recorded]
+            if all(v == per_dataset[0] for v in per_dataset):
+                continue
+            shown = tuple("-" if v is missing else setting_text(v) for v in per_dataset)
+            rows.setdefault((key, shown), []).append(place)
+    return [(key, list(shown), places) for (key, shown), places in rows.items()]
+
+
+def compare(datasets: list[str], root: str | Path = "results") -> str:
+    """Markdown: each model's test metrics (and valid MRR) per dataset, then the recorded settings that differ."""
+    root = Path(root)
+    tables = {}
+    for dataset in datasets:
+        path = root / dataset / "metrics.json"
+        if not path.is_file():
+            raise CompareError(f"{path} does not exist; make it first: snakemake --cores 2 {path.as_posix()}")
+        tables[dataset] = read_artifact(path, read_json)
+    order = list(dict.fromkeys(row["target"] for table in tables.values() for row in table["rows"]))
+    lines = [
+        f"## Test metrics (%) of {', '.join(datasets)}",
+        "",
+        "| Model | Dataset | " + " | ".join(TABLE_METRICS) + " | valid MRR |",
+        "|---|---|" + "---:|" * (len(TABLE_METRICS) + 1),
+    ]
+    for target in order:
+        for dataset, table in tables.items():
+            row = next((r for r in table["rows"] if r["target"] == target), None)
+            if row is not None:
+                scores = " | ".join(f"{row['test'][m]:.2f}" for m in TABLE_METRICS)
+                lines.append(f"| {row['model']} | {dataset} | {scores} | {row['valid']['MRR']:.2f} |")
+    differing = differing_settings(datasets, root)
+    lines += ["", "## Settings that differ (as recorded in the manifests behind each metrics.json)", ""]
+    if differing:
+        lines += ["| Setting | " + " | ".join(datasets) + " | Recorded in |", "|---|" + "---|" * (len(datasets) + 1)]
+        lines += [
+            f"| `{key}` | " + " | ".join(f"`{v}`" for v in shown) + f" | {', '.join(places)} |"
+            for key, shown, places in differing
+        ]
+    else:
+        lines.append("None: every recorded setting is the same.")
+    return "\n".join(lines) + "\n"
