@@ -12,6 +12,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from slmrec.io import atomic_path
 from slmrec.summary import (
     Arm,
     Row,
@@ -79,12 +80,14 @@ def main() -> None:
         "balance": lambda: loss_balance(results, BASE),
         "walltimes": lambda: wall_times(results, [*PRETRAINED.datasets, *RANDOM.datasets]),
     }
-    args.doc.write_text(replace_generated(args.doc.read_text(), blocks))
+    document = replace_generated(args.doc.read_text(), blocks)
+    with atomic_path(args.doc) as tmp:
+        tmp.write_text(document)
     figures = args.doc.parent / "figures"
-    figures.mkdir(exist_ok=True)
     for name in ("layer_sweep.png", "training_curves.png"):
         if (results / BASE / name).exists():
-            shutil.copyfile(results / BASE / name, figures / f"{BASE}_{name}")
+            with atomic_path(figures / f"{BASE}_{name}") as tmp:
+                shutil.copyfile(results / BASE / name, tmp)
     print(f"wrote {args.doc} and {figures}/ from {results}")
 
 
