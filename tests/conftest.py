@@ -5,10 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 from slmrec.config import deep_merge
 
@@ -46,7 +48,7 @@ def workflow(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path)
 
 
-# A demo small enough to run the whole DAG (ablation included) in about a minute on 2 cores.
+# A demo small enough to run the whole DAG (ablation included) in about two minutes on 2 cores.
 TINY_CONFIG = """
 datasets:
   demo:
@@ -69,28 +71,49 @@ def write_tiny_config(workdir: Path, changes: dict | None = None) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def finished_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole tiny demo DAG, run once per test session; tests must not change its outputs."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("finished_demo"))
-    write_tiny_config(workdir)
-    run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
+def built_once(factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], None]) -> Path:
+    """`build(directory)` run once per test session, however many xdist workers ask for it (they wait for the
+    first); each worker gets its own copy, so that no two Snakemake runs share a directory."""
+    root = factory.getbasetemp() if worker_id == "master" else factory.getbasetemp().parent
+    shared, done = root / f"{name}.shared", root / f"{name}.done"
+    with FileLock(root / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(shared, ignore_errors=True)  # a build that failed in another worker
+            shared.mkdir()
+            build(shared)
+            done.touch()
+    workdir = factory.mktemp(name) / "run"
+    shutil.copytree(shared, workdir, symlinks=True)  # modification times kept: Snakemake finds nothing to do
     return workdir
+
+
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The whole tiny demo DAG, run once per test session; tests must not change its outputs."""
+
+    def build(workdir: Path) -> None:
+        copy_workflow(workdir)
+        write_tiny_config(workdir)
+        run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
+
+    return built_once(tmp_path_factory, worker_id, "finished_demo", build)
 
 
 SWEEP = (1, 2)
 
 
 @pytest.fixture(scope="session")
-def swept_demo(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def swept_demo(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """A copy of the finished demo that also trained the layer sweep's E4SRec_1 and E4SRec_2 teachers, read
     the deep teacher's intermediate layers (direct inference), and distilled a second student from E4SRec_2."""
-    workdir = tmp_path_factory.mktemp("swept_demo") / "run"
-    shutil.copytree(finished_demo, workdir, symlinks=True)
-    report = {"layer_sweep": list(SWEEP), "students": ["student", f"student_t{SWEEP[-1]}"]}
-    write_tiny_config(workdir, {"datasets": {"demo": {"report": report}}})
-    run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
-    return workdir
+
+    def build(workdir: Path) -> None:
+        shutil.copytree(finished_demo, workdir, symlinks=True, dirs_exist_ok=True)
+        report = {"layer_sweep": list(SWEEP), "students": ["student", f"student_t{SWEEP[-1]}"]}
+        write_tiny_config(workdir, {"datasets": {"demo": {"report": report}}})
+        run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
+
+    return built_once(tmp_path_factory, worker_id, "swept_demo", build)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -112,3 +135,9 @@ def backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
     from helpers_data import make_backbone
 
     return make_backbone(tmp_path_factory.mktemp("tiny"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real-Slurm module first: under xdist (`make test`: --dist loadscope --no-loadscope-reorder) one worker
+    takes it at once and spends most of its run waiting on the scheduler, while the others run the rest."""
+    items.sort(key=lambda item: item.path.name != "test_slurm.py")

