@@ -9,7 +9,7 @@ experiment's figures (the report rule's Figure 2 and training curves) are copied
 from __future__ import annotations
 
 import argparse
-import shutil
+from functools import partial
 from pathlib import Path
 
 from slmrec.io import atomic_path
@@ -20,6 +20,7 @@ from slmrec.summary import (
     accuracy_table,
     efficiency_table,
     layer_table,
+    linked_figure,
     loss_balance,
     paired_difference,
     replace_generated,
@@ -32,6 +33,10 @@ PRETRAINED = Arm("pretrained", (BASE, f"{BASE}_s2", f"{BASE}_s3"))
 RANDOM = Arm("random init", (f"{BASE}_random", f"{BASE}_random_s2", f"{BASE}_random_s3"))
 SWEEP = (1, 2, 4, 8, 16)  # and the deep teacher itself (experiments/ml100k_smollm2.yaml)
 SHALLOW = 8  # the paper's SLMRec 4 <- 8 teacher
+FIGURES = {  # the report rule's plots, by file stem
+    "layer_sweep": "Figure 2: test metrics against layers, trained and direct",
+    "training_curves": "Training curves: loss terms and validation MRR",
+}
 
 
 def main() -> None:
@@ -80,15 +85,13 @@ def main() -> None:
         "balance": lambda: loss_balance(results, BASE),
         "walltimes": lambda: wall_times(results, [*PRETRAINED.datasets, *RANDOM.datasets]),
     }
+    for name, caption in FIGURES.items():  # the report rule's plots, copied to docs/figures/
+        made, link = results / BASE / f"{name}.png", f"figures/{BASE}_{name}.png"
+        blocks[f"{name}_png"] = partial(linked_figure, made, args.doc, link, caption)
     document = replace_generated(args.doc.read_text(), blocks)
     with atomic_path(args.doc) as tmp:
         tmp.write_text(document)
-    figures = args.doc.parent / "figures"
-    for name in ("layer_sweep.png", "training_curves.png"):
-        if (results / BASE / name).exists():
-            with atomic_path(figures / f"{BASE}_{name}") as tmp:
-                shutil.copyfile(results / BASE / name, tmp)
-    print(f"wrote {args.doc} and {figures}/ from {results}")
+    print(f"wrote {args.doc} from {results}")
 
 
 if __name__ == "__main__":

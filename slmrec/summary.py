@@ -9,6 +9,7 @@ this module's markdown into `docs/experiments.md`; every number comes from the p
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from slmrec.io import read_artifact, read_json
+from slmrec.io import atomic_path, read_artifact, read_json
 from slmrec.metrics import MetricsRow
 from slmrec.targets import (
     ABLATION,
@@ -208,3 +209,13 @@ def replace_generated(document: str, blocks: dict[str, Callable[[], str]]) -> st
         head, rest = document.split(start, 1)
         document = head + start + "\n" + make() + end + rest.split(end, 1)[1]
     return document
+
+
+def linked_figure(made: Path, doc: Path, link: str, caption: str) -> str:
+    """A plot copied to `link` (relative to the document) and shown; until the plot exists, a line saying what
+    will draw it, because an image link to a missing file renders as a broken picture."""
+    if not made.exists():
+        return f"*{caption}: not drawn yet (the report rule of {made.parent.name} makes {made.name}).*\n"
+    with atomic_path(doc.parent / link) as tmp:
+        shutil.copyfile(made, tmp)
+    return f"![{caption}]({link})\n"

@@ -16,6 +16,7 @@ from slmrec.summary import (
     ablation_table,
     accuracy_table,
     layer_table,
+    linked_figure,
     loss_balance,
     mean_std,
     paired_difference,
@@ -126,3 +127,14 @@ def test_generated_blocks_are_replaced_and_prose_kept():
     assert replace_generated(doc, {"t": lambda: "new\n"}) == "intro\n<!-- t -->\nnew\n<!-- /t -->\nverdict\n"
     with pytest.raises(ValueError, match="no <!-- u --> … <!-- /u --> block"):
         replace_generated(doc, {"u": lambda: ""})
+
+
+def test_a_figure_is_linked_once_drawn_and_named_until_then(tmp_path):
+    doc, made = tmp_path / "docs" / "page.md", tmp_path / "results" / "plot.png"
+    pending = linked_figure(made, doc, "figures/plot.png", "Figure 2")
+    assert pending == "*Figure 2: not drawn yet (the report rule of results makes plot.png).*\n"
+    assert not (tmp_path / "docs").exists()
+    made.parent.mkdir()
+    made.write_bytes(b"\x89PNG")
+    assert linked_figure(made, doc, "figures/plot.png", "Figure 2") == "![Figure 2](figures/plot.png)\n"
+    assert (tmp_path / "docs" / "figures" / "plot.png").read_bytes() == b"\x89PNG"
