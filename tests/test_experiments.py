@@ -1,0 +1,75 @@
+"""The committed experiment overlay (experiments/ml100k_smollm2.yaml): its seeds and its documented command."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from itertools import combinations
+
+import pytest
+import yaml
+from conftest import ROOT, SNAKEMAKE, copy_workflow, expand_braces, installed_smollm2_wheel
+
+from slmrec.config import load_config, load_schema, stage_config
+
+OVERLAY = ROOT / "experiments" / "ml100k_smollm2.yaml"
+SEEDS = ("", "_s2", "_s3")
+ARMS = {"pretrained": tuple(f"ml100k{s}" for s in SEEDS), "random": tuple(f"ml100k_random{s}" for s in SEEDS)}
+
+
+def documented_command() -> list[str]:
+    """The snakemake command of docs/experiments.md's "How to regenerate", as words, braces expanded."""
+    doc = (ROOT / "docs" / "experiments.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", doc[doc.index("## How to regenerate") :], flags=re.S).group(1)
+    lines = block.replace("\\\n", " ").splitlines()
+    (command,) = [line.split("#")[0] for line in lines if "/snakemake " in line]
+    return [expanded for word in shlex.split(command) for expanded in expand_braces(word)]
+
+
+def test_every_seed_of_an_arm_differs_in_each_trained_stage():
+    config = load_config([ROOT / "config.yaml", OVERLAY])
+    schema = load_schema(ROOT / "config.schema.yaml")
+    for arm, datasets in ARMS.items():
+        for stage in ("sasrec", "teacher", "student"):
+            seeds = [stage_config(config, schema, d, stage)["seed"] for d in datasets]
+            assert len(set(seeds)) == len(seeds), (arm, stage, seeds)
+        for a, b in combinations(datasets, 2):  # otherwise the same chain
+            assert stage_config(config, schema, a, "teacher")["layers"] == 24
+            for stage in ("source", "preprocess", "negatives"):
+                assert stage_config(config, schema, a, stage) == stage_config(config, schema, b, stage), stage
+    random_inits = [stage_config(config, schema, d, "backbone") for d in ARMS["random"]]
+    assert {b["init"] for b in random_inits} == {"random"}
+    assert len({b["seed"] for b in random_inits}) == 3
+
+
+@pytest.mark.e2e
+def test_the_documented_command_builds_each_arm_and_the_seeds_ce_students(tmp_path):
+    """The command of docs/experiments.md dry-runs on a small ml-100k file: seed 1 has the sweep and every
+    ablation student; seeds 2 and 3 have SLMRec 4←24 and the CE-only student, and no other ablation."""
+    words = documented_command()
+    assert words[0].endswith("snakemake") and words[words.index("--configfile") + 1] == str(OVERLAY.relative_to(ROOT))
+    (tmp_path / "run").mkdir()
+    workdir = copy_workflow(tmp_path / "run")
+    (workdir / "experiments").mkdir()
+    (workdir / "experiments" / OVERLAY.name).write_text(OVERLAY.read_text())
+    inter = workdir / yaml.safe_load(OVERLAY.read_text())["datasets"]["ml100k"]["source"]["path"]
+    inter.parent.mkdir(parents=True)
+    inter.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t1\t5\t1\n")
+    env = {**os.environ, "PYTHONPATH": str(installed_smollm2_wheel(tmp_path / "site"))}
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", *words[1:]], cwd=workdir, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    outputs = {
+        path.strip() for line in re.findall(r"^\s+output: (.*)$", proc.stdout, flags=re.M) for path in line.split(",")
+    }
+    assert {f"results/ml100k/teacher_l{n}/metrics.json" for n in (1, 2, 4, 8, 16)} <= outputs
+    assert {f"results/ml100k/ablation/{v}/metrics.json" for v in ("ce", "ce_cos", "ce_cos_l2", "ce_cos_ms")} <= outputs
+    for dataset in (*ARMS["pretrained"][1:], *ARMS["random"]):
+        made = {path for path in outputs if path.startswith(f"results/{dataset}/") and path.endswith("metrics.json")}
+        expected = {f"results/{dataset}/{t}/metrics.json" for t in ("popularity", "sasrec", "teacher", "student")}
+        if dataset in ARMS["pretrained"]:
+            expected.add(f"results/{dataset}/ablation/ce/metrics.json")
+        assert made == expected | {f"results/{dataset}/metrics.json"}, dataset
