@@ -27,7 +27,8 @@ demo: $(STAMP)
 	@echo "The demo's report: results/demo/report.md (metrics: results/demo/metrics.json)"
 
 # Workers take whole modules (their module fixtures run once). One worker more than cores: the real-Slurm module,
-# collected first, mostly waits on its one-node cluster's scheduler while the others run the rest.
+# collected first, spends much of its time waiting on its one-node cluster's status checks, while the others run
+# the rest (pytest-xdist >= 3.8 for --no-loadscope-reorder).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $$(($(CORES) + 1)) --dist loadscope --no-loadscope-reorder
 

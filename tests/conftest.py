@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -99,16 +100,23 @@ def write_tiny_config(workdir: Path, changes: dict | None = None) -> Path:
     return path
 
 
-def built_once(factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], None]) -> Path:
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
     """`build(directory)` run once per test session, however many xdist workers ask for it (they wait for the
-    first); each worker gets its own copy, so that no two Snakemake runs share a directory."""
-    root = factory.getbasetemp() if worker_id == "master" else factory.getbasetemp().parent
-    shared, done = root / f"{name}.shared", root / f"{name}.done"
+    first, and a failed build fails them at once); each worker gets its own copy, so that no two Snakemake runs
+    share a directory."""
+    in_worker = "PYTEST_XDIST_WORKER" in os.environ  # set by pytest-xdist in each worker
+    root = factory.getbasetemp().parent if in_worker else factory.getbasetemp()
+    shared, done, failed = root / f"{name}.shared", root / f"{name}.done", root / f"{name}.failed"
     with FileLock(root / f"{name}.lock"):
+        if failed.exists():
+            pytest.fail(f"{name} failed to build in another worker:\n{failed.read_text()}")
         if not done.exists():
-            shutil.rmtree(shared, ignore_errors=True)  # a build that failed in another worker
             shared.mkdir()
-            build(shared)
+            try:
+                build(shared)
+            except BaseException as error:  # pytest.fail raises a BaseException
+                failed.write_text(str(error)[-6000:])
+                raise
             done.touch()
     workdir = factory.mktemp(name) / "run"
     shutil.copytree(shared, workdir, symlinks=True)  # modification times kept: Snakemake finds nothing to do
@@ -116,7 +124,7 @@ def built_once(factory: pytest.TempPathFactory, worker_id: str, name: str, build
 
 
 @pytest.fixture(scope="session")
-def finished_demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def finished_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole tiny demo DAG, run once per test session; tests must not change its outputs."""
 
     def build(workdir: Path) -> None:
@@ -124,14 +132,14 @@ def finished_demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> P
         write_tiny_config(workdir)
         run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
 
-    return built_once(tmp_path_factory, worker_id, "finished_demo", build)
+    return built_once(tmp_path_factory, "finished_demo", build)
 
 
 SWEEP = (1, 2)
 
 
 @pytest.fixture(scope="session")
-def swept_demo(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def swept_demo(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the finished demo that also trained the layer sweep's E4SRec_1 and E4SRec_2 teachers, read
     the deep teacher's intermediate layers (direct inference), and distilled a second student from E4SRec_2."""
 
@@ -141,7 +149,7 @@ def swept_demo(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory, wo
         write_tiny_config(workdir, {"datasets": {"demo": {"report": report}}})
         run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
 
-    return built_once(tmp_path_factory, worker_id, "swept_demo", build)
+    return built_once(tmp_path_factory, "swept_demo", build)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -35,8 +35,8 @@ def test_every_seed_of_an_arm_differs_in_each_trained_stage():
         for stage in ("sasrec", "teacher", "student"):
             seeds = [stage_config(config, schema, d, stage)["seed"] for d in datasets]
             assert len(set(seeds)) == len(seeds), (arm, stage, seeds)
+        assert [stage_config(config, schema, d, "teacher")["layers"] for d in datasets] == [24, 24, 24], arm
         for a, b in combinations(datasets, 2):  # otherwise the same chain
-            assert stage_config(config, schema, a, "teacher")["layers"] == 24
             for stage in ("source", "preprocess", "negatives"):
                 assert stage_config(config, schema, a, stage) == stage_config(config, schema, b, stage), stage
     random_inits = [stage_config(config, schema, d, "backbone") for d in ARMS["random"]]

@@ -17,8 +17,7 @@ from slmrec.metrics import METRIC_NAMES
 @pytest.mark.e2e
 def test_demo_dag_to_sasrec_and_popularity(finished_demo):
     """The tiny demo's SASRec and popularity stages: their outputs, logs, and the tiny config's overrides."""
-    workflow = finished_demo
-    results = workflow / "results" / "demo"
+    results = finished_demo / "results" / "demo"
     stats = json.loads((results / "data" / "stats.json").read_text())
     assert 200 < stats["users"] <= 300
 
@@ -45,8 +44,8 @@ def test_demo_dag_to_sasrec_and_popularity(finished_demo):
     # An extra --configfile is deep-merged into config.yaml by Snakemake (snakemake.utils.update_config): its
     # keys reached the rules through params:, the demo's other settings (lr, patience) stayed.
     sasrec_config = json.loads((results / "sasrec" / "manifest.json").read_text())["config"]["sasrec"]
-    shipped = yaml.safe_load((workflow / "config.yaml").read_text())
-    tiny = yaml.safe_load((workflow / "tiny.yaml").read_text())
+    shipped = yaml.safe_load((finished_demo / "config.yaml").read_text())
+    tiny = yaml.safe_load((finished_demo / "tiny.yaml").read_text())
     expected = deep_merge(
         deep_merge(shipped["sasrec"], shipped["datasets"]["demo"].get("sasrec", {})), tiny["datasets"]["demo"]["sasrec"]
     )
@@ -57,5 +56,5 @@ def test_demo_dag_to_sasrec_and_popularity(finished_demo):
     assert negatives["test"].list.len().unique().to_list() == [99]
 
     # Both outputs are complete: a second run has nothing to do.
-    dry = run_snakemake(workflow, "-n", *TARGETS, "--configfile", "tiny.yaml")
+    dry = run_snakemake(finished_demo, "-n", *TARGETS, "--configfile", "tiny.yaml")
     assert "Nothing to be done" in dry.stdout + dry.stderr
