@@ -146,7 +146,11 @@ def paired_difference(
     if not pairs:
         return f"{target_a} ({arm_a.name}) − {target_b} ({arm_b.name}): not run yet"
     cells = [f"{m} {mean_std([a.test[m] - b.test[m] for a, b in pairs])}" for m in metrics]
-    return f"{pairs[0][0].model} − {pairs[0][1].model}: " + ", ".join(cells) + f" (test, {len(pairs)} seeds)"
+    return (
+        f"{pairs[0][0].model} − {pairs[0][1].model}: "
+        + ", ".join(cells)
+        + f" (test, {len(pairs)} seed{'s' if len(pairs) > 1 else ''})"
+    )
 
 
 def loss_balance(results: Path, dataset: str, target: str = STUDENT) -> str:

@@ -67,6 +67,8 @@ def test_paired_difference_pairs_seeds_in_order(tmp_path):
         write_row(tmp_path, dataset, "teacher", "E4SRec_8", mrr)
     line = paired_difference(tmp_path, (pretrained, "teacher"), (random, "teacher"), metrics=("MRR",))
     assert line == f"E4SRec_8 − E4SRec_8: MRR 13.00 ± {statistics.stdev([10.0, 16.0]):.2f} (test, 2 seeds)"
+    one = paired_difference(tmp_path, (Arm("p", ("a",)), "teacher"), (Arm("r", ("b",)), "teacher"), metrics=("MRR",))
+    assert one == "E4SRec_8 − E4SRec_8: MRR 10.00 (test, 1 seed)"
     missing = paired_difference(tmp_path, (pretrained, "student"), (random, "teacher"))
     assert missing == "student (p) − teacher (r): not run yet"
 
