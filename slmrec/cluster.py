@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from slmrec.io import atomic_path
+
 BAD_INPUT_EXIT_CODE = 65  # EX_DATAERR (sysexits.h): the input data was incorrect
 RECORDS = Path(".snakemake/slmrec/bad_input")
 PLACEHOLDER = "CHANGE_ME"
@@ -48,11 +50,9 @@ def record_path(rule: str, wildcards: Mapping[str, str]) -> Path:
 def record_bad_input(rule: str, wildcards: Mapping[str, str], error: BaseException, log: str) -> Path:
     """Record that this job failed on bad input, for the controller to read before it would retry the job."""
     path = record_path(rule, wildcards)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {"rule": rule, "wildcards": dict(wildcards), "error": f"{type(error).__name__}: {error}", "log": log}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
     return path
 
 

@@ -16,7 +16,7 @@ from slmrec.report import TABLE_METRICS, setting_text
 
 
 class CompareError(ValueError):
-    pass
+    """A dataset to compare has no results yet; the message says how to make them."""
 
 
 def _anonymous(value: Any, dataset: str) -> Any:
