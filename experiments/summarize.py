@@ -18,6 +18,7 @@ from slmrec.summary import (
     Row,
     ablation_table,
     accuracy_table,
+    alignment_table,
     efficiency_table,
     layer_table,
     linked_figure,
@@ -83,6 +84,7 @@ def main() -> None:
             results / BASE / TEACHER / "direct_inference.json",
         ),
         "balance": lambda: loss_balance(results, BASE),
+        "alignment": lambda: alignment_table(results / BASE / "alignment.json"),
         "walltimes": lambda: wall_times(results, [*PRETRAINED.datasets, *RANDOM.datasets]),
     }
     for name, caption in FIGURES.items():  # the report rule's plots, copied to docs/figures/

@@ -123,7 +123,7 @@ def _save(fig: Any, path: str | Path) -> None:
 
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -185,7 +185,7 @@ def layer_sweep_figure(
     metrics) starred and, dashed, direct inference from the trained deep teacher's intermediate layers
     (Figure 2). A series of one point is a marker without a line; with one depth only, the plot says how to
     sweep more."""
-    fig, ax = _figure(figsize=(6.5, 4.2))
+    fig, ax = _figure(figsize=(8.5, 4.2))
     layers = sorted(points)
     depths = sorted(int(k) for k in direct["layers"]) if direct else []
 
@@ -237,7 +237,7 @@ def layer_sweep_figure(
         )
     ax.set(title="test metrics against decoder layers", xlabel="decoder layers", ylabel="%")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot: the lines cross its area
     return fig
 
 

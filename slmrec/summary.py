@@ -27,6 +27,7 @@ from slmrec.targets import (
     STUDENT,
     TEACHER,
     ablation_target,
+    teacher_name,
     variant_label,
 )
 
@@ -172,6 +173,26 @@ def loss_balance(results: Path, dataset: str, target: str = STUDENT) -> str:
             share = 100 * weighted[key] / total
             lines.append([f"{name}: {label}", f"{raw:.3f}", f"{weight:g}", f"{weighted[key]:.3f}", f"{share:.0f}%"])
     return _table(["Step: term", "raw", "λ", "λ · raw", "share of total"], lines)
+
+
+def alignment_table(path: Path) -> str:
+    """experiments/alignment.py's measurements: per teacher, each student's distance from the teacher's
+    states block by block (1 − cos, then L2 against the teacher state's norm). A distilled student that
+    sits no closer than the CE-only or untrained one would mean its alignment terms do nothing."""
+    if not path.exists():
+        return f"*not measured yet (experiments/alignment.py writes {path.name}).*\n"
+    lines = []
+    for measured in read_artifact(path, read_json)["teachers"].values():
+        for row in measured["rows"]:
+            blocks = row["blocks"]
+            layers = ", ".join(f"{b['student_layer']}→{b['teacher_layer']}" for b in blocks)
+            cos = " / ".join(f"{b['cos_distance']:.3f}" for b in blocks)
+            l2 = " / ".join(f"{b['l2_distance']:.1f} of {b['teacher_norm']:.0f}" for b in blocks)
+            total_cos, total_l2 = (sum(b[key] for b in blocks) for key in ("cos_distance", "l2_distance"))
+            against = f"{teacher_name(measured['teacher_layers'])} ({layers})"
+            lines.append([row["model"], against, cos, f"{total_cos:.3f}", l2, f"{total_l2:.1f}"])
+    header = ["Student", "against (layers s→t)", "1 − cos per block", "Σ", "L2 per block (of ‖h_t‖)", "Σ"]
+    return _table(header, lines)
 
 
 def wall_times(results: Path, datasets: Sequence[str]) -> str:

@@ -44,6 +44,7 @@ from slmrec.models.distill import (
     TeacherStates,
     block_boundaries,
     samples_digest,
+    state_alignment,
     teacher_boundary_states,
 )
 from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec, load_llmrec
@@ -463,6 +464,27 @@ def test_states_refuse_other_samples_or_another_block_map(stage_env):
     shorter = pad_left([row[row > 0].tolist()[1:] for row in samples.input_ids], 20)
     with pytest.raises(ArtifactError, match="computed for other training samples"):
         states.check(stage_env.states, shorter, samples.labels, [(2, 1), (4, 2)])
+
+
+def test_state_alignment_is_zero_for_the_teacher_and_sums_to_the_students_loss_terms(stage_env):
+    states = TeacherStates.load(stage_env.states)
+    samples = student_samples(stage_env)
+    teacher = load_llmrec(stage_env.teacher, stage_env.table)
+    own = state_alignment(teacher, states, samples.input_ids, blocks=2, batch_size=16)
+    assert [(b["student_layer"], b["teacher_layer"]) for b in own] == [(2, 2), (4, 4)]
+    assert all(b["cos_distance"] < 1e-5 and b["l2_distance"] < 1e-3 for b in own)
+    assert all(b["student_norm"] == pytest.approx(b["teacher_norm"], rel=1e-5) and b["teacher_norm"] > 0 for b in own)
+
+    student = make_llmrec(stage_env.backbone, stage_env.table, layers=2, seed=2)
+    blocks = state_alignment(student, states, samples.input_ids, blocks=2, batch_size=16)
+    model = Distiller(student, None, 2, PAPER_WEIGHTS, teacher_layers=4).eval()
+    with torch.no_grad():  # the whole training set as one batch: the loss terms' means over every sample
+        terms = model(samples.input_ids, samples.labels, teacher_states=states.states)["terms"]
+    assert sum(b["cos_distance"] for b in blocks) == pytest.approx(terms["loss_cos"].item(), rel=1e-4)
+    assert sum(b["l2_distance"] for b in blocks) == pytest.approx(terms["loss_l2"].item(), rel=1e-4)
+    assert all(b["cos_distance"] > 0.01 for b in blocks)
+    with pytest.raises(DistillConfigError, match=r"teacher states are at layers \[2, 4\].*teacher layers \[4\]"):
+        state_alignment(student, states, samples.input_ids, blocks=1, batch_size=16)
 
 
 def test_offline_stage_reads_cached_states_and_never_loads_the_teacher(stage_env, built, caplog, monkeypatch):

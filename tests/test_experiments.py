@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import subprocess
+import sys
 from itertools import combinations
 
 import pytest
@@ -73,3 +75,21 @@ def test_the_documented_command_builds_each_arm_and_the_seeds_ce_students(tmp_pa
         if dataset in ARMS["pretrained"]:
             expected.add(f"results/{dataset}/ablation/ce/metrics.json")
         assert made == expected | {f"results/{dataset}/metrics.json"}, dataset
+
+
+@pytest.mark.e2e
+def test_alignment_puts_distilled_students_closer_to_their_teacher_than_the_ce_control(finished_demo, tmp_path):
+    """experiments/alignment.py on the tiny demo: every student distilled with the cosine term sits closer to
+    the teacher's states than the untrained student and the CE-only one, which learned without it."""
+    out = tmp_path / "alignment.json"
+    command = [sys.executable, str(ROOT / "experiments" / "alignment.py"), "--dataset", "demo", "--out", str(out)]
+    proc = subprocess.run(command, cwd=finished_demo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (teacher,) = json.loads(out.read_text())["teachers"].values()
+    assert teacher["teacher_layers"] == 4
+    cos = {row["model"]: sum(b["cos_distance"] for b in row["blocks"]) for row in teacher["rows"]}
+    controls = {"untrained 2-layer student", "SLMRec_ce 2"}
+    distilled = {"SLMRec 2←4", "SLMRec_ce_cos 2←4", "SLMRec_ce_cos_l2 2←4", "SLMRec_ce_cos_ms 2←4"}
+    assert set(cos) == controls | distilled
+    assert max(cos[m] for m in distilled) < min(cos[m] for m in controls)
+    assert not list((finished_demo / "results" / "demo").glob("alignment.json"))  # --out: the demo is untouched

@@ -15,6 +15,7 @@ from slmrec.summary import (
     Row,
     ablation_table,
     accuracy_table,
+    alignment_table,
     layer_table,
     linked_figure,
     loss_balance,
@@ -140,3 +141,23 @@ def test_a_figure_is_linked_once_drawn_and_named_until_then(tmp_path):
     made.write_bytes(b"\x89PNG")
     assert linked_figure(made, doc, "figures/plot.png", "Figure 2") == "![Figure 2](figures/plot.png)\n"
     assert (tmp_path / "docs" / "figures" / "plot.png").read_bytes() == b"\x89PNG"
+
+
+def test_alignment_table_shows_each_block_and_the_sums_the_loss_terms_use(tmp_path):
+    path = tmp_path / "alignment.json"
+    assert "not measured yet" in alignment_table(path)
+    block = {"student_norm": 30.0, "teacher_norm": 40.0}
+    rows = [
+        {
+            "model": "untrained 2-layer student",
+            "blocks": [
+                {"student_layer": 1, "teacher_layer": 4, "cos_distance": 0.5, "l2_distance": 30.0, **block},
+                {"student_layer": 2, "teacher_layer": 8, "cos_distance": 0.25, "l2_distance": 20.0, **block},
+            ],
+        },
+    ]
+    path.write_text(json.dumps({"dataset": "d", "teachers": {"teacher": {"teacher_layers": 8, "rows": rows}}}))
+    table = alignment_table(path).splitlines()
+    assert table[2] == (
+        "| untrained 2-layer student | E4SRec_8 (1→4, 2→8) | 0.500 / 0.250 | 0.750 | 30.0 of 40 / 20.0 of 40 | 50.0 |"
+    )

@@ -127,9 +127,9 @@ class Distiller(nn.Module):
             t_states = teacher_states.float().unbind(1)  # n x [B, H]
             pairs = list(zip(s_states, t_states, strict=True))
             if self.weights.cos > 0:
-                weighted["cos"] = sum((1 - F.cosine_similarity(s, t, dim=-1)).mean() for s, t in pairs)
+                weighted["cos"] = sum(cosine_distance(s, t).mean() for s, t in pairs)
             if self.weights.l2 > 0:
-                weighted["l2"] = sum((s - t).norm(dim=-1).mean() for s, t in pairs)
+                weighted["l2"] = sum(l2_distance(s, t).mean() for s, t in pairs)
         if self.weights.multi_supervision > 0:
             heads = zip(self.adapters, s_states[:-1], strict=True)
             weighted["multi_supervision"] = (
@@ -141,6 +141,17 @@ class Distiller(nn.Module):
         log_keys = {term.name: term.log_key for term in LOSS_TERMS}
         terms = {**unweighted, **{log_keys[name]: value for name, value in weighted.items()}}
         return {"loss": loss, "terms": {k: v.detach() for k, v in terms.items()}, "user": student["user"]}
+
+
+def cosine_distance(student: Tensor, teacher: Tensor) -> Tensor:
+    """1 - cos(h_s, h_t) per sample ([..., H] -> [...]): the λ1 term's summand, blind to the states' norms."""
+    return 1 - F.cosine_similarity(student, teacher, dim=-1)
+
+
+def l2_distance(student: Tensor, teacher: Tensor) -> Tensor:
+    """||h_s - h_t||_2 per sample ([..., H] -> [...]): the λ2 term's summand, which grows with the residual
+    stream's norm (large in LLaMA-family models)."""
+    return (student - teacher).norm(dim=-1)
 
 
 @torch.no_grad()
@@ -236,3 +247,38 @@ class TeacherStates:
                 f"the student has {len(labels)}): the data, max_len or targets_per_user changed; rebuild them "
                 "with the teacher_states rule"
             )
+
+
+@torch.no_grad()
+def state_alignment(
+    student: LLMRec, states: TeacherStates, input_ids: Tensor, blocks: int, batch_size: int
+) -> list[dict[str, float]]:
+    """How far a student's block-boundary states lie from the teacher's, averaged over its training samples.
+
+    The check that distillation does what it claims: a distilled student should sit closer to its teacher
+    than the same student trained on CE alone or not trained at all. One entry per block, with both
+    states' mean norms, which give the L2 distance its scale. `states` must be for these `input_ids`.
+    """
+    boundaries = block_boundaries(states.teacher_layers, student.num_layers, blocks)
+    if states.layers != [t for t, _ in boundaries]:
+        raise DistillConfigError(
+            f"the teacher states are at layers {states.layers}, but {blocks} blocks of a {student.num_layers}-layer "
+            f"student align with teacher layers {[t for t, _ in boundaries]}"
+        )
+    student.eval()
+    device = student.item_table.device
+    totals = torch.zeros(4, len(boundaries), dtype=torch.float64)  # cos distance, L2, |h_s|, |h_t| per block
+    lengths = (input_ids > 0).sum(1).numpy()
+    for rows in tqdm(length_batches(lengths, batch_size), desc="state alignment", unit="batch"):
+        index = torch.from_numpy(rows)
+        layer_states = student(input_ids[index].to(device), output_layer_states=True)["layer_states"]
+        s = layer_states[:, [s - 1 for _, s in boundaries]].cpu()  # [b, n, H]
+        t = states.states[index].float()  # [b, n, H]
+        measures = (cosine_distance(s, t), l2_distance(s, t), s.norm(dim=-1), t.norm(dim=-1))  # 4 x [b, n]
+        totals += torch.stack(measures).sum(1).double()
+    means = (totals / len(input_ids)).tolist()
+    keys = ("cos_distance", "l2_distance", "student_norm", "teacher_norm")
+    return [
+        {"teacher_layer": t, "student_layer": s, **{key: means[k][i] for k, key in enumerate(keys)}}
+        for i, (t, s) in enumerate(boundaries)
+    ]
