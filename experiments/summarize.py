@@ -66,6 +66,7 @@ def main() -> None:
                 f"- {paired_difference(results, a, b)}"
                 for a, b in [
                     ((PRETRAINED, STUDENT), (PRETRAINED, ce_only)),
+                    ((PRETRAINED, student_of(SHALLOW)), (PRETRAINED, ce_only)),
                     ((PRETRAINED, TEACHER), (PRETRAINED, "sasrec")),
                     ((PRETRAINED, TEACHER), (RANDOM, TEACHER)),
                     ((PRETRAINED, STUDENT), (RANDOM, STUDENT)),
