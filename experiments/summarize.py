@@ -32,6 +32,8 @@ from slmrec.targets import STUDENT, TEACHER, ablation_target, student_of, sweep_
 BASE = "ml100k"
 PRETRAINED = Arm("pretrained", (BASE, f"{BASE}_s2", f"{BASE}_s3"))
 RANDOM = Arm("random init", (f"{BASE}_random", f"{BASE}_random_s2", f"{BASE}_random_s3"))
+SEED1 = Arm("seed 1", (BASE,))
+TARGETS_PROBE = Arm("ten targets per user", (f"{BASE}_targets10",))  # E4SRec_2, up to 10 targets per user
 SWEEP = (1, 2, 4, 8, 16)  # and the deep teacher itself (experiments/ml100k_smollm2.yaml)
 SHALLOW = 8  # the paper's SLMRec 4 <- 8 teacher
 FIGURES = {  # the report rule's plots, by file stem
@@ -73,6 +75,14 @@ def main() -> None:
                 ]
             )
             + "\n"
+        ),
+        "targets_probe": lambda: accuracy_table(
+            results,
+            [
+                Row(SEED1, "sasrec"),
+                Row(SEED1, sweep_teacher(2), "{model}, 1 target per user (the paper's)"),
+                Row(TARGETS_PROBE, TEACHER, "{model}, up to 10 targets per user"),
+            ],
         ),
         "table4": lambda: ablation_table(results, PRETRAINED),
         "table5": lambda: efficiency_table(
