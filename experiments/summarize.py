@@ -34,6 +34,7 @@ PRETRAINED = Arm("pretrained", (BASE, f"{BASE}_s2", f"{BASE}_s3"))
 RANDOM = Arm("random init", (f"{BASE}_random", f"{BASE}_random_s2", f"{BASE}_random_s3"))
 SEED1 = Arm("seed 1", (BASE,))
 TARGETS_PROBE = Arm("ten targets per user", (f"{BASE}_targets10",))  # E4SRec_2, up to 10 targets per user
+LONG_PROBE = Arm("ten targets per user, 600 steps", (f"{BASE}_targets10_long",))
 SWEEP = (1, 2, 4, 8, 16)  # and the deep teacher itself (experiments/ml100k_smollm2.yaml)
 SHALLOW = 8  # the paper's SLMRec 4 <- 8 teacher
 FIGURES = {  # the report rule's plots, by file stem
@@ -82,6 +83,7 @@ def main() -> None:
                 Row(SEED1, "sasrec"),
                 Row(SEED1, sweep_teacher(2), "{model}, 1 target per user (the paper's)"),
                 Row(TARGETS_PROBE, TEACHER, "{model}, up to 10 targets per user"),
+                Row(LONG_PROBE, TEACHER, "{model}, up to 10 targets per user, 600 steps"),
             ],
         ),
         "table4": lambda: ablation_table(results, PRETRAINED),

@@ -19,7 +19,7 @@ from slmrec.config import load_config, load_schema, stage_config
 
 OVERLAY = ROOT / "experiments" / "ml100k_smollm2.yaml"
 SEEDS = ("", "_s2", "_s3")
-PROBE = "ml100k_targets10"  # E4SRec_2 with ten targets per user
+PROBES = {"ml100k_targets10": 200, "ml100k_targets10_long": 600}  # E4SRec_2 with ten targets per user: steps
 ARMS = {"pretrained": tuple(f"ml100k{s}" for s in SEEDS), "random": tuple(f"ml100k_random{s}" for s in SEEDS)}
 
 
@@ -43,8 +43,10 @@ def test_every_seed_of_an_arm_differs_in_each_trained_stage():
         for a, b in combinations(datasets, 2):  # otherwise the same chain
             for stage in ("source", "preprocess", "negatives"):
                 assert stage_config(config, schema, a, stage) == stage_config(config, schema, b, stage), stage
-    probe, seed1 = (stage_config(config, schema, d, "teacher") for d in (PROBE, "ml100k"))
-    assert probe == {**seed1, "layers": 2, "targets_per_user": 10}  # seed 1's E4SRec_2 but for the targets
+    seed1 = stage_config(config, schema, "ml100k", "teacher")
+    for probe, steps in PROBES.items():  # seed 1's E4SRec_2 but for the targets (and the length)
+        changed = {"layers": 2, "targets_per_user": 10, "max_steps": steps, "eval_steps": 25 if steps == 200 else 50}
+        assert stage_config(config, schema, probe, "teacher") == {**seed1, **changed}, probe
     random_inits = [stage_config(config, schema, d, "backbone") for d in ARMS["random"]]
     assert {b["init"] for b in random_inits} == {"random"}
     assert len({b["seed"] for b in random_inits}) == 3
@@ -73,8 +75,9 @@ def test_the_documented_command_builds_each_arm_and_the_seeds_ce_students(tmp_pa
     }
     assert {f"results/ml100k/teacher_l{n}/metrics.json" for n in (1, 2, 4, 8, 16)} <= outputs
     assert {f"results/ml100k/ablation/{v}/metrics.json" for v in ("ce", "ce_cos", "ce_cos_l2", "ce_cos_ms")} <= outputs
-    probed = {path for path in outputs if path.startswith(f"results/{PROBE}/") and path.endswith("metrics.json")}
-    assert probed == {f"results/{PROBE}/{t}/metrics.json" for t in ("sasrec", "teacher")}  # no student, no sweep
+    for probe in PROBES:
+        probed = {path for path in outputs if path.startswith(f"results/{probe}/") and path.endswith("metrics.json")}
+        assert probed == {f"results/{probe}/{t}/metrics.json" for t in ("sasrec", "teacher")}  # no student, no sweep
     for dataset in (*ARMS["pretrained"][1:], *ARMS["random"]):
         made = {path for path in outputs if path.startswith(f"results/{dataset}/") and path.endswith("metrics.json")}
         expected = {f"results/{dataset}/{t}/metrics.json" for t in ("popularity", "sasrec", "teacher", "student")}
