@@ -133,25 +133,19 @@ def efficiency_table(results: Path, dataset: str, targets: Sequence[str]) -> str
     return _table(header, lines)
 
 
-def paired_difference(
-    results: Path, first: tuple[Arm, str], second: tuple[Arm, str], metrics: Sequence[str] = ("NDCG@10", "MRR")
-) -> str:
-    """`first − second` per seed (the i-th dataset of each arm paired), then mean ± sd: seed noise shared by
-    both sides (the same SASRec table, the same data order) cancels in the difference."""
-    (arm_a, target_a), (arm_b, target_b) = first, second
+def paired_difference(results: Path, first: Row, second: Row, metrics: Sequence[str] = ("NDCG@10", "MRR")) -> str:
+    """`first − second` per seed (the i-th dataset of each row's arm paired), then mean ± sd: seed noise shared
+    by both sides (the same SASRec table, the same data order) cancels in the difference."""
     pairs = []
-    for dataset_a, dataset_b in zip(arm_a.datasets, arm_b.datasets, strict=True):
-        a, b = read_row(results, dataset_a, target_a), read_row(results, dataset_b, target_b)
+    for dataset_a, dataset_b in zip(first.arm.datasets, second.arm.datasets, strict=True):
+        a, b = read_row(results, dataset_a, first.target), read_row(results, dataset_b, second.target)
         if a is not None and b is not None:
             pairs.append((a, b))
     if not pairs:
-        return f"{target_a} ({arm_a.name}) − {target_b} ({arm_b.name}): not run yet"
+        return f"{first.target} ({first.arm.name}) − {second.target} ({second.arm.name}): not run yet"
     cells = [f"{m} {mean_std([a.test[m] - b.test[m] for a, b in pairs])}" for m in metrics]
-    return (
-        f"{pairs[0][0].model} − {pairs[0][1].model}: "
-        + ", ".join(cells)
-        + f" (test, {len(pairs)} seed{'s' if len(pairs) > 1 else ''})"
-    )
+    names = (row.label.format(model=model.model) for row, model in zip((first, second), pairs[0], strict=True))
+    return " − ".join(names) + ": " + ", ".join(cells) + f" (test, {len(pairs)} seed{'s' if len(pairs) > 1 else ''})"
 
 
 def loss_balance(results: Path, dataset: str, target: str = STUDENT) -> str:

@@ -19,7 +19,8 @@ from slmrec.config import load_config, load_schema, stage_config
 
 OVERLAY = ROOT / "experiments" / "ml100k_smollm2.yaml"
 SEEDS = ("", "_s2", "_s3")
-PROBES = {"ml100k_targets10": 200, "ml100k_targets10_long": 600}  # E4SRec_2 with ten targets per user: steps
+# E4SRec_2 with ten targets per user: its steps, by probe dataset, and the seeds of the long one
+PROBES = {"ml100k_targets10": 200, **{f"ml100k_targets10_long{s}": 600 for s in SEEDS}}
 ARMS = {"pretrained": tuple(f"ml100k{s}" for s in SEEDS), "random": tuple(f"ml100k_random{s}" for s in SEEDS)}
 
 
@@ -43,10 +44,12 @@ def test_every_seed_of_an_arm_differs_in_each_trained_stage():
         for a, b in combinations(datasets, 2):  # otherwise the same chain
             for stage in ("source", "preprocess", "negatives"):
                 assert stage_config(config, schema, a, stage) == stage_config(config, schema, b, stage), stage
-    seed1 = stage_config(config, schema, "ml100k", "teacher")
-    for probe, steps in PROBES.items():  # seed 1's E4SRec_2 but for the targets (and the length)
+    for probe, steps in PROBES.items():  # that seed's chain, E4SRec_2 but for the targets (and the length)
+        chain = "ml100k" + next((s for s in SEEDS if s and probe.endswith(s)), "")
         changed = {"layers": 2, "targets_per_user": 10, "max_steps": steps, "eval_steps": 25 if steps == 200 else 50}
-        assert stage_config(config, schema, probe, "teacher") == {**seed1, **changed}, probe
+        expected = {**stage_config(config, schema, chain, "teacher"), **changed}
+        assert stage_config(config, schema, probe, "teacher") == expected, probe
+        assert stage_config(config, schema, probe, "sasrec") == stage_config(config, schema, chain, "sasrec"), probe
     random_inits = [stage_config(config, schema, d, "backbone") for d in ARMS["random"]]
     assert {b["init"] for b in random_inits} == {"random"}
     assert len({b["seed"] for b in random_inits}) == 3

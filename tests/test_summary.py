@@ -66,11 +66,12 @@ def test_paired_difference_pairs_seeds_in_order(tmp_path):
     pretrained, random = Arm("p", ("a", "a_s2")), Arm("r", ("b", "b_s2"))
     for dataset, mrr in (("a", 20.0), ("a_s2", 30.0), ("b", 10.0), ("b_s2", 14.0)):
         write_row(tmp_path, dataset, "teacher", "E4SRec_8", mrr)
-    line = paired_difference(tmp_path, (pretrained, "teacher"), (random, "teacher"), metrics=("MRR",))
-    assert line == f"E4SRec_8 − E4SRec_8: MRR 13.00 ± {statistics.stdev([10.0, 16.0]):.2f} (test, 2 seeds)"
-    one = paired_difference(tmp_path, (Arm("p", ("a",)), "teacher"), (Arm("r", ("b",)), "teacher"), metrics=("MRR",))
+    random_teacher = Row(random, "teacher", "{model}, random init")
+    line = paired_difference(tmp_path, Row(pretrained, "teacher"), random_teacher, metrics=("MRR",))
+    assert line == f"E4SRec_8 − E4SRec_8, random init: MRR 13.00 ± {statistics.stdev([10.0, 16.0]):.2f} (test, 2 seeds)"
+    one = paired_difference(tmp_path, Row(Arm("p", ("a",)), "teacher"), Row(Arm("r", ("b",)), "teacher"), ("MRR",))
     assert one == "E4SRec_8 − E4SRec_8: MRR 10.00 (test, 1 seed)"
-    missing = paired_difference(tmp_path, (pretrained, "student"), (random, "teacher"))
+    missing = paired_difference(tmp_path, Row(pretrained, "student"), random_teacher)
     assert missing == "student (p) − teacher (r): not run yet"
 
 
