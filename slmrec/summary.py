@@ -9,6 +9,7 @@ this module's markdown into `docs/experiments.md`; every number comes from the p
 
 from __future__ import annotations
 
+import re
 import shutil
 import statistics
 from collections.abc import Callable, Sequence
@@ -220,13 +221,17 @@ def _job_kind(job: str) -> str:
 
 def replace_generated(document: str, blocks: dict[str, Callable[[], str]]) -> str:
     """The document with the text between `<!-- name -->` and `<!-- /name -->` regenerated for each block;
-    the hand-written prose around the markers is kept."""
+    the hand-written prose around the markers is kept. Every block of the document must have a generator,
+    or its old numbers would stay behind unnoticed."""
+    orphans = sorted(set(re.findall(r"<!-- ([\w-]+) -->", document)) - set(blocks))
     for name, make in blocks.items():
         start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
         if start not in document or end not in document:
             raise ValueError(f"the document has no {start} … {end} block to fill")
         head, rest = document.split(start, 1)
         document = head + start + "\n" + make() + end + rest.split(end, 1)[1]
+    if orphans:
+        raise ValueError(f"the document's blocks {orphans} have nothing to fill them")
     return document
 
 

@@ -107,3 +107,13 @@ def test_alignment_puts_distilled_students_closer_to_their_teacher_than_the_ce_c
     assert set(cos) == controls | distilled
     assert max(cos[m] for m in distilled) < min(cos[m] for m in controls)
     assert not list((finished_demo / "results" / "demo").glob("alignment.json"))  # --out: the demo is untouched
+
+
+def test_summarize_fills_every_block_of_the_page_even_before_any_result(tmp_path, monkeypatch):
+    doc = tmp_path / "experiments.md"
+    doc.write_text((ROOT / "docs" / "experiments.md").read_text())
+    monkeypatch.setattr(sys, "argv", ["summarize.py", "--results", str(tmp_path / "none"), "--doc", str(doc)])
+    runpy.run_path(str(ROOT / "experiments" / "summarize.py"), run_name="__main__")
+    text = doc.read_text()
+    assert "not run yet" in text and "not drawn yet" in text and "not measured yet" in text
+    assert "## Verdicts" in text  # the prose is kept

@@ -130,7 +130,9 @@ def test_generated_blocks_are_replaced_and_prose_kept():
     doc = "intro\n<!-- t -->\nold\n<!-- /t -->\nverdict\n"
     assert replace_generated(doc, {"t": lambda: "new\n"}) == "intro\n<!-- t -->\nnew\n<!-- /t -->\nverdict\n"
     with pytest.raises(ValueError, match="no <!-- u --> … <!-- /u --> block"):
-        replace_generated(doc, {"u": lambda: ""})
+        replace_generated(doc, {"t": lambda: "", "u": lambda: ""})
+    with pytest.raises(ValueError, match=r"blocks \['v'\] have nothing to fill them"):
+        replace_generated(doc + "<!-- v -->\nstale\n<!-- /v -->\n", {"t": lambda: ""})
 
 
 def test_a_figure_is_linked_once_drawn_and_named_until_then(tmp_path):
