@@ -72,6 +72,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="default: results/<dataset>/alignment.json")
     args = parser.parse_args()
     dataset_dir, data_dir = args.results / args.dataset, args.results / args.dataset / "data"
+    if not (data_dir / "splits.parquet").exists():
+        raise SystemExit(
+            f"{dataset_dir}: no finished dataset there (expected {data_dir / 'splits.parquet'}); run this from the "
+            "directory the results were computed in, or pass --results and --dataset"
+        )
     data = load_training_data(*(str(data_dir / f) for f in ("splits.parquet", "negatives.parquet", "stats.json")))
     table = load_item_embeddings(str(dataset_dir / "sasrec" / "item_embeddings.safetensors"), data.num_items)
     students = student_manifests(dataset_dir)

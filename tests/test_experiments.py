@@ -117,3 +117,10 @@ def test_summarize_fills_every_block_of_the_page_even_before_any_result(tmp_path
     text = doc.read_text()
     assert "not run yet" in text and "not drawn yet" in text and "not measured yet" in text
     assert "## Verdicts" in text  # the prose is kept
+
+
+def test_alignment_names_the_missing_results_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["alignment.py", "--dataset", "nope"])
+    with pytest.raises(SystemExit, match=r"results/nope: no finished dataset there .*pass --results and --dataset"):
+        runpy.run_path(str(ROOT / "experiments" / "alignment.py"), run_name="__main__")
