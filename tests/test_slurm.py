@@ -171,15 +171,18 @@ def test_a_data_error_is_not_retried(slurm_demo, cluster):
 
 
 def test_a_gpu_request_on_a_gpu_less_node_fails_at_once(cluster, tmp_path):
+    """sbatch refuses the job, so it never waits in the queue for a GPU that never comes (a hang would end in
+    run_snakemake's timeout). The run still waits for the jobs already running (backbone), so how long it takes
+    depends on the machine's load and is not asserted."""
     workdir = copy_workflow(tmp_path)
     write_tiny_config(workdir)
     profile = fitted_profile(workdir, "slurm-gpu", gpu_rule="synthesize")
-    started = time.monotonic()
+    before = len(cluster.jobs())
     proc = run_snakemake(
         workdir, TARGET, "--profile", profile, "--configfile", "tiny.yaml", env=cluster.env, check=False
     )
     assert proc.returncode != 0
-    assert time.monotonic() - started < 60
+    assert "synthesize" not in {rule_of(job) for job in cluster.jobs()[before:]}
     assert "SLURM sbatch failed" in proc.stdout + proc.stderr
     assert "Invalid generic resource (gres) specification" in proc.stdout + proc.stderr
 
