@@ -37,6 +37,8 @@ TARGETS_PROBE = Arm("ten targets per user", (f"{BASE}_targets10",))  # E4SRec_2,
 LONG_PROBE = Arm(  # the same with 600 steps, for each seed of the pretrained arm
     "10 targets per user, 600 steps", tuple(f"{BASE}_targets10_long{d[len(BASE) :]}" for d in PRETRAINED.datasets)
 )
+SEED2 = Arm("seed 2", (f"{BASE}_s2",))
+STUDENTS_PROBE = Arm("students 400 steps", (f"{BASE}_s2_students400",))  # seed 2, students trained 400 steps
 SWEEP = (1, 2, 4, 8, 16)  # and the deep teacher itself (experiments/ml100k_smollm2.yaml)
 SHALLOW = 8  # the paper's SLMRec 4 <- 8 teacher
 FIGURES = {  # the report rule's plots, by file stem
@@ -57,6 +59,11 @@ def main() -> None:
         Row(SEED1, sweep_teacher(2), "{model}, 1 target per user (the paper's)"),
         Row(TARGETS_PROBE, TEACHER, "{model}, up to 10 targets per user"),
         Row(LONG_PROBE, TEACHER, "{model}, up to 10 targets per user, 600 steps"),
+    ]
+    students_rows = [  # SLMRec 4←24 and the CE-only student of seed 2, trained 200 and 400 steps
+        Row(arm, target, f"{{model}}, {steps} steps")
+        for arm, steps in ((SEED2, 200), (STUDENTS_PROBE, 400))
+        for target in (STUDENT, ce_only)
     ]
     blocks = {
         "table2": lambda: accuracy_table(
@@ -80,15 +87,17 @@ def main() -> None:
                     (Row(PRETRAINED, student_of(SHALLOW)), Row(PRETRAINED, ce_only)),
                     (Row(PRETRAINED, TEACHER), Row(PRETRAINED, "sasrec")),
                     (probe_rows[-1], probe_rows[0]),
+                    (students_rows[2], students_rows[3]),
                     (Row(PRETRAINED, TEACHER), Row(RANDOM, TEACHER, "{model}, random init")),
                     (Row(PRETRAINED, STUDENT), Row(RANDOM, STUDENT, "{model}, random init")),
                 ]
             )
             + "\n"
         ),
-        **{
-            name: partial(accuracy_table, results, probe_rows, split)
-            for name, split in (("targets_probe", "test"), ("targets_probe_valid", "valid"))
+        **{  # each probe on test, and on validation, where its choices were made
+            f"{probe}{suffix}": partial(accuracy_table, results, rows, split)
+            for probe, rows in (("targets_probe", probe_rows), ("students_probe", students_rows))
+            for suffix, split in (("", "test"), ("_valid", "valid"))
         },
         "table4": lambda: ablation_table(results, PRETRAINED),
         "table5": lambda: efficiency_table(

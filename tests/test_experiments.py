@@ -21,6 +21,8 @@ OVERLAY = ROOT / "experiments" / "ml100k_smollm2.yaml"
 SEEDS = ("", "_s2", "_s3")
 # E4SRec_2 with ten targets per user: its steps, by probe dataset, and the seeds of the long one
 PROBES = {"ml100k_targets10": 200, **{f"ml100k_targets10_long{s}": 600 for s in SEEDS}}
+# Seed 2's chain with both its students (SLMRec 4←24 and CE-only) trained 400 steps, not 200
+STUDENTS_PROBE = "ml100k_s2_students400"
 ARMS = {"pretrained": tuple(f"ml100k{s}" for s in SEEDS), "random": tuple(f"ml100k_random{s}" for s in SEEDS)}
 
 
@@ -50,6 +52,11 @@ def test_every_seed_of_an_arm_differs_in_each_trained_stage():
         expected = {**stage_config(config, schema, chain, "teacher"), **changed}
         assert stage_config(config, schema, probe, "teacher") == expected, probe
         assert stage_config(config, schema, probe, "sasrec") == stage_config(config, schema, chain, "sasrec"), probe
+    for stage in ("source", "preprocess", "negatives", "backbone", "sasrec", "teacher", "distill"):
+        assert stage_config(config, schema, STUDENTS_PROBE, stage) == stage_config(config, schema, "ml100k_s2", stage)
+    seed2_student = stage_config(config, schema, "ml100k_s2", "student")
+    assert stage_config(config, schema, STUDENTS_PROBE, "student") == {**seed2_student, "max_steps": 400}
+    assert seed2_student["max_steps"] == 200
     random_inits = [stage_config(config, schema, d, "backbone") for d in ARMS["random"]]
     assert {b["init"] for b in random_inits} == {"random"}
     assert len({b["seed"] for b in random_inits}) == 3
@@ -81,6 +88,12 @@ def test_the_documented_command_builds_each_arm_and_the_seeds_ce_students(tmp_pa
     for probe in PROBES:
         probed = {path for path in outputs if path.startswith(f"results/{probe}/") and path.endswith("metrics.json")}
         assert probed == {f"results/{probe}/{t}/metrics.json" for t in ("sasrec", "teacher")}  # no student, no sweep
+    probed = {
+        path for path in outputs if path.startswith(f"results/{STUDENTS_PROBE}/") and path.endswith("metrics.json")
+    }
+    assert probed == {
+        f"results/{STUDENTS_PROBE}/{t}/metrics.json" for t in ("sasrec", "teacher", "student", "ablation/ce")
+    }
     for dataset in (*ARMS["pretrained"][1:], *ARMS["random"]):
         made = {path for path in outputs if path.startswith(f"results/{dataset}/") and path.endswith("metrics.json")}
         expected = {f"results/{dataset}/{t}/metrics.json" for t in ("popularity", "sasrec", "teacher", "student")}
