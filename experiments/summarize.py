@@ -25,6 +25,7 @@ from slmrec.summary import (
     loss_balance,
     paired_difference,
     replace_generated,
+    validation_curves,
     wall_times,
 )
 from slmrec.targets import STUDENT, TEACHER, ablation_target, student_of, sweep_teacher
@@ -99,6 +100,19 @@ def main() -> None:
             for probe, rows in (("targets_probe", probe_rows), ("students_probe", students_rows))
             for suffix, split in (("", "test"), ("_valid", "valid"))
         },
+        "curves": lambda: validation_curves(
+            results,
+            [
+                Row(PRETRAINED, TEACHER),
+                Row(PRETRAINED, sweep_teacher(SHALLOW)),
+                Row(PRETRAINED, STUDENT),
+                Row(PRETRAINED, student_of(SHALLOW)),
+                Row(PRETRAINED, ce_only),
+                Row(RANDOM, TEACHER, "{model}, random init"),
+                Row(RANDOM, STUDENT, "{model}, random init"),
+            ],
+        ),
+        "students_probe_curves": lambda: validation_curves(results, students_rows),
         "table4": lambda: ablation_table(results, PRETRAINED),
         "table5": lambda: efficiency_table(
             results, BASE, ["sasrec", TEACHER, sweep_teacher(SHALLOW), student_of(SHALLOW), STUDENT]

@@ -96,6 +96,23 @@ def ablation_table(results: Path, arm: Arm) -> str:
     return accuracy_table(results, [Row(arm, ablation_target(v), variant_label(v)) for v in ABLATION_VARIANTS])
 
 
+def validation_curves(results: Path, rows: Sequence[Row]) -> str:
+    """Validation MRR at every evaluation step, one line per seed, the selected checkpoint (`best_step`) in bold:
+    whether a run had levelled off when its steps ended."""
+    curves = []
+    for row in rows:
+        for dataset, found in seed_rows(results, row.arm, row.target).items():
+            log = pl.read_csv(results / dataset / row.target / "train_log.csv")
+            label = f"{row.label.format(model=found.model)} ({dataset})"
+            curves.append((label, dict(zip(log["step"], log["mrr"], strict=True)), found.best_step))
+    steps = sorted({step for _, curve, _ in curves for step in curve})
+    lines = [
+        [label, *("-" if s not in curve else f"**{curve[s]:.2f}**" if s == best else f"{curve[s]:.2f}" for s in steps)]
+        for label, curve, best in curves
+    ]
+    return _table(["Model (dataset)", *(str(s) for s in steps)], lines)
+
+
 def layer_table(results: Path, dataset: str, sweep: Sequence[str], direct: Path) -> str:
     """Figure 2's numbers: each depth trained as its own E4SRec_l, and read directly out of the trained
     deep teacher's intermediate layers (test NDCG@10 and MRR)."""

@@ -22,13 +22,16 @@ from slmrec.summary import (
     mean_std,
     paired_difference,
     replace_generated,
+    validation_curves,
     wall_times,
 )
 
 METRICS = ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")
 
 
-def write_row(results: Path, dataset: str, target: str, model: str, mrr: float, layers: int = 4, **details) -> None:
+def write_row(
+    results: Path, dataset: str, target: str, model: str, mrr: float, layers: int = 4, best_step: int = 10, **details
+) -> None:
     scores = {m: mrr + i for i, m in enumerate(METRICS)}
     path = results / dataset / target / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +44,7 @@ def write_row(results: Path, dataset: str, target: str, model: str, mrr: float, 
         params={"total": 10, "trainable": 2_000_000, "inference": 8},
         train_seconds=120.0,
         inference_seconds=3.0,
-        best_step=10,
+        best_step=best_step,
         best_valid_mrr=mrr,
         details=details,
     ).write(path)
@@ -101,6 +104,19 @@ def test_loss_balance_weighs_each_term_and_gives_its_share(tmp_path):
     assert "| first: CE | 5.000 | 1 | 5.000 | 25% |" in lines
     assert any(line.startswith("| last (step 20): L2 | 40.000 |") for line in lines)
     assert loss_balance(tmp_path, "nothing") == "not run yet\n"
+
+
+def test_validation_curves_give_each_seed_a_line_and_bold_its_selected_step(tmp_path):
+    arm = Arm("p", ("a", "a_s2", "a_s3"))
+    curves = (("a", [25, 50], [20.0, 21.5], 10), ("a_s2", [25, 50, 75, 100], [19.0, 23.0, 22.0, 22.5], 50))
+    for dataset, steps, mrr, best in curves:  # a: its best step is on no line's steps, so nothing is bold
+        write_row(tmp_path, dataset, "student", "SLMRec 4←8", 1.0, best_step=best)
+        pl.DataFrame({"step": steps, "mrr": mrr}).write_csv(tmp_path / dataset / "student" / "train_log.csv")
+    lines = validation_curves(tmp_path, [Row(arm, "student", "{model}, distilled"), Row(arm, "x")]).splitlines()
+    assert lines[0] == "| Model (dataset) | 25 | 50 | 75 | 100 |"
+    assert lines[2] == "| SLMRec 4←8, distilled (a) | 20.00 | 21.50 | - | - |"
+    assert lines[3] == "| SLMRec 4←8, distilled (a_s2) | 19.00 | **23.00** | 22.00 | 22.50 |"
+    assert len(lines) == 4  # a_s3 and the target no seed has are left out
 
 
 def test_layer_table_joins_the_trained_sweep_and_direct_inference(tmp_path):
