@@ -102,7 +102,10 @@ def validation_curves(results: Path, rows: Sequence[Row]) -> str:
     curves = []
     for row in rows:
         for dataset, found in seed_rows(results, row.arm, row.target).items():
-            log = pl.read_csv(results / dataset / row.target / "train_log.csv")
+            path = results / dataset / row.target / "train_log.csv"
+            if not path.exists():
+                raise ValueError(f"{path}: no training log; validation curves are for the LLM stages, which log one")
+            log = read_artifact(path, pl.read_csv)
             label = f"{row.label.format(model=found.model)} ({dataset})"
             curves.append((label, dict(zip(log["step"], log["mrr"], strict=True)), found.best_step))
     steps = sorted({step for _, curve, _ in curves for step in curve})
@@ -160,7 +163,8 @@ def paired_difference(results: Path, first: Row, second: Row, metrics: Sequence[
         if a is not None and b is not None:
             pairs.append((a, b))
     if not pairs:
-        return f"{first.target} ({first.arm.name}) − {second.target} ({second.arm.name}): not run yet"
+        named = (f"{row.label.format(model=row.target)} ({row.arm.name})" for row in (first, second))
+        return " − ".join(named) + ": not run yet"
     cells = [f"{m} {mean_std([a.test[m] - b.test[m] for a, b in pairs])}" for m in metrics]
     names = (row.label.format(model=model.model) for row, model in zip((first, second), pairs[0], strict=True))
     return " − ".join(names) + ": " + ", ".join(cells) + f" (test, {len(pairs)} seed{'s' if len(pairs) > 1 else ''})"

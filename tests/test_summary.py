@@ -75,7 +75,7 @@ def test_paired_difference_pairs_seeds_in_order(tmp_path):
     one = paired_difference(tmp_path, Row(Arm("p", ("a",)), "teacher"), Row(Arm("r", ("b",)), "teacher"), ("MRR",))
     assert one == "E4SRec_8 − E4SRec_8: MRR 10.00 (test, 1 seed)"
     missing = paired_difference(tmp_path, Row(pretrained, "student"), random_teacher)
-    assert missing == "student (p) − teacher (r): not run yet"
+    assert missing == "student (p) − teacher, random init (r): not run yet"
 
 
 def test_ablation_table_takes_the_full_variant_from_the_student(tmp_path):
@@ -117,6 +117,9 @@ def test_validation_curves_give_each_seed_a_line_and_bold_its_selected_step(tmp_
     assert lines[2] == "| SLMRec 4←8, distilled (a) | 20.00 | 21.50 | - | - |"
     assert lines[3] == "| SLMRec 4←8, distilled (a_s2) | 19.00 | **23.00** | 22.00 | 22.50 |"
     assert len(lines) == 4  # a_s3 and the target no seed has are left out
+    write_row(tmp_path, "a", "sasrec", "SASRec", 1.0)  # trained by early stopping, with no step log
+    with pytest.raises(ValueError, match=r"a/sasrec/train_log.csv: no training log"):
+        validation_curves(tmp_path, [Row(arm, "sasrec")])
 
 
 def test_layer_table_joins_the_trained_sweep_and_direct_inference(tmp_path):
