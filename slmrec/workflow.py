@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -33,7 +34,21 @@ ORPHAN_EXIT_CODE = 143  # as if killed by SIGTERM
 # would fail the same way, so these are recorded and never retried (slmrec/cluster.py).
 BAD_INPUT_ERRORS = (DataError, ArtifactError, ConfigError, BackboneError, DistillConfigError, MetricsRowError)
 
+# What a runnable copy of the workflow needs beside the installed library: tests and benchmarks run Snakemake in
+# such a copy, so that they never touch the checkout's results/.
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "config.schema.yaml", "rules", "workflow_scripts", "envs", "profiles")
+
 logger = logging.getLogger(__name__)
+
+
+def copy_workflow(source: Path, dest: Path) -> Path:
+    """Copy the workflow's files from the checkout `source` into `dest`."""
+    for name in WORKFLOW_FILES:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, dest / name)
+        else:
+            shutil.copy2(source / name, dest / name)
+    return dest
 
 
 def is_snakemake(cmdline: list[str]) -> bool:

@@ -16,20 +16,14 @@ from filelock import FileLock
 
 from slmrec.config import deep_merge
 from slmrec.models.presets import GGUF_PRESETS
+from slmrec.workflow import copy_workflow as copy_from_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "config.schema.yaml", "rules", "workflow_scripts", "envs", "profiles")
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
 def copy_workflow(dest: Path) -> Path:
-    for name in WORKFLOW_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name)
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
+    return copy_from_checkout(ROOT, dest)
 
 
 def run_snakemake(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_efficiency.py"
@@ -43,3 +44,36 @@ def test_gpu_efficiency_without_a_gpu_says_how_to_smoke_test():
     done = run()
     assert done.returncode == 2
     assert "no CUDA device: run with --tiny" in done.stderr
+
+
+@pytest.mark.parametrize(("budget_min", "returncode", "verdict"), [(10, 0, "PASS"), (0.001, 1, "FAIL")])
+def test_demo_benchmark_times_a_fresh_copy_against_its_budget(tmp_path, budget_min, returncode, verdict):
+    """A cheap target of the demo stands in for the whole DAG; `results/` of the checkout is not touched."""
+    config = write_tiny_config(tmp_path)
+    before = sorted(ROOT.glob("results/*/logs/*.benchmark.tsv"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "demo.py"), "--budget-min", str(budget_min)]
+        + ["--configfile", str(config), "results/demo/data/stats.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == returncode, done.stdout + done.stderr[-3000:]
+    assert re.search(r"^  demo: synthesize\s+[\d.]+\s+[\d.]+$", done.stdout, flags=re.M), done.stdout
+    assert re.search(r"^  demo: preprocess\s+[\d.]+\s+[\d.]+$", done.stdout, flags=re.M), done.stdout
+    assert re.search(
+        rf"demo wall time: [\d.]+ min, [\d.]+ of the {budget_min:g}-minute budget: {verdict}$", done.stdout
+    )
+    assert sorted(ROOT.glob("results/*/logs/*.benchmark.tsv")) == before
+
+
+def test_demo_benchmark_names_a_missing_overlay(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "demo.py"), "--configfile", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"--configfile {tmp_path / 'nope.yaml'}: no such file" in done.stderr
