@@ -125,7 +125,10 @@ def main() -> None:
         ),
         "balance": lambda: loss_balance(results, BASE),
         "alignment": lambda: alignment_table(results / BASE / "alignment.json"),
-        "walltimes": lambda: wall_times(results, [*PRETRAINED.datasets, *RANDOM.datasets]),
+        "walltimes": lambda: wall_times(
+            results,
+            [d for arm in (PRETRAINED, RANDOM, TARGETS_PROBE, LONG_PROBE, STUDENTS_PROBE) for d in arm.datasets],
+        ),
     }
     for name, caption in FIGURES.items():  # the report rule's plots, copied to docs/figures/
         made, link = results / BASE / f"{name}.png", f"figures/{BASE}_{name}.png"
