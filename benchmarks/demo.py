@@ -21,26 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
-
+from slmrec.summary import benchmark_times
 from slmrec.workflow import copy_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_MIN = 10.0  # the demo's promise in the README
-
-
-def job_times(results: Path) -> pl.DataFrame:
-    """Wall and CPU seconds of every job, from the rules' `benchmark:` files, longest first."""
-    rows = [
-        {
-            "job": str(f.relative_to(results)).removesuffix(".benchmark.tsv").replace("/logs/", ": "),
-            "wall_s": float(pl.read_csv(f, separator="\t")["s"][-1]),
-            "cpu_s": float(pl.read_csv(f, separator="\t")["cpu_time"][-1]),
-        }
-        for f in sorted(results.rglob("*.benchmark.tsv"))
-    ]
-    schema = {"job": pl.String, "wall_s": pl.Float64, "cpu_s": pl.Float64}
-    return pl.DataFrame(rows, schema=schema).sort("wall_s", descending=True)
 
 
 def main() -> int:
@@ -67,12 +52,12 @@ def main() -> int:
             tail = (workdir / "snakemake.log").read_text()[-4000:]
             print(f"snakemake failed (exit {done.returncode}) after {wall:.0f} s:\n{tail}", file=sys.stderr)
             return 2
-        jobs = job_times(workdir / "results")
+        jobs = benchmark_times(workdir / "results")
 
     cpu = jobs["cpu_s"].sum()
     print(f"{len(jobs)} jobs; the five longest (wall s, CPU s):")
     for job, job_wall, job_cpu in jobs.head(5).iter_rows():
-        print(f"  {job:<32} {job_wall:8.1f} {job_cpu:8.1f}")
+        print(f"  {job.replace('/logs/', ': '):<32} {job_wall:8.1f} {job_cpu:8.1f}")
     print(f"jobs' CPU time over the run's wall time: {cpu / wall:.2f} (at most --cores {args.cores})")
     verdict = "PASS" if wall <= args.budget_min * 60 else "FAIL"
     print(

@@ -14,11 +14,12 @@ import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 
-from slmrec.io import atomic_path, read_artifact, read_json
+from slmrec.io import ArtifactError, atomic_path, read_artifact, read_json
 from slmrec.metrics import MetricsRow
 from slmrec.targets import (
     ABLATION,
@@ -211,24 +212,36 @@ def alignment_table(path: Path) -> str:
     return _table(header, lines)
 
 
+def benchmark_times(root: Path) -> pl.DataFrame:
+    """Wall and CPU seconds of every job under `root`, from Snakemake's `benchmark:` files (the last line of each,
+    the latest run), named by path relative to `root`; longest first."""
+    rows = []
+    for path in sorted(root.rglob("*.benchmark.tsv")):
+        table = read_artifact(path, partial(pl.read_csv, separator="\t"))
+        if table.is_empty() or not {"s", "cpu_time"} <= set(table.columns):
+            raise ArtifactError(
+                f"{path}: expected Snakemake's benchmark columns s and cpu_time and a row, found "
+                f"columns {table.columns} and {len(table)} rows"
+            )
+        job = str(path.relative_to(root)).removesuffix(".benchmark.tsv")
+        rows.append({"job": job, "wall_s": float(table["s"][-1]), "cpu_s": float(table["cpu_time"][-1])})
+    schema = {"job": pl.String, "wall_s": pl.Float64, "cpu_s": pl.Float64}
+    return pl.DataFrame(rows, schema=schema).sort("wall_s", descending=True)
+
+
 def wall_times(results: Path, datasets: Sequence[str]) -> str:
-    """Wall-clock seconds of every job (Snakemake's benchmark files), summed per dataset and per rule kind."""
+    """Wall-clock seconds of every job, summed per dataset and per rule kind."""
     lines = []
     for dataset in datasets:
-        logs = results / dataset / "logs"
-        files = sorted(logs.rglob("*.benchmark.tsv"))
-        if not files:
+        jobs = benchmark_times(results / dataset / "logs")
+        if jobs.is_empty():
             continue
-        seconds = {
-            str(f.relative_to(logs)).removesuffix(".benchmark.tsv"): pl.read_csv(f, separator="\t")["s"][-1]
-            for f in files
-        }
         kinds: dict[str, float] = {}
-        for job, s in seconds.items():
+        for job, s in zip(jobs["job"], jobs["wall_s"], strict=True):
             kind = _job_kind(job)
             kinds[kind] = kinds.get(kind, 0.0) + s
         detail = ", ".join(f"{k} {v / 60:.0f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
-        lines.append([dataset, f"{sum(seconds.values()) / 3600:.2f}", detail])
+        lines.append([dataset, f"{jobs['wall_s'].sum() / 3600:.2f}", detail])
     return _table(["Dataset", "Jobs' wall time (h)", "By kind (min)"], lines)
 
 

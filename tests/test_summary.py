@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from slmrec.io import ArtifactError
 from slmrec.metrics import MetricsRow
 from slmrec.summary import (
     Arm,
@@ -16,6 +17,7 @@ from slmrec.summary import (
     ablation_table,
     accuracy_table,
     alignment_table,
+    benchmark_times,
     layer_table,
     linked_figure,
     loss_balance,
@@ -140,9 +142,21 @@ def test_wall_times_sum_every_job_by_kind(tmp_path):
     logs = tmp_path / "a" / "logs"
     (logs / "ablation").mkdir(parents=True)
     for name, seconds in (("teacher_l2", 600), ("teacher_l4", 1200), ("ablation/ce", 300), ("sasrec", 60)):
-        (logs / f"{name}.benchmark.tsv").write_text(f"s\th:m:s\n{seconds}\t0:00:00\n")
+        (logs / f"{name}.benchmark.tsv").write_text(f"s\th:m:s\tcpu_time\n{seconds}\t0:00:00\t{seconds / 2}\n")
     line = wall_times(tmp_path, ["a", "missing"]).splitlines()[2]
     assert line == "| a | 0.60 | teacher_l* 30, ablation 5, sasrec 1 |"
+
+
+def test_benchmark_times_take_each_files_last_run_longest_first_and_name_a_bad_file(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "sasrec.benchmark.tsv").write_text("s\tcpu_time\n50\t40\n60.5\t70.25\n")  # rerun
+    (tmp_path / "logs" / "teacher.benchmark.tsv").write_text("s\tcpu_time\n100\t90\n")
+    jobs = benchmark_times(tmp_path)
+    assert jobs.rows() == [("logs/teacher", 100.0, 90.0), ("logs/sasrec", 60.5, 70.25)]
+    assert benchmark_times(tmp_path / "nothing").is_empty()
+    (tmp_path / "logs" / "broken.benchmark.tsv").write_text("s\th:m:s\n5\t0:00:05\n")
+    with pytest.raises(ArtifactError, match=r"broken.benchmark.tsv: expected Snakemake's benchmark columns"):
+        benchmark_times(tmp_path)
 
 
 def test_generated_blocks_are_replaced_and_prose_kept():
