@@ -37,14 +37,16 @@ include: "rules/student.smk"
 include: "rules/report.smk"
 
 
-# Before the first job is submitted (never in a dry run): no CHANGE_ME placeholder left in the resources, and
-# a SLURM status command that can see this cluster's jobs (see slmrec/cluster.py).
+# Before the first job is submitted (never in a dry run): no CHANGE_ME placeholder left in the resources, a
+# SLURM status command that can see this cluster's jobs, and every output this run will replace marked
+# incomplete, so a failed run never leaves stale results looking current (see slmrec/cluster.py).
 onstart:
     check_submission(
         workflow.dag.needrun_jobs(),
         workflow.executor_plugin.name,
         getattr(workflow.executor_settings, "status_command", None),
     )
+    mark_pending(workflow.persistence, workflow.dag.needrun_jobs())
 
 
 rule all:

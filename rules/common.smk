@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from slmrec import targets
-from slmrec.cluster import check_submission, retry_unless_bad_input
+from slmrec.cluster import check_submission, mark_pending, retry_unless_bad_input
 from slmrec.models import presets
 from slmrec.models.blocks import block_boundaries
 from slmrec.config import canonical, check_dataset, load_schema, stage_config

@@ -14,7 +14,7 @@ from snakemake.exceptions import WorkflowError
 from slmrec.compare import CompareError, compare
 from slmrec.config import ConfigError, load_config
 from slmrec.data.fetch import ML100K_DEST, RECBOLE_REQUIREMENT, FetchError, fetch_ml100k
-from slmrec.provenance import changed, render, stale, trace
+from slmrec.provenance import changed, refresh_command, render, stale, trace
 
 CONFIG = "config.yaml"  # the workflow's own config, which Snakemake always loads first
 
@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     prov.add_argument("--root", default="results", help="where to look for manifests (default: results)")
     prov.add_argument(
         "--configfile",
-        action="append",
+        nargs="+",
+        action="extend",
         default=[],
-        help=f"as given to snakemake: merged over {CONFIG} to give the current config (repeatable)",
+        help=f"as given to snakemake: merged over {CONFIG}, in order, to give the current config",
     )
     comp = commands.add_parser(
         "compare", help="test metrics of datasets (e.g. variants) side by side, and the settings that differ"
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config, files = current_config(args.configfile)
     link = trace(args.target, args.root, config)
-    if link.record is None:
+    if link.record is None and not link.problems:
         print(f"no manifest under {args.root} records {args.target}", file=sys.stderr)
         return 2
     print("\n".join(render(link)))
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if stale(link):
         print(
-            "\nSTALE: some recorded inputs or outputs changed after the result was made; "
-            "rerun snakemake to refresh it (a changed output needs the --force shown beside it)."
+            "\nSTALE: some recorded inputs or outputs changed after the result was made (marked !!); "
+            f"this refreshes it:\n  {refresh_command(link)}"
         )
         return 1
     print("\nup to date: every recorded checksum matches")

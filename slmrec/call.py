@@ -89,6 +89,7 @@ class StageCall:
     output: dict[str, str]
     params: dict[str, Any]
     resources: dict[str, Any] = field(default_factory=dict)
+    wildcards: dict[str, str] = field(default_factory=dict)  # the dataset and target the job was run for
     started: str = field(default_factory=utc_now)
 
     @classmethod
@@ -100,6 +101,7 @@ class StageCall:
             output=dict(snakemake.output.items()),
             params=canonical(dict(snakemake.params.items())),
             resources=resources,
+            wildcards=dict(snakemake.wildcards.items()),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -114,7 +116,8 @@ class StageCall:
     def write_manifest(
         self, path: str | None = None, outputs: list[str] | None = None, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """The stage's manifest: its params as `config`, its file inputs, its outputs (all but the manifest)."""
+        """The stage's manifest: its params as `config`, its file inputs, its outputs (all but the manifest), and
+        what it was made for (where it was written, the dataset and target), so a copy elsewhere is told apart."""
         path = path or self.output["manifest"]
         files = [p for p in self.input_paths() if Path(p).is_file()]
         directories = {p: directory_digest(p) for p in self.input_paths() if Path(p).is_dir()}
@@ -127,5 +130,9 @@ class StageCall:
             inputs=files,
             outputs=outputs,
             started=self.started,
-            extra={**({"input_directories": directories} if directories else {}), **(extra or {})},
+            extra={
+                "made_for": {"manifest": path, "wildcards": self.wildcards},
+                **({"input_directories": directories} if directories else {}),
+                **(extra or {}),
+            },
         )

@@ -9,6 +9,13 @@ next attempt, `try_number` finds the record and stops the run with the error ins
 killed by the scheduler (memory, time, `scancel`, a lost node) leaves no record and is retried, with more memory
 where the rule or profile asks for `* attempt`.
 
+Before the first job starts, `mark_pending` marks the outputs of every job the run will execute as incomplete.
+Snakemake marks a job's outputs only when that job starts, so a run that fails at the teacher left the old
+student, metrics and report looking current: the failed job's outputs were deleted, and Snakemake does not rebuild
+a missing intermediate while everything downstream looks up to date ("Nothing to be done" over stale results).
+With the marks, the next run reruns the whole interrupted change (`rerun-incomplete`, set in both profiles), or,
+without that flag, stops and names the stale files.
+
 This module is imported by the Snakefile, so it stays free of heavy imports.
 """
 
@@ -72,6 +79,16 @@ def retry_unless_bad_input(rule: str) -> Callable[..., int]:
         return attempt
 
     return try_number
+
+
+def mark_pending(persistence: Any, jobs: Iterable[Any]) -> None:
+    """Mark the outputs of the jobs this run will execute as incomplete, as Snakemake does when each one starts.
+
+    A job that finishes clears its own marks; a job that never runs (an upstream one failed, the run was killed)
+    leaves them, and its old outputs are therefore rebuilt by the next run, never taken for current ones.
+    """
+    for job in jobs:
+        persistence.started(job)
 
 
 def placeholders(jobs: Iterable[Any]) -> list[str]:

@@ -6,6 +6,12 @@ An input whose file has changed since (or vanished) is flagged, as is any output
 that no longer matches: a result is not up to date while a file made beside it (say the item table
 next to SASRec's metrics) is truncated. Given the current config, each manifest's recorded settings are
 compared with it, and those that differ are listed.
+
+A manifest is trusted only where it belongs: one copied from another dataset or target (it records where it was
+written), and one that names an output outside the results directory, are flagged and not followed; a file
+under the results directory that no manifest records (its manifest deleted, or the file put there by hand) is
+flagged too. Each flagged link names the file whose forced rerun refreshes it (`refresh`), so the summary can
+give the one command that does.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class Link:
     problems: list[str] = field(default_factory=list)
     inputs: list[Link] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)  # recorded settings the current config sets otherwise
+    refresh: list[str] = field(default_factory=list)  # files whose forced rerun refreshes this link
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -82,17 +89,46 @@ def config_changes(
     return changes
 
 
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A manifest's record; an unreadable one records nothing (what it described is then flagged as unrecorded)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def inside(path: str | Path, root: Path) -> bool:
+    return Path(path).resolve().is_relative_to(root.resolve())
+
+
 def index_manifests(root: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """Map each recorded output path to the manifest that records it."""
+    """Map each recorded output path to the manifest that records it (only paths inside `root`, and never to a
+    manifest copied in from elsewhere, which records another place's outputs)."""
     index = {}
     for path in sorted(root.rglob("*manifest.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+        record = read_manifest(path)
         for output in record.get("outputs", {}):
-            index[str(Path(output))] = (path, record)
+            if inside(output, root):
+                index[str(Path(output))] = (path, record)
     return index
+
+
+def misplaced(manifest: Path, record: dict[str, Any], root: Path) -> str | None:
+    """Why a manifest does not describe the files where it lies (copied from another dataset or target), or None.
+
+    A manifest records where it was written and the job's wildcards; one from before that record is judged by
+    its outputs, which must lie in the manifest's own dataset directory."""
+    made_for = record.get("made_for")
+    if made_for:
+        if Path(made_for["manifest"]).resolve() == manifest.resolve():
+            return None
+        made = ", ".join(f"{k} {v}" for k, v in made_for.get("wildcards", {}).items())
+        return f"manifest {manifest} was made for {made_for['manifest']} ({made}): a copy from elsewhere"
+    home = root / manifest.resolve().relative_to(root.resolve()).parts[0]
+    away = [o for o in record.get("outputs", {}) if inside(o, root) and not inside(o, home)]
+    return (
+        f"manifest {manifest} records outputs of another dataset ({away[0]}): a copy from elsewhere" if away else None
+    )
 
 
 def _check(path: str, expected: str) -> str | None:
@@ -109,7 +145,8 @@ def _check(path: str, expected: str) -> str | None:
 def trace(target: str | Path, root: str | Path = "results", config: dict[str, Any] | None = None) -> Link:
     """The chain of manifests behind `target`; with `config` (the current one, as `load_config` gives it),
     each link also lists the recorded settings that config sets otherwise."""
-    index = index_manifests(Path(root))
+    base = Path(root)
+    index = index_manifests(base)
     schema = load_schema(SCHEMA_PATH)
     seen: dict[str, Link] = {}
     check = functools.cache(_check)  # a file is input or output of several manifests: hash it once
@@ -122,17 +159,36 @@ def trace(target: str | Path, root: str | Path = "results", config: dict[str, An
         link = Link(key, manifest, record)
         seen[key] = link
         if record is None:
+            if inside(key, base):
+                beside = Path(key).parent / "manifest.json"
+                foreign = misplaced(beside, read_manifest(beside), base) if beside.is_file() else None
+                link.problems.append(
+                    foreign
+                    or f"no manifest under {root} records {key}: its manifest is missing, or it was made by hand"
+                )
+                link.refresh.append(key)
+            return link
+        foreign = misplaced(manifest, record, base)
+        if foreign:
+            link.problems.append(foreign)
+            link.refresh.append(key)
             return link
         if config is not None:
-            link.changes = config_changes(manifest, record, Path(root), config, schema)
+            link.changes = config_changes(manifest, record, base, config, schema)
         for output, digest in record["outputs"].items():
+            if not inside(output, base):
+                link.problems.append(f"manifest {manifest} names an output outside {root}: {output} (not read)")
+                link.refresh.append(key)
+                continue
             problem = check(str(Path(output)), digest)
             if problem:
-                link.problems.append(f"output {problem}; rerun: snakemake --cores 1 --force {output}")
+                link.problems.append(f"output {problem}")
+                link.refresh.append(str(Path(output)))
         for source, digest in record.get("inputs", {}).items():
             problem = check(source, digest)
             if problem:
                 link.problems.append(f"stale input: {problem}")
+                link.refresh.append(key)
             link.inputs.append(visit(source))
         return link
 
@@ -143,7 +199,7 @@ def render(link: Link, depth: int = 0, shown: set[str] | None = None) -> list[st
     shown = set() if shown is None else shown
     pad = "  " * depth
     if link.record is None:
-        return [f"{pad}{link.path}  (source file, no manifest)"]
+        return [f"{pad}{link.path}  (source file, no manifest)", *(f"{pad}  !! {p}" for p in link.problems)]
     if link.path in shown:
         return [f"{pad}{link.path}  (see above)"]
     shown.add(link.path)
@@ -174,6 +230,14 @@ def nodes(link: Link) -> Iterator[Link]:
 
 def stale(link: Link) -> bool:
     return any(node.problems for node in nodes(link))
+
+
+def refresh_command(link: Link) -> str:
+    """The Snakemake command that refreshes a stale chain: rerun what made each flagged file, and everything
+    after it, up to the traced result (a plain rerun does not rebuild a deleted intermediate whose results
+    downstream still look up to date)."""
+    files = dict.fromkeys(f for node in nodes(link) for f in node.refresh)
+    return f"snakemake --cores 1 {link.path} --forcerun {' '.join(files)}"
 
 
 def changed(link: Link) -> int:

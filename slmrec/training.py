@@ -12,19 +12,23 @@ work on validation MRR. It also refuses to continue past a non-finite loss.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
@@ -40,10 +44,47 @@ logger = logging.getLogger(__name__)
 Evaluator = Callable[[], dict[str, float]]  # scores the recommender being trained, in eval mode
 IDENTITY_FILE = "identity.json"  # the run identity the checkpoints beside it were made under
 FINISHED_FILE = "FINISHED"  # training ended: these checkpoints are never resumed
+DISK_FULL_FREE_BYTES = 1 << 20  # below this, a write that failed without saying why failed for want of space
 
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+class DiskFullError(OSError):
+    """A write ran out of space, said plainly and where (torch's own message is `enforce fail at
+    inline_container.cc ... unexpected pos`)."""
+
+
+def free_bytes(directory: Path) -> int:
+    """Free space on the filesystem that holds `directory` (or its nearest existing parent)."""
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    return shutil.disk_usage(existing).free
+
+
+def is_disk_full(error: BaseException, directory: Path) -> bool:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    if "No space left on device" in text:  # safetensors: "I/O error: No space left on device (os error 28)"
+        return True
+    # torch.save names no cause: ask the filesystem whether a full disk is why its writer stopped.
+    return "inline_container" in text and free_bytes(directory) < DISK_FULL_FREE_BYTES
+
+
+@contextlib.contextmanager
+def disk_full_named(what: str, directory: Path) -> Iterator[None]:
+    """Turn a write that ran out of space inside the block into a `DiskFullError` naming `what` and where."""
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as error:
+        if not is_disk_full(error, directory):
+            raise
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left on device while writing {what} in {directory} ({free_bytes(directory)} bytes free "
+            "there); free some space and run again: training resumes from the newest complete checkpoint",
+        ) from error
 
 
 def metric_key(name: str) -> str:
@@ -142,7 +183,8 @@ class TrainLog(TrainerCallback):
         # Beside each checkpoint, so a resumed run knows how long the run took up to it.
         if state.is_world_process_zero:
             clock = {"elapsed": self.elapsed, "seconds": self.seconds}
-            (Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.CLOCK).write_text(json.dumps(clock))
+            with atomic_path(Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.CLOCK) as tmp:
+                tmp.write_text(json.dumps(clock))
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: D102
         now = time.perf_counter()
@@ -306,8 +348,48 @@ def validate(recommender: Recommender, fit: Fit) -> dict[str, float]:
     )
 
 
+def incomplete(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from (a save cut short by a kill or a full disk), or None if complete.
+
+    Trainer writes the weights, then the optimizer, scheduler and RNG state, then `trainer_state.json`; the
+    run's clock comes last (`TrainLog.on_save`). Each file must be there and readable to its end: a safetensors
+    header that fits the file, a torch archive whose directory (at its end) is intact, JSON that parses.
+    """
+    if not any(checkpoint.glob("*.safetensors")):
+        return "it holds no weights"
+    for required in ("trainer_state.json", TrainLog.CLOCK):
+        if not (checkpoint / required).is_file():
+            return f"{required} is missing"
+    for file in sorted(checkpoint.iterdir()):
+        try:
+            if file.suffix == ".json":
+                json.loads(file.read_text())
+            elif file.suffix == ".safetensors":
+                with safe_open(file, "pt"):
+                    pass
+            elif file.suffix in (".pt", ".pth", ".bin"):
+                zipfile.ZipFile(file).close()
+        except (OSError, ValueError, SafetensorError, zipfile.BadZipFile) as error:
+            return f"{file.name} is cut short or corrupt ({type(error).__name__}: {error})"
+    return None
+
+
+def discard_incomplete(checkpoint_dir: Path) -> None:
+    """Remove the checkpoints a kill or a full disk left half-written, saying which and why, so that the run
+    resumes from the newest complete one (Trainer would pick the newest by name and fail on it)."""
+    for checkpoint in sorted(checkpoint_dir.glob("checkpoint-*")):
+        reason = incomplete(checkpoint) if checkpoint.is_dir() else "it is not a directory"
+        if reason:
+            logger.warning("skipping %s: %s (a save cut short); removing it", checkpoint, reason)
+            if checkpoint.is_dir():
+                shutil.rmtree(checkpoint)
+            else:
+                checkpoint.unlink()
+
+
 def resume_point(checkpoint_dir: Path, identity: RunIdentity, is_main: bool, distributed: bool) -> str | None:
-    """The checkpoint to resume from: only one a killed run of this very identity left, never a finished one.
+    """The checkpoint to resume from: the newest complete one a killed run of this very identity left, never
+    one of a finished run.
 
     Anything else in `checkpoint_dir` is discarded, and the log says why.
     """
@@ -323,6 +405,8 @@ def resume_point(checkpoint_dir: Path, identity: RunIdentity, is_main: bool, dis
         if reason:
             logger.info("starting afresh: discarding the checkpoints in %s, %s", checkpoint_dir, reason)
             shutil.rmtree(checkpoint_dir)
+        else:
+            discard_incomplete(checkpoint_dir)
     if distributed:
         torch.distributed.barrier()
     last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
@@ -361,7 +445,8 @@ def fit_and_save(
     if last:
         logger.info("resuming from %s", last)
         log.restore(last)
-    trainer.train(resume_from_checkpoint=last)
+    with disk_full_named("a checkpoint", checkpoint_dir):
+        trainer.train(resume_from_checkpoint=last)
     train_seconds = log.elapsed
     if not main:
         return None
@@ -379,10 +464,11 @@ def fit_and_save(
         best_valid_mrr=trainer.state.best_metric,
         details=details,
     )
-    recommender.save_artifacts(call.output)
-    log.write_csv(call.output["train_log"], trainer.state.log_history)
-    row.write(call.output["metrics"])
-    call.write_manifest()
+    with disk_full_named(f"the {name} artifacts", Path(call.output["metrics"]).parent):
+        recommender.save_artifacts(call.output)
+        log.write_csv(call.output["train_log"], trainer.state.log_history)
+        row.write(call.output["metrics"])
+        call.write_manifest()
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     logger.info("%s test: %s", name, {k: round(v, 3) for k, v in scores["test"].items()})
     return row

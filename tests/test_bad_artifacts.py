@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,7 @@ from helpers_data import (
     stage_call,
 )
 
+from slmrec import provenance as provenance_module
 from slmrec.__main__ import main
 from slmrec.call import StageCall
 from slmrec.io import ArtifactError, read_json, utc_now, write_json, write_manifest
@@ -217,7 +219,7 @@ def test_provenance_flags_a_truncated_sibling_output(recorded, capsys, sibling):
     code, out = provenance(capsys)
     assert code == 1 and "STALE" in out and "up to date" not in out
     assert f"output {sibling} changed since it was recorded" in out
-    assert f"--force {sibling}" in out
+    assert f"snakemake --cores 1 results/demo/sasrec/metrics.json --forcerun {sibling}" in out
 
 
 def test_provenance_flags_a_missing_sibling_output(recorded, capsys):
@@ -225,3 +227,42 @@ def test_provenance_flags_a_missing_sibling_output(recorded, capsys):
     code, out = provenance(capsys)
     assert code == 1
     assert "output results/demo/sasrec/item_embeddings.safetensors is missing" in out
+
+
+def test_provenance_flags_a_dataset_directory_copied_from_another_dataset(recorded, capsys):
+    """Another dataset's `sasrec/`, copied in with its manifest (written as a stage writes it): STALE, not
+    "up to date", though every checksum in the copied manifest matches its own dataset's files."""
+    other = Path("results/other/sasrec")
+    other.mkdir(parents=True)
+    outputs = {"metrics": other / "metrics.json", "manifest": other / "manifest.json"}
+    outputs["metrics"].write_text('{"model": "SASRec", "dataset": "other"}\n')
+    wildcards = {"dataset": "other"}
+    StageCall("sasrec", {}, {k: str(v) for k, v in outputs.items()}, {}, wildcards=wildcards).write_manifest()
+    shutil.rmtree("results/demo/sasrec")
+    shutil.copytree(other, "results/demo/sasrec")
+    code, out = provenance(capsys)
+    assert code == 1 and "STALE" in out and "up to date" not in out
+    made_for = "was made for results/other/sasrec/manifest.json (dataset other): a copy from elsewhere"
+    assert f"manifest results/demo/sasrec/manifest.json {made_for}" in out
+    assert "--forcerun results/demo/sasrec/metrics.json" in out
+
+
+def test_provenance_flags_a_file_no_manifest_records(recorded, capsys):
+    Path("results/demo/data/manifest.json").unlink()
+    code, out = provenance(capsys)
+    assert code == 1 and "STALE" in out
+    assert "no manifest under results records results/demo/data/splits.parquet" in out
+    assert "--forcerun results/demo/data/splits.parquet" in out
+
+
+def test_provenance_never_reads_an_output_outside_the_results(recorded, capsys, monkeypatch):
+    manifest = Path("results/demo/sasrec/manifest.json")
+    record = json.loads(manifest.read_text())
+    record["outputs"]["/etc/passwd"] = "0" * 64
+    manifest.write_text(json.dumps(record))
+    hashed = []
+    monkeypatch.setattr(provenance_module, "sha256_file", lambda path: hashed.append(str(path)) or "0" * 64)
+    code, out = provenance(capsys)
+    assert code == 1 and "STALE" in out
+    assert f"manifest {manifest} names an output outside results: /etc/passwd (not read)" in out
+    assert "/etc/passwd" not in hashed and "--forcerun /etc" not in out

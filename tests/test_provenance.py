@@ -50,6 +50,9 @@ def test_every_stage_writes_a_complete_manifest(finished_demo, stage):
     for digest in [*manifest["inputs"].values(), *manifest["outputs"].values()]:
         assert len(digest) == 64
     assert manifest["outputs"], "a manifest records the checksums of what it describes"
+    # What it was made for, so that a copy in another dataset's or target's place is told apart.
+    assert manifest["made_for"]["manifest"] == f"results/demo/{STAGE_MANIFESTS[stage]}"
+    assert manifest["made_for"]["wildcards"]["dataset"] == "demo"
 
 
 def test_provenance_prints_the_chain_behind_a_result(finished_demo):
@@ -72,6 +75,14 @@ def test_provenance_shows_the_settings_changed_since(demo_copy):
     changes = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("~")]
     assert sorted(set(changes)) == ["~ distill.l2_weight: recorded 0.1, now 0.5", "~ teacher.layers: recorded 4, now 2"]
     assert "CHANGED: " in proc.stdout and "tiny.yaml" in proc.stdout
+
+
+def test_provenance_takes_several_configfiles_as_snakemake_does(demo_copy):
+    (demo_copy / "extra.yaml").write_text("distill: {l2_weight: 0.5}\n")
+    proc = provenance(demo_copy, "results/demo/metrics.json", "--configfile", "tiny.yaml", "extra.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "~ distill.l2_weight: recorded 0.1, now 0.5" in proc.stdout
+    assert "config.yaml + tiny.yaml + extra.yaml" in proc.stdout
 
 
 def test_provenance_flags_a_stale_input(demo_copy):

@@ -1,16 +1,21 @@
 """Reruns after config edits: Snakemake's params trigger reruns exactly the stages whose settings changed.
 
-Each test edits the tiny demo's config and asks `snakemake --dry-run` what it would run, after one
-complete run; the finished run itself is never modified.
+Each test edits a copy of the tiny demo's finished run and asks `snakemake --dry-run` what it would run; the
+finished run itself is never modified. One test kills a job of the changed run, and checks that the next run
+completes the change rather than keep the stale results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import subprocess
+import time
 
+import psutil
 import pytest
-from conftest import TARGETS, run_snakemake, write_tiny_config
+from conftest import SNAKEMAKE, TARGETS, run_snakemake, write_tiny_config
 
 pytestmark = pytest.mark.e2e
 
@@ -108,3 +113,61 @@ def test_kcore_reruns_everything_from_preprocess(edited_demo):
     jobs = planned_jobs(edited_demo)
     assert {"preprocess", "negatives", "sasrec", "popularity", "teacher", "student", "metrics", "report"} <= set(jobs)
     assert "synthesize" not in jobs and "backbone" not in jobs
+
+
+def job_process(snakemake: subprocess.Popen[str], script: str, timeout: float = 300) -> psutil.Process:
+    """The process of the Snakemake job that runs `workflow_scripts/<script>` (Snakemake copies it to
+    `.snakemake/scripts/tmp*.<script>`), once it has started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and snakemake.poll() is None:
+        for child in psutil.Process(snakemake.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if any(arg.endswith(f".{script}") for arg in child.cmdline()):
+                    return child
+        time.sleep(0.2)
+    pytest.fail(f"no job running {script} appeared (snakemake exit code {snakemake.poll()})")
+
+
+def start_teacher_change(workdir) -> tuple[dict[str, int], subprocess.Popen[str], psutil.Process]:
+    """Change a teacher setting of a finished run and start the run that applies it: the jobs it plans, the
+    running Snakemake, and its teacher job once started."""
+    write_tiny_config(workdir, {"datasets": {"demo": {"teacher": {"max_steps": 6}}}})
+    change = planned_jobs(workdir)
+    assert {"teacher", "teacher_states", "student", "metrics", "report"} <= set(change)
+    cmd = [SNAKEMAKE, "--cores", "2", *TARGETS, "--configfile", "tiny.yaml"]
+    snakemake = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return change, snakemake, job_process(snakemake, "teacher.py")
+
+
+def test_a_change_whose_job_was_killed_is_completed_by_the_next_run(edited_demo):
+    """Finish a run, change a teacher setting, kill the teacher job: the next run must not say "Nothing to be
+    done" over the old student, metrics and report (whose teacher is gone), but redo the whole change."""
+    change, snakemake, teacher = start_teacher_change(edited_demo)
+    teacher.kill()
+    _, stderr = snakemake.communicate(timeout=300)
+    assert snakemake.returncode != 0, stderr[-3000:]
+    assert not (edited_demo / "results/demo/teacher/trainable.safetensors").exists()  # Snakemake deleted it
+
+    assert planned_jobs(edited_demo) == change  # the interrupted change, whole, not "Nothing to be done"
+    # Without --rerun-incomplete (the profile sets it), Snakemake stops and names the stale results.
+    plain = run_snakemake(
+        edited_demo, *TARGETS, "--dry-run", "--configfile", "tiny.yaml", "--workflow-profile", "none", check=False
+    )
+    said = plain.stdout + plain.stderr
+    assert plain.returncode != 0
+    assert "seem to be incomplete" in said and "results/demo/metrics.json" in said and "--rerun-incomplete" in said
+
+
+def test_a_killed_snakemake_leaves_a_lock_and_after_unlock_the_change_is_still_pending(edited_demo):
+    """The README's "Interrupting a run": SIGKILL to Snakemake stops its job (the watchdog), leaves the lock
+    (LockException), and after `--unlock` the next run still plans the whole change."""
+    change, snakemake, teacher = start_teacher_change(edited_demo)
+    snakemake.kill()
+    snakemake.wait(timeout=60)
+    psutil.wait_procs([teacher], timeout=60)
+    assert not teacher.is_running() or teacher.status() == psutil.STATUS_ZOMBIE
+
+    locked = run_snakemake(edited_demo, *TARGETS, "--configfile", "tiny.yaml", check=False)  # a dry run locks nothing
+    assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr
+    run_snakemake(edited_demo, "--unlock")
+    assert planned_jobs(edited_demo) == change

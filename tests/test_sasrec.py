@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -473,6 +475,71 @@ def test_killed_run_starts_afresh_under_changed_settings(tiny, tmp_path, monkeyp
     assert "resuming from" not in caplog.text
     assert json.loads(Path(output.manifest).read_text())["config"]["sasrec"] == sasrec_config(**change)
     assert load_file(output.item_embeddings)["item_embeddings"].shape[1] == sasrec_config(**change)["hidden"]
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda c: (c / "trainer_state.json").unlink(), "trainer_state.json is missing"),
+        (lambda c: _cut(c / "trainer_state.json"), "trainer_state.json is cut short or corrupt"),
+        (lambda c: _cut(c / "optimizer.pt"), "optimizer.pt is cut short or corrupt"),
+        (lambda c: _cut(c / "model.safetensors"), "model.safetensors is cut short or corrupt"),
+    ],
+    ids=["state-missing", "state-cut", "optimizer-cut", "weights-cut"],
+)
+def test_a_half_written_checkpoint_is_skipped_for_the_newest_complete_one(
+    tiny, tmp_path, monkeypatch, caplog, damage, reason
+):
+    """A kill or a full disk while checkpoint-6 was written: the rerun resumes from checkpoint-3 and says why."""
+    caplog.set_level("INFO", logger="slmrec")
+    cfg = sasrec_config(epochs=3)
+    kill_at(monkeypatch, 8)  # three steps an epoch: checkpoint-3 and checkpoint-6 written
+    with pytest.raises(Killed):
+        run_stage(tiny, tmp_path, cfg=cfg)
+    checkpoints = tmp_path / "checkpoints"
+    damage(checkpoints / "checkpoint-6")
+    assert training.incomplete(checkpoints / "checkpoint-3") is None
+    monkeypatch.undo()
+    caplog.clear()
+    _, output = run_stage(tiny, tmp_path, cfg=cfg)
+    assert f"skipping {checkpoints / 'checkpoint-6'}: {reason}" in caplog.text
+    assert f"resuming from {checkpoints / 'checkpoint-3'}" in caplog.text
+    assert pl.read_csv(output.train_log)["epoch"].to_list() == [1.0, 2.0, 3.0]
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "8k"):
+    """A real filesystem of `size` mounted at `path` (tmpfs), to fill as a full disk would be."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_full_disk_while_checkpointing_says_so_and_where(tiny, tmp_path):
+    with small_disk(tmp_path / "checkpoints"), pytest.raises(training.DiskFullError) as info:
+        run_stage(tiny, tmp_path)
+    message = str(info.value)
+    assert f"no space left on device while writing a checkpoint in {tmp_path / 'checkpoints'}" in message
+    assert "inline_container" not in message
+    _assert_no_outputs(sasrec_outputs(tmp_path))
+
+
+def test_a_full_disk_while_writing_the_model_says_so_and_where(tiny, tmp_path):
+    out = tmp_path / "out"
+    call = sasrec_call(tiny, out)
+    call.params["checkpoints"] = str(tmp_path / "checkpoints")
+    with small_disk(out), pytest.raises(training.DiskFullError) as info:
+        stage.run(call)
+    assert f"no space left on device while writing the SASRec artifacts in {out}" in str(info.value)
 
 
 # --- bad input ---------------------------------------------------------------------------------
