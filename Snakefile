@@ -8,7 +8,7 @@ from snakemake.utils import min_version, validate
 
 sys.path.insert(0, str(Path(workflow.basedir)))  # the library, also in a checkout that is not pip-installed
 
-from slmrec.config import load_schema, typed_overrides, with_variants
+from slmrec.config import load_schema, prepare_config
 
 min_version("9.0")
 
@@ -16,10 +16,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-# `--config` values arrive untyped (Snakemake reads them with YAML's base loader): typed by the schema.
-config.update(typed_overrides(config, load_schema(Path(workflow.basedir) / "config.schema.yaml")))
-# A variant (`datasets.<name>.base: <other>`) is its base's entry with its own keys merged over it.
-config.update(with_variants(config))
+# `--config` values arrive untyped (Snakemake reads them with YAML's base loader), and a file's `1e-4` as a
+# string (YAML 1.1): typed by the schema. NaN and infinities are refused. A variant (`datasets.<name>.base:
+# <other>`) is its base's entry with its own keys merged over it.
+config.update(prepare_config(config, load_schema(Path(workflow.basedir) / "config.schema.yaml")))
 validate(config, "config.schema.yaml")
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,18 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config.schema.yaml"
 
 class ConfigError(ValueError):
     pass
+
+
+class _Yaml12Numbers(yaml.SafeLoader):
+    """YAML's safe loader, reading numbers as YAML 1.2 does: `1e-4` (no dot) is a float, where YAML 1.1, and
+    so PyYAML, reads a string."""
+
+
+_Yaml12Numbers.add_implicit_resolver(  # after YAML 1.1's own resolvers: `12` stays an integer
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+.0123456789"),
+)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -83,13 +97,37 @@ def schema_defaults(stage: str, schema_path: str | os.PathLike = SCHEMA_PATH) ->
     return stage_config(config, load_schema(schema_path), "any", stage)
 
 
+def prepare_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """What the Snakefile makes of the config Snakemake loaded, before validating it: values typed by the
+    schema (`typed_overrides`), non-finite numbers refused, variants expanded (`with_variants`)."""
+    typed = typed_overrides(config, schema)
+    _refuse_non_finite(typed, "")
+    return with_variants(typed)
+
+
+def _refuse_non_finite(value: Any, where: str) -> None:
+    """Refuse NaN and infinities (YAML's `.nan`, `.inf`) anywhere in `value`, naming the key.
+
+    The schema lets them through (NaN is no less than any minimum), and a NaN weight would silently switch
+    its term off and make metrics.json invalid JSON.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {where}: {value} is not a finite number; expected a finite number")
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        _refuse_non_finite(child, f"{where}.{key}" if where else str(key))
+
+
 def typed_overrides(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    """`config` with each string the schema refuses, but accepts once read as YAML, replaced by that value.
+    """`config` with each string the schema refuses replaced by its reading as YAML 1.2, where the schema
+    allows that reading's type.
 
     Snakemake reads the values of `--config` with YAML's base loader, which types nothing:
-    `--config 'distill={cos_weight: 0.5}'` gives the string '0.5', and validation would refuse it. A
-    string the schema accepts as it is stays a string. A dataset's stage overrides are typed by the
-    top-level section of the same name.
+    `--config 'distill={cos_weight: 0.5}'` gives the string '0.5', and validation would refuse it. A config
+    file read with YAML 1.1 gives the string '1e-4' for `1e-4`. A string the schema accepts as it is stays a
+    string. A reading of the right type replaces the string even where it breaks another rule, so that
+    `--config 'teacher={batch_size: 0}'` is refused as the file's `batch_size: 0` is ("0 is less than the
+    minimum of 1"). A dataset's stage overrides are typed by the top-level section of the same name.
     """
     typed = _typed(config, [schema], schema)
     for entry in typed.get("datasets", {}).values() if isinstance(typed.get("datasets"), dict) else []:
@@ -133,10 +171,15 @@ def _typed(value: Any, schemas: list[dict[str, Any]], root: dict[str, Any]) -> A
     if any(v.is_valid(value) for v in validators):
         return value
     try:
-        parsed = yaml.safe_load(value)
+        parsed = yaml.load(value, Loader=_Yaml12Numbers)
     except yaml.YAMLError:
         return value
-    return parsed if any(v.is_valid(parsed) for v in validators) else value
+    return parsed if any(_of_allowed_type(v, parsed) for v in validators) else value
+
+
+def _of_allowed_type(validator: jsonschema.Draft202012Validator, value: Any) -> bool:
+    """Whether `value` is of a type the schema allows, whatever its other rules (a minimum, an enum) say."""
+    return not any(error.validator == "type" and not error.path for error in validator.iter_errors(value))
 
 
 def backbone_depth(backbone: dict[str, Any]) -> int | None:
@@ -238,13 +281,13 @@ def with_variants(config: dict[str, Any]) -> dict[str, Any]:
 
 def load_config(paths: list[str | os.PathLike], schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
     """The config Snakemake builds from these files (later ones deep-merged over earlier ones, as
-    `--configfile` does), with its variants expanded and the schema's defaults filled in."""
+    `--configfile` does), prepared as the Snakefile prepares it and with the schema's defaults filled in."""
     from snakemake.utils import validate
 
     config: dict[str, Any] = {}
     for path in paths:
         with open(path) as handle:
             config = deep_merge(config, yaml.safe_load(handle) or {})
-    config = with_variants(config)
+    config = prepare_config(config, load_schema(schema_path))
     validate(config, str(schema_path), set_default=True)
     return config

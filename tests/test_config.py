@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,17 @@ from conftest import ROOT, SNAKEMAKE, copy_workflow
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from slmrec.config import ConfigError, backbone_depth, check_dataset, load_schema, stage_config, typed_overrides
+from slmrec.config import (
+    ConfigError,
+    backbone_depth,
+    check_dataset,
+    deep_merge,
+    load_config,
+    load_schema,
+    prepare_config,
+    stage_config,
+    typed_overrides,
+)
 
 SCHEMA_PATH = str(ROOT / "config.schema.yaml")
 SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -241,9 +252,11 @@ def test_unknown_dataset_lists_the_known_ones(config, schema):
 # --- snakemake itself refuses a bad config before any job runs ------------------------------------------------
 
 
-def dry_run(workdir: Path, config: dict) -> subprocess.CompletedProcess[str]:
+def dry_run(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess[str]:
+    """`snakemake -n` in `workdir`, with `config` as its config.yaml and `args` (--config, targets) added."""
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    return subprocess.run([SNAKEMAKE, "-n", "--cores", "1"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    command = [SNAKEMAKE, "-n", "--cores", "1", *args]
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=120)
 
 
 def test_snakemake_dry_run_of_the_shipped_config_succeeds(tmp_path, config):
@@ -412,16 +425,111 @@ def test_untyped_command_line_values_are_typed_by_the_schema(schema):
     assert typed_overrides({"distill": {"cos_weight": "heavy"}}, schema) == {"distill": {"cos_weight": "heavy"}}
 
 
+STUDENT = "results/demo/student/metrics.json"
+
+
 def test_numeric_config_overrides_on_the_command_line_reach_the_rules(tmp_path, config):
     """`--config 'distill={cos_weight: 0.5}'` validates, and a typed value reaches the checks of the DAG."""
     workdir = copy_workflow(tmp_path)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-
-    def dry_run_with(*overrides: str) -> subprocess.CompletedProcess[str]:
-        command = [SNAKEMAKE, "-n", "--cores", "1", "--config", *overrides, "--", "results/demo/student/metrics.json"]
-        return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=120)
-
-    proc = dry_run_with("distill={cos_weight: 0.5, l2_weight: 0}", "datasets={demo: {teacher: {max_steps: 7}}}")
+    overrides = ("distill={cos_weight: 0.5, l2_weight: 0}", "datasets={demo: {teacher: {max_steps: 7}}}")
+    proc = dry_run(workdir, config, "--config", *overrides, "--", STUDENT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    proc = dry_run_with("datasets={demo: {teacher: {layers: 12}}}")
+    proc = dry_run(workdir, config, "--config", "datasets={demo: {teacher: {layers: 12}}}", "--", STUDENT)
     assert "datasets.demo.teacher.layers: 12 layers, but the backbone has only 8" in proc.stdout + proc.stderr
+
+
+# --- numbers in YAML: an exponent without a dot, a value of the right type out of range, NaN and infinities ------
+
+
+def test_an_exponent_without_a_dot_is_a_number_in_the_file_and_on_the_command_line(tmp_path, config, schema):
+    """YAML 1.1 (PyYAML, so Snakemake) reads `1e-4` as a string; wherever the schema wants a number, it is one."""
+    config["teacher"]["learning_rate"] = "1e-4"  # written bare, `learning_rate: 1e-4`, as a person writes it
+    config["datasets"]["demo"]["distill"] = {"cos_weight": "5e-1"}
+    config["datasets"]["demo"]["source"]["transition_prob"] = "6E-1"
+    config["datasets"]["demo_lr"] = {"base": "demo", "teacher": {"learning_rate": "2e-4"}}
+    workdir = copy_workflow(tmp_path)
+    proc = dry_run(workdir, config, "results/demo_lr/student/metrics.json")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    written = (workdir / "config.yaml").read_text()
+    assert "learning_rate: 1e-4" in written and "cos_weight: 5e-1" in written and "learning_rate: 2e-4" in written
+    loaded = load_config([workdir / "config.yaml"])  # the config Snakemake ran with
+    assert loaded["teacher"]["learning_rate"] == 1e-4 and loaded["datasets"]["demo"]["source"]["transition_prob"] == 0.6
+    assert stage_config(loaded, schema, "demo", "distill")["cos_weight"] == 0.5
+    assert stage_config(loaded, schema, "demo_lr", "teacher")["learning_rate"] == 2e-4
+    assert stage_config(loaded, schema, "demo_lr", "distill")["cos_weight"] == 0.5  # from its base
+    overrides = ("teacher={learning_rate: 1e-4}", "datasets={demo: {teacher: {adam_epsilon: 1E-6}}}")
+    proc = dry_run(workdir, SHIPPED, "--config", *overrides, "--", STUDENT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert typed_overrides({"teacher": {"learning_rate": "1e-4", "layers": "1e-1"}}, schema) == {
+        "teacher": {"learning_rate": 1e-4, "layers": "1e-1"}  # no integer either way: left for validation to name
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "override", "message"),
+    [
+        ({"teacher": {"batch_size": 0}}, "teacher={batch_size: 0}", "ValidationError: 0 is less than the minimum of 1"),
+        (
+            {"datasets": {"demo": {"teacher": {"batch_size": 0}}}},
+            "datasets={demo: {teacher: {batch_size: 0}}}",
+            "config key datasets.demo.teacher.batch_size: 0 is less than the minimum of 1",
+        ),
+    ],
+    ids=["top-level", "dataset"],
+)
+def test_a_command_line_value_breaking_a_rule_is_refused_as_in_the_file(
+    tmp_path, config, schema, change, override, message
+):
+    """`--config 'teacher={batch_size: 0}'` is an integer below the minimum, as in the file, not "not of type"."""
+    workdir = copy_workflow(tmp_path)
+    on_command_line = dry_run(workdir, config, "--config", override, "--", STUDENT)
+    from_file = dry_run(workdir, deep_merge(config, change), STUDENT)
+    for proc in (on_command_line, from_file):
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        assert message in output and "is not of type" not in output, output[-2000:]
+        assert "Building DAG" not in output and not (workdir / "results").exists()
+    assert typed_overrides({"teacher": {"batch_size": "0"}}, schema) == {"teacher": {"batch_size": 0}}
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("change", "override", "message"),
+    [
+        ({"distill": {"cos_weight": NAN}}, None, "config key distill.cos_weight: nan"),
+        (
+            {"datasets": {"demo": {"distill": {"cos_weight": INF}}}},
+            None,
+            "config key datasets.demo.distill.cos_weight: inf",
+        ),
+        ({}, "distill={cos_weight: .nan}", "config key distill.cos_weight: nan"),
+        ({}, "datasets={demo: {distill: {l2_weight: -.inf}}}", "config key datasets.demo.distill.l2_weight: -inf"),
+    ],
+    ids=["file", "file-dataset", "command-line", "command-line-dataset"],
+)
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path, config, change, override, message):
+    """A NaN weight would switch its term off silently, and make metrics.json invalid JSON."""
+    workdir = copy_workflow(tmp_path)
+    proc = dry_run(workdir, deep_merge(config, change), *(["--config", override, "--"] if override else []), STUDENT)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"{message} is not a finite number; expected a finite number" in output, output[-2000:]
+    assert "Building DAG" not in output and not (workdir / "results").exists()
+    if not override:  # `python -m slmrec provenance` and `compare` read the file as Snakemake does
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)} is not a finite number"):
+            load_config([workdir / "config.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"report": {"layer_sweep": [1, INF]}}, "report.layer_sweep.1"),
+        ({"datasets": {"demo": {"source": {"transition_prob": NAN}}}}, "datasets.demo.source.transition_prob"),
+        ({"datasets": {"demo_v": {"base": "demo", "teacher": {"epochs": -INF}}}}, "datasets.demo_v.teacher.epochs"),
+    ],
+)
+def test_non_finite_numbers_in_lists_sources_and_variants_are_refused(config, schema, change, key):
+    with pytest.raises(ConfigError, match=f"^config key {re.escape(key)}: -?(nan|inf) is not a finite number"):
+        prepare_config(deep_merge(config, change), schema)

@@ -14,7 +14,7 @@ import pytest
 from helpers_data import stage_call
 from polars.testing import assert_frame_equal
 
-from slmrec.data.preprocess import DataError, kcore, preprocess, read_amazon2018, read_ratings_csv
+from slmrec.data.preprocess import DataError, kcore, preprocess, read_amazon2018, read_ratings_csv, read_reviews
 from slmrec.stages import preprocess as stage
 
 K = 3  # the smallest k-core the stage accepts; keeps the hand case small
@@ -617,3 +617,97 @@ def test_a_stray_byte_in_a_csv_id_is_a_bad_line(tmp_path):
     assert f"{raw}, line {len(HAND) + 1}: column 'user' is not valid UTF-8" in message
     skipped = read_ratings_csv(raw, COLUMNS, False, "skip")
     assert (skipped.rows_read, skipped.bad_lines) == (len(HAND) + 1, 1)
+
+
+# --- numbers that are no rating or timestamp; lines of whitespace ------------------------------------------
+
+JSON_EXPECTED = "a JSON object with reviewerID, asin, overall, unixReviewTime in UTF-8, rating and timestamp numeric"
+CSV_EXPECTED = "4 comma-separated columns (item, user, rating, timestamp), rating and timestamp numeric"
+SKIP_HINT = "(set preprocess.on_bad_line: skip to drop such lines)"
+TIMESTAMP_RANGE = "(a timestamp must lie within the 64-bit integer range, -9223372036854775808 to 9223372036854775807)"
+
+
+def json_review(overall: str, time: str) -> str:
+    """A review line with `overall` and `unixReviewTime` written exactly as given (NaN, 1e400: not what json.dumps
+    writes)."""
+    return f'{{"reviewerID": "u9", "asin": "Z", "overall": {overall}, "unixReviewTime": {time}}}'
+
+
+BAD_NUMBERS = {  # id: (source kind, the bad line, why it is bad)
+    "csv-nan": ("ratings_csv", "Z,u9,nan,99", "column 'rating' is not a finite number: 'nan'"),
+    "csv-inf": ("ratings_csv", "Z,u9,inf,99", "column 'rating' is not a finite number: 'inf'"),
+    "csv-minus-inf": ("ratings_csv", "Z,u9,-inf,99", "column 'rating' is not a finite number: '-inf'"),
+    "csv-nan-timestamp": ("ratings_csv", "Z,u9,5.0,NaN", "column 'timestamp' is not a finite number: 'NaN'"),
+    "csv-timestamp-1e30": (
+        "ratings_csv",
+        "Z,u9,5.0,1e30",
+        f"column 'timestamp' is out of range: '1e30' {TIMESTAMP_RANGE}",
+    ),
+    "csv-timestamp-2**63": (
+        "ratings_csv",
+        "Z,u9,5.0,9223372036854775808",
+        f"column 'timestamp' is out of range: '9223372036854775808' {TIMESTAMP_RANGE}",
+    ),
+    "json-nan": ("amazon2018", json_review("NaN", "99"), "field 'overall' is not a finite number: 'NaN'"),
+    "json-nan-string": ("amazon2018", json_review('"nan"', "99"), "field 'overall' is not a finite number: 'nan'"),
+    "json-infinity": (
+        "amazon2018",
+        json_review("Infinity", "99"),
+        "field 'overall' is not a finite number: 'Infinity'",
+    ),
+    "json-1e400": (
+        "amazon2018",
+        json_review("1e400", "99"),
+        "field 'overall' is out of range: '1e400' (a rating must be a 64-bit float, at most 1.79769e+308 in size)",
+    ),
+    "json-nan-timestamp": (
+        "amazon2018",
+        json_review("5.0", "NaN"),
+        "field 'unixReviewTime' is not a finite number: 'NaN'",
+    ),
+    "json-timestamp-1e30": (
+        "amazon2018",
+        json_review("5.0", "1e30"),
+        f"field 'unixReviewTime' is out of range: '1e30' {TIMESTAMP_RANGE}",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NUMBERS))
+def test_a_rating_or_timestamp_not_finite_or_out_of_range_is_a_bad_line(tmp_path, hand, case):
+    """NaN sorts above every number: read as a rating, it would pass the rating filter and become an interaction."""
+    kind, bad, reason = BAD_NUMBERS[case]
+    if kind == "ratings_csv":
+        source, expected, lines = csv_source(False), CSV_EXPECTED, CSV_HAND.splitlines()
+    else:
+        source, expected, lines = {"kind": "amazon2018"}, JSON_EXPECTED, [review(*row) for row in HAND]
+    raw = tmp_path / ("ratings.csv" if kind == "ratings_csv" else "reviews.json")
+    raw.write_text("\n".join([*lines[:6], bad, *lines[6:]]) + "\n")
+    assert run_fails(raw, source, tmp_path) == f"{raw}, line 7: {reason}. Expected {expected} {SKIP_HINT}"
+    skipped = read_reviews(raw, source, "skip")
+    assert (skipped.rows_read, skipped.bad_lines) == (len(HAND) + 1, 1)
+    assert 7 not in skipped.frame["line"].to_list() and skipped.frame["rating"].is_finite().all()
+    result = preprocess(skipped, 3, K)
+    assert result.stats["bad_lines"] == 1
+    assert_frame_equal(result.splits, hand.splits)
+
+
+def test_a_huge_finite_rating_is_read_as_it_is(tmp_path):
+    """Ratings have no range check (scales differ between sources): 1e9 is a rating like 5, and passes the filter."""
+    raw = tmp_path / "ratings.csv"
+    raw.write_text(CSV_HAND + "Z,u1,1e9,99\n")
+    reviews = read_ratings_csv(raw, COLUMNS, False, "error")
+    assert (reviews.bad_lines, reviews.frame.row(-1)) == (0, (len(HAND) + 1, "u1", "Z", 1e9, 99))
+
+
+@pytest.mark.parametrize("reader", ["polars", "csv-module"])
+def test_ratings_csv_lines_of_whitespace_only_are_skipped(tmp_path, hand, reader):
+    """As blank lines are, in both readers; a row polars refuses (too many fields) makes the csv module read it."""
+    extra = ["Z,u9,5.0,77,extra"] if reader == "csv-module" else []
+    lines = CSV_HAND.splitlines()
+    raw = tmp_path / "spaced.csv"
+    raw.write_text("\n".join([*lines[:3], "   ", "\t", *lines[3:], " \t ", *extra]) + "\n")
+    reviews = read_ratings_csv(raw, COLUMNS, False, "skip")
+    assert (reviews.rows_read, reviews.bad_lines) == (len(HAND) + len(extra), len(extra))
+    assert reviews.frame["line"].to_list()[2:4] == [3, 6]
+    assert_frame_equal(preprocess(reviews, 3, K).splits, hand.splits)

@@ -250,6 +250,75 @@ def test_recbole_bad_line_is_named_and_skip_drops_it(tmp_path):
     assert reviews.frame["user_id"].to_list() == ["1", "3"] and reviews.bad_lines == 1
 
 
+# --- numbers that are no rating or timestamp; lines of whitespace ---------------------------------------------
+
+INTER_FIELDS = (
+    "RecBole atomic interactions: 4 fields separated by '\\t' (user_id:token, item_id:token, rating:float, "
+    "timestamp:float), rating and timestamp numeric"
+)
+BAD_NUMBERS = {  # id: (variant or recbole, the bad row, why it is bad)
+    "ml-1m-nan": ("ml-1m", ("9", "31", "nan", "851866703"), "field 3 (rating) is not a finite number: 'nan'"),
+    "ml-100k-inf": ("ml-100k", ("9", "31", "inf", "851866703"), "field 3 (rating) is not a finite number: 'inf'"),
+    "ml-25m-timestamp-1e30": (
+        "ml-25m",
+        ("9", "31", "4", "1e30"),
+        "field 4 (timestamp) is out of range: '1e30' (a timestamp must lie within the 64-bit integer range, "
+        "-9223372036854775808 to 9223372036854775807)",
+    ),
+    "recbole-minus-inf": (
+        "recbole",
+        ("9", "31", "-inf", "12"),
+        "field 3 (rating:float) is not a finite number: '-inf'",
+    ),
+    "recbole-nan-timestamp": (
+        "recbole",
+        ("9", "31", "4", "NaN"),
+        "field 4 (timestamp:float) is not a finite number: 'NaN'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NUMBERS))
+def test_a_rating_or_timestamp_not_finite_or_out_of_range_is_a_bad_line(tmp_path, case):
+    layout, bad, reason = BAD_NUMBERS[case]
+    if layout == "recbole":
+        path, source = write_inter(tmp_path / "x.inter", INTER_HEADER, [*RATINGS, bad]), {"kind": "recbole"}
+        where, expected, first = str(path), INTER_FIELDS, 2
+    else:
+        text = movielens_text(layout, RATINGS, extra_lines=(LAYOUTS[layout][1].join(bad),))
+        path, source = write_movielens(tmp_path, layout, text, zipped=True), {"kind": "movielens", "variant": layout}
+        file, separator, header = LAYOUTS[layout]
+        names = header.split(separator) if header else ["user_id", "item_id", "rating", "timestamp"]
+        where, first = f"{path}, member {layout}/{file}", 2 if header else 1
+        expected = (
+            f"MovieLens {layout} ratings: 4 fields separated by {separator!r} ({', '.join(names)}), "
+            "rating and timestamp numeric"
+        )
+    with pytest.raises(DataError) as err:
+        read_reviews(path, source, "error")
+    assert str(err.value) == (
+        f"{where}, line {first + len(RATINGS)}: {reason}. Expected {expected} "
+        "(set preprocess.on_bad_line: skip to drop such lines)"
+    )
+    skipped = read_reviews(path, source, "skip")
+    assert (skipped.rows_read, skipped.bad_lines) == (len(RATINGS) + 1, 1)
+    assert skipped.frame.to_dicts() == expected_frame(RATINGS, first).to_dicts()
+
+
+def test_lines_of_whitespace_only_are_skipped_in_movielens_and_recbole_files(tmp_path):
+    spaced = ["   ", "\t", " \t "]
+    lines = movielens_text("ml-1m", RATINGS).splitlines()
+    movielens = write_movielens(tmp_path, "ml-1m", "\n".join([lines[0], *spaced, *lines[1:]]) + "\n", zipped=False)
+    inter = write_inter(tmp_path / "x.inter", INTER_HEADER, RATINGS).read_text().splitlines()
+    (tmp_path / "x.inter").write_text("\n".join([*inter[:2], *spaced, *inter[2:]]) + "\n")
+    ml = read_movielens(movielens, "ml-1m", "error")
+    recbole = read_recbole(tmp_path / "x.inter", "error")
+    for reviews, first in ((ml, 1), (recbole, 2)):
+        assert (reviews.rows_read, reviews.bad_lines) == (len(RATINGS), 0)
+        assert reviews.frame.drop("line").to_dicts() == expected_frame(RATINGS, first).drop("line").to_dicts()
+        assert reviews.frame["line"].to_list() == [first, first + 4, first + 5]
+
+
 # --- too small for the configured negatives --------------------------------------------------------------------
 
 

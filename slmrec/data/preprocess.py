@@ -15,11 +15,13 @@ import io
 import json
 import logging
 import os
+import sys
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +37,8 @@ JSON_SCHEMA = {key: RAW_SCHEMA[column] for column, key in AMAZON_FIELDS.items()}
 BLOCK_BYTES = 64 << 20
 CSV_NAMES = {"item": "item_id", "user": "user_id", "rating": "rating", "timestamp": "timestamp"}
 CSV_CHUNK_ROWS = 1 << 20
+TIMESTAMP_RANGE = (-(2**63), 2**63 - 1)  # what RAW_SCHEMA's Int64 timestamp holds
+RATING_MAX = sys.float_info.max  # the largest finite Float64 rating; a larger number reads as inf
 
 
 class DataError(ValueError):
@@ -175,9 +179,44 @@ def _block_lines(block: bytes) -> pl.DataFrame:
     return lines.with_columns(invalid_utf8=pl.Series(flags))
 
 
-def _explain_bad_json_line(text: str, invalid_utf8: bool) -> str:
+def _parse(column: str, text: pl.Expr) -> pl.Expr:
+    """Column `column` of RAW_SCHEMA read from `text`, null where the text holds no valid value (a bad line).
+
+    A rating must be a finite number: polars reads 'nan' and 'inf' as floats, and NaN sorts above every
+    number, so it would pass the rating filter and become an interaction. Any finite rating is accepted:
+    there is no range check, as scales differ between sources (1 to 5 stars, half stars, an implicit 5),
+    so a rating of 1e9 is read as it is and passes any preprocess.min_rating below it. A timestamp is an
+    integer, read exactly (beyond a float's 53 bits), or a finite number within TIMESTAMP_RANGE, whose
+    fraction is dropped.
+    """
+    if column == "rating":
+        rating = text.cast(pl.Float64, strict=False)
+        return pl.when(rating.is_finite()).then(rating)
+    if column == "timestamp":
+        as_float = text.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)  # null unless finite, in range
+        return pl.coalesce(text.cast(pl.Int64, strict=False), as_float)
+    return text.cast(RAW_SCHEMA[column])
+
+
+def _number_problem(column: str, text: str) -> str:
+    """Why `_parse` refused `text` as the rating or timestamp `column`: the end of a bad-line message."""
     try:
-        record = json.loads(text)
+        value = Decimal(text)
+    except InvalidOperation:
+        return f"is not a number: {text!r}"
+    if not value.is_finite():
+        return f"is not a finite number: {text!r}"
+    if column == "rating" and abs(value) > RATING_MAX:
+        return f"is out of range: {text!r} (a rating must be a 64-bit float, at most {RATING_MAX:g} in size)"
+    low, high = TIMESTAMP_RANGE
+    if column == "timestamp" and not low <= value <= high:
+        return f"is out of range: {text!r} (a timestamp must lie within the 64-bit integer range, {low} to {high})"
+    return f"is not a number: {text!r}"  # text Python reads as a number and polars does not, such as ' 12'
+
+
+def _explain_bad_json_line(text: str, invalid_utf8: bool) -> str:
+    try:  # numbers as written, so that a message quotes 1e400 or NaN as the file has them
+        record = json.loads(text, parse_float=str, parse_constant=str)
     except json.JSONDecodeError as err:
         return f"malformed JSON ({err.msg} at column {err.colno})"
     if not isinstance(record, dict):
@@ -188,11 +227,9 @@ def _explain_bad_json_line(text: str, invalid_utf8: bool) -> str:
     for column, key in AMAZON_FIELDS.items():
         if record.get(key) is None:
             return f"missing field {key!r}"
-        if column in ("rating", "timestamp"):
-            try:
-                float(record[key])
-            except (TypeError, ValueError):
-                return f"field {key!r} is not a number: {record[key]!r}"
+        # Read again on its own: polars gives up on the whole of a line it cannot parse (a bare NaN).
+        if column in ("rating", "timestamp") and pl.select(_parse(column, pl.lit(str(record[key])))).item() is None:
+            return f"field {key!r} {_number_problem(column, str(record[key]))}"
     return "unreadable record"
 
 
@@ -264,8 +301,13 @@ def _read_json_lines_fast(path: Path) -> Reviews | None:
     except (pl.exceptions.PolarsError, OSError) as err:
         logger.info("%s: the fast JSON reader gave up (%s); reading it in blocks", path, str(err).split("\n")[0])
         return None
-    if frame.height != numbered.height or frame.null_count().sum_horizontal().item() > 0:
-        logger.info("%s: some lines lack a field; reading it in blocks", path)
+    # polars' reader refuses NaN and 1e400 today; should it ever read them, the block parser names the line.
+    if (
+        frame.height != numbered.height
+        or frame.null_count().sum_horizontal().item() > 0
+        or not frame["overall"].is_finite().all()
+    ):
+        logger.info("%s: some lines lack a field or hold no finite rating; reading it in blocks", path)
         return None
     frame = frame.select(
         numbered["line"].cast(pl.Int64), *[pl.col(key).alias(col) for col, key in AMAZON_FIELDS.items()]
@@ -309,7 +351,7 @@ def _read_json_lines_in_blocks(path: Path, on_bad_line: str) -> Reviews:
             "text",
             "invalid_utf8",
             *[
-                pl.col("text").str.json_path_match(f"$.{key}").cast(RAW_SCHEMA[col], strict=False).alias(col)
+                _parse(col, pl.col("text").str.json_path_match(f"$.{key}")).alias(col)
                 for col, key in AMAZON_FIELDS.items()
             ],
         )
@@ -356,7 +398,9 @@ def read_ratings_csv(
 
     With a header line, the columns are taken by the names it gives them, in whatever order; without
     one, in the order of `columns`. polars reads a well-formed file; one it refuses (a row with too
-    many fields, bytes that are not UTF-8) goes through Python's csv module, which knows the line.
+    many fields, bytes that are not UTF-8) goes through Python's csv module, which knows the line. A
+    row with nothing but whitespace in any column (a blank line, spaces, or bare commas) is skipped, as
+    blank lines are in the other layouts.
     """
     path = Path(path)
     order = _csv_header(path, columns) if header else list(columns)
@@ -370,14 +414,13 @@ def read_ratings_csv(
             truncate_ragged_lines=False,
         )
         raw = raw.with_row_index("line", offset=2 if header else 1).filter(
-            pl.any_horizontal(pl.col(names).is_not_null())
+            pl.any_horizontal(pl.col(names).str.strip_chars() != "")
         )
     except (pl.exceptions.PolarsError, OSError) as err:
         logger.info("%s: the fast CSV reader gave up (%s); reading it row by row", path, str(err).split("\n")[0])
         raw = _read_csv_rows(path, names, header)
     parsed = raw.with_columns(
-        pl.col("rating").cast(pl.Float64, strict=False),
-        pl.col("timestamp").cast(pl.Float64, strict=False).cast(pl.Int64, strict=False),
+        *[_parse(column, pl.col(column)) for column in ("rating", "timestamp")],
         original=pl.struct(*CSV_NAMES.values()),
     )
 
@@ -389,7 +432,7 @@ def read_ratings_csv(
             if original[column] is None:
                 return f"missing value in column {column.removesuffix('_id')!r}"
             if row[column] is None:
-                return f"column {column!r} is not a number: {original[column]!r}"
+                return f"column {column!r} {_number_problem(column, original[column])}"
         return "unreadable row"
 
     def advise(row: dict[str, Any]) -> str | None:
@@ -433,7 +476,7 @@ def _read_csv_rows(path: Path, names: list[str], header: bool) -> pl.DataFrame:
     """Python's csv module, row by row: slow, but it knows the line and the field count of every row.
 
     A row that cannot be used keeps only its line and the reason, in `problem`: too many or too few
-    fields, or a field that is not UTF-8. Blank lines are dropped, as `read_ratings_csv` drops them.
+    fields, or a field that is not UTF-8. Rows of whitespace only are dropped, as `read_ratings_csv` drops them.
     """
     values: dict[str, list[Any]] = {name: [] for name in ["line", *names, "problem"]}
     frames: list[pl.DataFrame] = []
@@ -446,7 +489,7 @@ def _read_csv_rows(path: Path, names: list[str], header: bool) -> pl.DataFrame:
         try:
             for record in reader:
                 start, line = line, reader.line_num + 1
-                if not record or (header and start == 1):
+                if not any(value.strip() for value in record) or (header and start == 1):
                     continue
                 rows += 1
                 problem = None
@@ -599,7 +642,6 @@ def _read_separated(
     where = _where(path, member)
     parts = pl.col("parts")  # split once per block: polars would split again for every column taken from it
     raw = {column: parts.list.get(index, null_on_oob=True).str.strip_chars() for column, index in fields.index.items()}
-    numeric = {"rating": pl.Float64, "timestamp": pl.Float64}
     fits = pl.col("width") == width
 
     def explain(row: dict[str, Any]) -> str:
@@ -612,7 +654,7 @@ def _read_separated(
             if row["invalid_utf8"] and "\ufffd" in value:
                 return f"{fields.label(column)} is not valid UTF-8"
             if row[column] is None:
-                return f"{fields.label(column)} is not a number: {value!r}"
+                return f"{fields.label(column)} {_number_problem(column, value)}"
         return "unreadable line"
 
     expected = (
@@ -625,14 +667,12 @@ def _read_separated(
         parsed = lines.with_columns(parts=pl.col("text").str.strip_chars_end("\r").str.split(separator))
         parsed = parsed.with_columns(width=parts.list.len(), **{f"raw_{c}": expr for c, expr in raw.items()})
         parsed = parsed.with_columns(
-            pl.when(fits & (pl.col(f"raw_{column}") != ""))
-            .then(pl.col(f"raw_{column}").cast(numeric.get(column, pl.String), strict=False))
-            .alias(column)
+            pl.when(fits & (pl.col(f"raw_{column}") != "")).then(_parse(column, pl.col(f"raw_{column}"))).alias(column)
             for column in fields.index
         )
         if "rating" not in fields.index:
             parsed = parsed.with_columns(rating=pl.when(fits).then(pl.lit(IMPLICIT_RATING)))
-        parsed = _spoil_invalid_ids(parsed.with_columns(pl.col("timestamp").cast(pl.Int64, strict=False)))
+        parsed = _spoil_invalid_ids(parsed)
         rows_read += parsed.height
         parsed, bad = _handle_bad_rows(parsed, where, on_bad_line, explain, expected)
         bad_lines += bad
