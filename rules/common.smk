@@ -74,6 +74,24 @@ def raw_file(wildcards):
     return f"results/{wildcards.dataset}/raw/{src['file']}"
 
 
+def configured_backbone(dataset, chosen):
+    """A dataset's `backbone.path`, checked when a job that reads it joins the DAG (never for other targets): it
+    exists, and a checkpoint directory has a config and a tokenizer and needs no code of its own."""
+    presets.check_backbone(chosen["path"], f"datasets.{dataset}.backbone.path")
+    return chosen["path"]
+
+
+def check_dir_name(name, key, value):
+    """Refuse `name`, derived from the setting `key` = `value`, unless it is a directory name: it is held to
+    `source.file`'s pattern, for a `backbone.path` of `...gguf` would make it `..`, and results/backbones/.. is
+    results/ itself."""
+    if not re.fullmatch(SCHEMA["$defs"]["file_name"]["pattern"], name):
+        raise presets.BackboneError(
+            f"{key}: {value!r} gives the directory name {name!r}, which is not a plain name "
+            "(a name must not be empty, '.' or '..', nor contain / or \\); rename the file"
+        )
+
+
 def converted_backbone(dataset):
     """(name, source, settings) of the backbone the `convert_backbone` rule writes for a dataset, or None.
 
@@ -86,7 +104,9 @@ def converted_backbone(dataset):
         path = Path(chosen["path"])
         if not (presets.is_gguf(path) or suffix):
             return None
-        return f"{path.stem if presets.is_gguf(path) else path.name}{suffix}", lambda: str(path), chosen
+        name = f"{path.stem if presets.is_gguf(path) else path.name}{suffix}"
+        check_dir_name(name, f"datasets.{dataset}.backbone.path", chosen["path"])
+        return name, lambda: configured_backbone(dataset, chosen), chosen
     if chosen["preset"] in presets.GGUF_PRESETS:
         return f"{chosen['preset']}{suffix}", lambda: str(presets.preset_gguf(chosen["preset"])), chosen
     return None
@@ -104,7 +124,7 @@ def backbone_dir(wildcards):
         return f"results/backbones/{converted[0]}"
     chosen = dataset_settings(wildcards.dataset, "backbone")
     if chosen["path"]:
-        return chosen["path"]
+        return configured_backbone(wildcards.dataset, chosen)
     if chosen["preset"]:
         return f"results/{wildcards.dataset}/backbone"
     raise ValueError(

@@ -7,8 +7,10 @@ import datetime as dt
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
+import psutil
 import pyarrow
 from safetensors import SafetensorError
 
@@ -36,6 +39,8 @@ CORRUPT_ARTIFACT_ERRORS = (
 
 P = TypeVar("P", bound="str | os.PathLike[str]")
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 class ArtifactError(ValueError):
@@ -76,18 +81,75 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def _strict_child(path: str | os.PathLike) -> Path:
+    """`path`, if it names an entry strictly inside its parent directory: the only thing `atomic_dir` may replace.
+
+    `results/backbones/..` is results/ itself, `.` the parent, and a symbolic link leads anywhere: replacing any
+    of them would put a whole tree under `shutil.rmtree`.
+    """
+    raw = os.fspath(path)
+    name = os.path.basename(raw.rstrip(os.sep))
+    child = Path(raw)
+    if name in ("", ".", "..") or child.resolve() != child.parent.resolve() / name:
+        raise ValueError(
+            f"refusing to replace {raw!r}: it is not an entry strictly inside its parent directory "
+            f"(it resolves to {child.resolve()}), so replacing it would delete more than this artifact"
+        )
+    return child
+
+
+def _apply_umask(root: Path) -> None:
+    """Give `root` and everything under it the permissions of an ordinary new directory or file (0777 or 0666 less
+    the umask): mkdtemp makes 0700, and writers such as save_pretrained go through 0600 temporary files."""
+    umask = current_umask()
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o777 & ~umask)
+        for name in files:
+            if not os.path.islink(file := os.path.join(directory, name)):
+                os.chmod(file, 0o666 & ~umask)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove what killed runs of `atomic_dir(path)` left behind (a converted 7B backbone is ~27 GB): the temporary
+    directories made on this host by a process that is gone. Those made on another host are kept, as a job there may
+    still be writing one, and named in the log; nothing of another output, or of a live process, is touched."""
+    host = platform.node()
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)@(.+)\.[^.]+")  # .{name}.{pid}@{host}.{random}
+    for leftover in path.parent.iterdir():
+        owner = pattern.fullmatch(leftover.name)
+        if not owner or leftover.is_symlink() or not leftover.is_dir():
+            continue
+        pid, owner_host = int(owner[1]), owner[2]
+        if owner_host != host:
+            logger.warning(
+                "kept %s, left by pid %d on host %s (whose processes cannot be seen from here); "
+                "delete it if no job there is writing %s",
+                leftover,
+                pid,
+                owner_host,
+                path,
+            )
+        elif not psutil.pid_exists(pid):
+            logger.info("removing %s, left by a killed run (pid %d)", leftover, pid)
+            shutil.rmtree(leftover)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Like `atomic_path`, for a directory artifact: build it under a temporary name, then rename.
 
-    The directory gets 0777 less the umask, not the 0700 of the temporary directory.
+    Everything in it gets 0777 or 0666 less the umask, not the 0700/0600 of temporary files. The temporary name
+    records the owning process (`.{name}.{pid}@{host}.{random}`), so the next run of the same output removes what a
+    killed run left once that process is gone, and never a directory a live job is writing. Only an entry strictly
+    inside its parent directory is ever replaced.
     """
-    path = Path(path)
+    path = _strict_child(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    _remove_leftovers(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}@{platform.node()}.", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~current_umask())
+        _apply_umask(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

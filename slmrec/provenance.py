@@ -159,7 +159,7 @@ def trace(target: str | Path, root: str | Path = "results", config: dict[str, An
         link = Link(key, manifest, record)
         seen[key] = link
         if record is None:
-            if inside(key, base):
+            if inside(key, base) and Path(key).exists():  # a missing one is flagged by what reads it
                 beside = Path(key).parent / "manifest.json"
                 foreign = misplaced(beside, read_manifest(beside), base) if beside.is_file() else None
                 link.problems.append(

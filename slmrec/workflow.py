@@ -25,6 +25,7 @@ from slmrec.launch import launch
 from slmrec.metrics import MetricsRowError
 from slmrec.models.blocks import DistillConfigError
 from slmrec.models.presets import BackboneError
+from slmrec.training import NonFiniteLossError
 
 # How often the watchdog looks for Snakemake, and how long the stage's children get to exit on SIGTERM.
 WATCH_INTERVAL_S = 2.0
@@ -32,7 +33,16 @@ STOP_GRACE_S = 10.0
 ORPHAN_EXIT_CODE = 143  # as if killed by SIGTERM
 # Failures on bad input: bad data, an unreadable upstream artifact, a setting that cannot work. Another attempt
 # would fail the same way, so these are recorded and never retried (slmrec/cluster.py).
-BAD_INPUT_ERRORS = (DataError, ArtifactError, ConfigError, BackboneError, DistillConfigError, MetricsRowError)
+# A non-finite loss comes from the settings (a learning rate too high) or the data, and recurs on every attempt.
+BAD_INPUT_ERRORS = (
+    DataError,
+    ArtifactError,
+    ConfigError,
+    BackboneError,
+    DistillConfigError,
+    MetricsRowError,
+    NonFiniteLossError,
+)
 
 # What a runnable copy of the workflow needs beside the installed library: tests and benchmarks run Snakemake in
 # such a copy, so that they never touch the checkout's results/.
@@ -128,11 +138,24 @@ def rule_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
             root.removeHandler(handler)
 
 
+def detach_stdin() -> None:
+    """Point fd 0 and `sys.stdin` at /dev/null, for this process and the workers it starts.
+
+    A job has no one to answer a question, yet it inherits Snakemake's stdin: transformers asks there whether to run
+    the code a checkpoint ships ("[y/N]"), and `yes y | snakemake ...` would answer yes. Now any read gets end-of-file.
+    """
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(os.devnull)  # a fresh object: the old one may hold input it read ahead from the pipe
+
+
 def run_stage(snakemake: Any, stage: str) -> Any:
     """A rule's whole script: call `slmrec.stages.<stage>.run` with the rule's inputs, outputs, params and
     resources, logging into the rule's log; a rule with `gpu: N > 1` runs it as N data-parallel workers. The stage
-    stops (with its workers) if Snakemake is killed. Bad input exits with BAD_INPUT_EXIT_CODE and leaves a record
-    that keeps Snakemake from retrying the job."""
+    has no stdin, and stops (with its workers) if Snakemake is killed. Bad input exits with BAD_INPUT_EXIT_CODE and
+    leaves a record that keeps Snakemake from retrying the job."""
+    detach_stdin()
     call = StageCall.from_snakemake(snakemake, stage)
     try:
         with rule_logging(snakemake.log[0]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -98,6 +99,14 @@ def test_atomic_files_get_the_umask_permissions_not_0600(tmp_path, umask):
 def test_atomic_dir_gets_the_umask_permissions_not_0700(tmp_path, umask):
     with atomic_dir(tmp_path / "backbone") as tmp:
         (tmp / "config.json").write_text("{}")
+        # What save_pretrained does: write a 0600 temporary file, then rename it; and a 0700 temporary directory.
+        fd, weights = tempfile.mkstemp(dir=tmp)
+        os.close(fd)
+        os.replace(weights, tmp / "model.safetensors")
+        os.replace(tempfile.mkdtemp(dir=tmp), tmp / "shards")
+        (tmp / "shards" / "part-1.safetensors").touch(mode=0o600)
     (tmp_path / "plain").mkdir()
-    assert mode(tmp_path / "backbone") == mode(tmp_path / "plain") == 0o777 & ~umask  # 0755 under umask 022
-    assert mode(tmp_path / "backbone" / "config.json") == 0o666 & ~umask
+    backbone = tmp_path / "backbone"
+    assert mode(backbone) == mode(backbone / "shards") == mode(tmp_path / "plain") == 0o777 & ~umask  # 0755 at 022
+    files = ("config.json", "model.safetensors", "shards/part-1.safetensors")
+    assert {name: mode(backbone / name) for name in files} == dict.fromkeys(files, 0o666 & ~umask)

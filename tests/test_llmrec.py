@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -134,8 +135,23 @@ def test_directory_without_config_is_a_backbone_error(tmp_path, backbone, table)
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(BackboneError, match="backbone.path"):
         load(tmp_path, 2)
-    with pytest.raises(BackboneError, match="backbone.path"):
+    with pytest.raises(BackboneError, match=r"backbone.path: .*missing does not exist"):
         build_llmrec(config(str(tmp_path / "missing")), table)
+
+
+def test_a_truncated_backbone_is_logged_in_one_line_not_one_per_skipped_weight(backbone, caplog, capfd):
+    caplog.set_level(logging.INFO)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_warning()  # as in a stage (the test session runs at error)
+    try:
+        load(backbone, 2)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    logged = [record.getMessage() for record in caplog.records]
+    captured = capfd.readouterr()
+    assert logged == [f"backbone {backbone}: kept the first 2 of 8 layers (6 skipped), float32, quantization none"]
+    for noise in ("LOAD REPORT", "UNEXPECTED", "model.layers", "not sharded"):
+        assert noise not in captured.out + captured.err, noise
 
 
 def test_bfloat16_backbone(backbone, table):

@@ -298,9 +298,10 @@ def test_real_data_commands_dry_run(tmp_path):
     small MovieLens file where `fetch-ml100k` writes it: every DryRun command's DAG builds, each target a job."""
     (tmp_path / "run").mkdir()
     workdir = copy_workflow(tmp_path / "run")
-    checkpoint = tmp_path / "Llama-2-7b-hf"  # only what the dry run reads: its depth
+    checkpoint = tmp_path / "Llama-2-7b-hf"  # only what the dry run reads: its depth, and that a tokenizer is there
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text(json.dumps({"num_hidden_layers": 32}))
+    (checkpoint / "tokenizer.json").write_text("{}")
     shipped = (workdir / "config.yaml").read_text()
     (anchor,) = re.findall(r"^ *backbone: &llama2 .*$", shipped, flags=re.M)
     edit = real_runs_backbone_line()

@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import pytest
 from conftest import copy_workflow, run_snakemake
 
-from slmrec import cluster
+from slmrec import cluster, workflow
 from slmrec.data.preprocess import DataError
+from slmrec.models.presets import BackboneError
+from slmrec.training import NonFiniteLossError
 
 BAD_CSV = "i1,u1,5,1\ni2,u1,5,2\ni1,u2,4,3\n"  # every user and item falls to the 5-core filter
 
@@ -45,6 +47,33 @@ def test_a_record_left_by_an_earlier_run_is_ignored(in_tmp):
     stale = time.time() - 3600
     os.utime(path, (stale, stale))
     assert cluster.retry_unless_bad_input("preprocess")(wildcards, 2) == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [NonFiniteLossError("non-finite training loss (nan)"), BackboneError("backbone.path: x.gguf is not a GGUF file")],
+    ids=["non-finite-loss", "backbone"],
+)
+def test_a_stage_failing_on_bad_input_exits_65_and_leaves_the_record_that_stops_retries(in_tmp, monkeypatch, error):
+    def fail(call, **options):
+        raise error
+
+    monkeypatch.setattr(workflow, "launch", fail)
+    monkeypatch.setattr(workflow, "detach_stdin", lambda: None)  # pytest's own stdin stays
+    job = SimpleNamespace(
+        input={},
+        output={},
+        params={},
+        resources={},
+        log=[str(in_tmp / "t.log")],
+        rule="teacher",
+        wildcards=Wildcards(dataset="d"),
+    )
+    with pytest.raises(SystemExit) as exited:
+        workflow.run_stage(job, "teacher")
+    assert exited.value.code == cluster.BAD_INPUT_EXIT_CODE
+    with pytest.raises(cluster.NotRetried, match=type(error).__name__):
+        cluster.retry_unless_bad_input("teacher")(Wildcards(dataset="d"), 2)
 
 
 def test_placeholders_are_listed_by_rule_and_resource():

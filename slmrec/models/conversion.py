@@ -15,9 +15,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from slmrec.models.presets import BackboneError, is_gguf
+from slmrec.models.presets import BackboneError, check_backbone, is_gguf
 
 logger = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+GGUF_HEAD_SHOWN = 40  # bytes of a file that is not GGUF quoted in the error
 
 
 def _require_gguf(path: Path) -> None:
@@ -27,24 +30,56 @@ def _require_gguf(path: Path) -> None:
         )
 
 
+def check_gguf(path: Path, key: str = "backbone.path") -> None:
+    """Refuse, in one line naming `key`, a `.gguf` file that is not one (a Git LFS pointer, an HTML page) or is cut
+    short: transformers fails on such files deep in numpy or struct, naming neither the file nor the setting."""
+    _require_gguf(path)
+    from gguf import GGUFReader
+
+    with open(path, "rb") as handle:
+        first_line = handle.read(GGUF_HEAD_SHOWN).split(b"\n")[0]
+    if not first_line.startswith(GGUF_MAGIC):
+        raise BackboneError(
+            f"{key}: {path} is not a GGUF file: it starts with {first_line!r}, not {GGUF_MAGIC!r} "
+            "(a Git LFS pointer or an error page saved in its place?); download the file again"
+        )
+    try:
+        GGUFReader(path)
+    except (ValueError, IndexError) as err:
+        raise BackboneError(
+            f"{key}: {path} looks truncated or damaged ({type(err).__name__}: {err}); download the file again"
+        ) from err
+
+
 def _load_source(source: Path, pretrained: bool) -> tuple[Any, Any, Any]:
-    """(config, tokenizer, state dict or None) of a GGUF file or a Hugging Face checkpoint directory."""
+    """(config, tokenizer, state dict or None) of a GGUF file or a Hugging Face checkpoint directory.
+
+    Nothing here runs code shipped with the source (`trust_remote_code=False`); a GGUF file transformers cannot read
+    (an architecture it does not convert) is a BackboneError naming the file.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    options: dict[str, Any] = {"trust_remote_code": False}
+    where = source
     if is_gguf(source):
-        _require_gguf(source)
-        options = {"gguf_file": source.name}
-        tokenizer = AutoTokenizer.from_pretrained(source.parent, **options)
+        check_gguf(source)
+        where = source.parent
+        options["gguf_file"] = source.name
+    else:
+        check_backbone(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **options)
         if not pretrained:
-            return AutoConfig.from_pretrained(source.parent, **options), tokenizer, None
-        model = AutoModelForCausalLM.from_pretrained(source.parent, **options)
-        return model.config, tokenizer, model.state_dict()
-    if not (source / "config.json").is_file():
-        raise BackboneError(f"backbone.path {source} is neither a .gguf file nor a checkpoint with a config.json")
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if not pretrained:
-        return AutoConfig.from_pretrained(source), tokenizer, None
-    return AutoConfig.from_pretrained(source), tokenizer, AutoModelForCausalLM.from_pretrained(source).state_dict()
+            return AutoConfig.from_pretrained(where, **options), tokenizer, None
+        model = AutoModelForCausalLM.from_pretrained(where, **options)
+    except ValueError as err:
+        if not is_gguf(source):
+            raise
+        raise BackboneError(
+            f"backbone.path: {source} is a GGUF file transformers cannot read ({err}); "
+            "point backbone.path at a Hugging Face checkpoint directory of the model instead"
+        ) from err
+    return model.config, tokenizer, model.state_dict()
 
 
 def convert(source: str | Path, directory: str | Path, init: str, seed: int) -> None:
@@ -61,7 +96,7 @@ def convert(source: str | Path, directory: str | Path, init: str, seed: int) -> 
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the GGUF entry: the rebuilt model holds plain float weights
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
     if state is not None:
         model.load_state_dict(state)
     model.save_pretrained(directory)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig, DynamicCache, PreTrainedModel
 
 from slmrec.io import atomic_path, read_artifact, read_json, write_json
-from slmrec.models.presets import BackboneError
+from slmrec.models.presets import BackboneError, check_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -94,17 +94,18 @@ def load_backbone(
 ) -> PreTrainedModel:
     """Load only the first `layers` decoder layers of a local checkpoint (the rest never reach memory)."""
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise BackboneError(
-            f"backbone.path {path} is not a Hugging Face checkpoint directory (no config.json); "
-            "point it at a local download such as Llama-2-7b-hf, or set backbone.preset: tiny"
-        )
-    config = AutoConfig.from_pretrained(path)
+    check_backbone(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     available = config.num_hidden_layers
     if not 1 <= layers <= available:
         raise BackboneError(f"layers = {layers}, but the backbone at {path} has {available} decoder layers")
     config.num_hidden_layers = layers
-    options: dict[str, Any] = {"config": config, "dtype": DTYPES[dtype]}
+    options: dict[str, Any] = {
+        "config": config,
+        "dtype": DTYPES[dtype],
+        "trust_remote_code": False,
+        "output_loading_info": True,
+    }
     if quantization != "none":
         options["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=quantization == "4bit",
@@ -115,7 +116,8 @@ def load_backbone(
         )
         options["device_map"] = {"": device or ("cuda" if torch.cuda.is_available() else "cpu")}
     try:
-        model = AutoModel.from_pretrained(path, **options)
+        with _without_load_report():
+            model, loading = AutoModel.from_pretrained(path, **options)
     except (ImportError, RuntimeError, ValueError) as err:
         if quantization == "none":
             raise
@@ -124,8 +126,38 @@ def load_backbone(
             "set backbone.quantization: none (and backbone.dtype: bfloat16 to save memory), "
             "or install a bitsandbytes build for this machine"
         ) from err
-    logger.info("backbone %s: %d of %d layers, %s, quantization %s", path, layers, available, dtype, quantization)
+    logger.info(
+        "backbone %s: kept the first %d of %d layers (%d skipped), %s, quantization %s",
+        path,
+        layers,
+        available,
+        available - layers,
+        dtype,
+        quantization,
+    )
+    if loading["missing_keys"]:
+        missing = sorted(loading["missing_keys"])
+        logger.warning("backbone %s lacks %d weights, left at random: %s", path, len(missing), ", ".join(missing[:5]))
     return model
+
+
+def _not_a_load_report(record: logging.LogRecord) -> bool:
+    return record.funcName != "log_state_dict_report"
+
+
+@contextmanager
+def _without_load_report() -> Iterator[None]:
+    """Keep transformers from logging its table of the checkpoint weights it did not load: for a truncated backbone,
+    every weight of the skipped layers, once per stage. `load_backbone` says how many layers it kept in one line.
+
+    A filter, not a higher level: at level ERROR transformers runs (and logs) a tensor-parallel check instead.
+    """
+    report = logging.getLogger("transformers.modeling_utils")
+    report.addFilter(_not_a_load_report)
+    try:
+        yield
+    finally:
+        report.removeFilter(_not_a_load_report)
 
 
 def add_lora(backbone: PreTrainedModel, settings: LoraSettings, gradient_checkpointing: bool) -> nn.Module:
@@ -322,7 +354,7 @@ def build_llmrec(config: LLMRecConfig, item_table: Tensor, seed: int | None = No
     if seed is not None:
         torch.manual_seed(seed)
     backbone = load_backbone(config.backbone, config.layers, config.dtype, config.quantization)
-    tokenizer = AutoTokenizer.from_pretrained(config.backbone)
+    tokenizer = AutoTokenizer.from_pretrained(config.backbone, trust_remote_code=False)
     prompt_ids, suffix_ids = tokenize_prompt(tokenizer, config.prompt_prefix, config.prompt_suffix)
     backbone = add_lora(backbone, config.lora, config.gradient_checkpointing)
     model = LLMRec(config, backbone, item_table, prompt_ids, suffix_ids)

