@@ -134,7 +134,7 @@ def backbone_dir(wildcards):
 
 
 # How the LLM stages load the backbone (which backbone is their input, not a setting).
-backbone_loading = settings("backbone", keys=("dtype", "quantization"))
+backbone_loading = settings("backbone", keys=("dtype", "quantization", "precision"))
 
 
 def teacher_layers(wildcards):

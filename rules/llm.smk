@@ -110,6 +110,7 @@ rule direct_inference:
         layers=direct_layers,
         teacher=settings("teacher", keys=("max_len",)),
         evaluate=settings("evaluate"),
+        backbone=settings("backbone", keys=("precision",)),
     log:
         "results/{dataset}/logs/direct_inference.log",
     benchmark:

@@ -20,6 +20,7 @@ rule teacher_states:
     params:
         samples=states_samples,
         distill=states_distill,
+        backbone=settings("backbone", keys=("precision",)),
     log:
         "results/{dataset}/logs/{teacher}.states.log",
     benchmark:

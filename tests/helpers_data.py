@@ -124,8 +124,9 @@ def llm_config(**overrides: Any) -> dict[str, Any]:
 
 
 def backbone_settings(**overrides: Any) -> dict[str, Any]:
-    """What the LLM stages read of `backbone`: how it is loaded."""
-    return {"dtype": "float32", "quantization": "none", **overrides}
+    """What the LLM stages read of `backbone`: how it is loaded and computes. float32, whatever the CPU: the unit
+    tests compare the model's paths at tight tolerances; tests/test_precision.py covers bf16 autocast."""
+    return {"dtype": "float32", "quantization": "none", "precision": "float32", **overrides}
 
 
 def prompt_settings() -> dict[str, str]:

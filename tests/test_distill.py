@@ -357,10 +357,15 @@ def test_student_targets_read_exactly_the_weights_they_keep():
 # --- the stages -----------------------------------------------------------------------------------
 
 
-def states_params(**distill: Any) -> dict[str, Any]:
-    """What the teacher_states rule passes: the students' sample settings and its part of `distill`."""
+def states_params(precision: str = "float32", **distill: Any) -> dict[str, Any]:
+    """What the teacher_states rule passes: the students' sample settings, its part of `distill`, and the
+    compute precision."""
     samples = {k: v for k, v in llm_config().items() if k in ("max_len", "targets_per_user")}
-    return {"samples": samples, "distill": {"blocks": 2, "teacher_quantization": "none", **distill}}
+    return {
+        "samples": samples,
+        "distill": {"blocks": 2, "teacher_quantization": "none", **distill},
+        "backbone": {"precision": precision},
+    }
 
 
 def run_states(env: SimpleNamespace, teacher_dir: Path, name: str = "states", **distill: Any) -> Path:
@@ -453,6 +458,19 @@ def test_teacher_states_are_the_live_teachers_and_leave_it_bit_identical(stage_e
     assert manifest["stage"] == "teacher_states"
     assert str(stage_env.teacher / "trainable.safetensors") in manifest["inputs"]
     assert manifest["config"]["distill"]["blocks"] == 2
+
+
+def test_teacher_states_are_stored_at_the_precision_they_were_computed_in(stage_env):
+    """Under bf16 autocast the cache holds bf16 states (half the size), its manifest says so, they stay close to
+    the float32 ones, and a student learns from them."""
+    path = run_states(stage_env, stage_env.teacher, "states_bf16", precision="bf16")
+    states, full = TeacherStates.load(path), TeacherStates.load(stage_env.states)
+    assert states.states.dtype == torch.bfloat16 and full.states.dtype == torch.float32
+    manifest = json.loads((stage_env.root / "states_bf16" / "manifest.json").read_text())
+    assert (manifest["precision"], manifest["states_dtype"]) == ("bf16", "bfloat16")
+    assert (F.cosine_similarity(states.states.float(), full.states, dim=-1) > 0.99).all()
+    metrics = run_student(stage_env, "student_bf16_states", distill_settings(), path)
+    assert all(0 <= metrics["test"][m] <= 100 for m in METRIC_NAMES)
 
 
 def test_states_refuse_other_samples_or_another_block_map(stage_env):

@@ -137,3 +137,28 @@ def test_alignment_names_the_missing_results_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["alignment.py", "--dataset", "nope"])
     with pytest.raises(SystemExit, match=r"results/nope: no finished dataset there .*pass --results and --dataset"):
         runpy.run_path(str(ROOT / "experiments" / "alignment.py"), run_name="__main__")
+
+
+PRECISION_OVERLAY = ROOT / "experiments" / "ml100k_precision.yaml"
+
+
+def test_the_precision_arms_differ_in_precision_alone_and_pair_by_seed():
+    """Each seed's float32 and bf16 arms are the same chain (so the same data, negatives and SASRec table) but
+    for `backbone.precision`; the seeds differ; E4SRec_8 is the paper overlay's."""
+    config = load_config([ROOT / "config.yaml", PRECISION_OVERLAY])
+    schema = load_schema(ROOT / "config.schema.yaml")
+    paper = load_config([ROOT / "config.yaml", OVERLAY])
+    stages = ("source", "preprocess", "negatives", "evaluate", "sasrec", "prompt", "teacher")
+    for seed in SEEDS:
+        fp32, bf16 = f"ml100k_fp32{seed}", f"ml100k_bf16{seed}"
+        for stage in stages:
+            assert stage_config(config, schema, fp32, stage) == stage_config(config, schema, bf16, stage), stage
+            assert stage_config(config, schema, fp32, stage) == stage_config(paper, schema, f"ml100k{seed}", stage)
+        backbones = [stage_config(config, schema, d, "backbone") for d in (fp32, bf16)]
+        assert [b.pop("precision") for b in backbones] == ["float32", "bf16"] and backbones[0] == backbones[1]
+    teacher_seeds = [stage_config(config, schema, f"ml100k_fp32{s}", "teacher")["seed"] for s in SEEDS]
+    assert len(set(teacher_seeds)) == len(SEEDS)
+    # The paper's figures were computed in float32 before the setting existed: its overlay keeps them so.
+    assert {stage_config(paper, schema, d, "backbone")["precision"] for d in paper["datasets"] if "ml100k" in d} == {
+        "float32"
+    }

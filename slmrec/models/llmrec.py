@@ -10,6 +10,9 @@ Rows read `[prompt][pad][items][suffix]`: padding is masked out and position ids
 only, so a user's vector does not depend on how much padding its batch needed. The prompt is then the
 same in every row, so by default it runs once per batch (once per evaluation at inference) and the
 batch reuses its keys and values.
+
+The whole forward runs in the model's compute precision (`backbone.precision`, `slmrec.precision`): bf16
+autocast where the device has native bf16, else float32. The user vector and the scores are float32.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfi
 
 from slmrec.io import atomic_path, read_artifact, read_json, write_json
 from slmrec.models.presets import BackboneError, check_backbone
+from slmrec.precision import autocast, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class LLMRecConfig:
     prompt_prefix: str
     prompt_suffix: str
     gradient_checkpointing: bool
+    precision: str = "float32"  # backbone.precision; a model saved before that setting computed in float32
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LLMRecConfig:
@@ -86,6 +91,7 @@ class LLMRecConfig:
             prompt_prefix=prompt["prefix"],
             prompt_suffix=prompt["suffix"],
             gradient_checkpointing=training["gradient_checkpointing"],
+            precision=backbone["precision"],
         )
 
 
@@ -203,6 +209,11 @@ class LLMRec(nn.Module):
     def num_layers(self) -> int:
         return self.config.layers
 
+    @property
+    def precision(self) -> str:
+        """How this model computes where it lies: `bf16` (autocast) or `float32` (`backbone.precision` resolved)."""
+        return resolve(self.config.precision, self.item_table.device.type)
+
     def _inputs(self, items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Embeddings of `[items][suffix]`, with the attention mask and position ids of the whole
         `[prompt][pad][items][suffix]` row, for a batch of left-padded item ids [B, L].
@@ -284,6 +295,10 @@ class LLMRec(nn.Module):
         Returns the user vectors and, with `output_layer_states`, the last-position hidden state after
         every decoder layer ([B, layers, hidden]; the last one final-normed), which distillation aligns.
         """
+        with autocast(self.precision, input_ids.device.type):
+            return self._forward(input_ids, labels, output_layer_states)
+
+    def _forward(self, input_ids: Tensor, labels: Tensor | None, output_layer_states: bool) -> dict[str, Any]:
         rest, mask, positions = self._inputs(input_ids)
         n_prompt, batch = len(self.prompt_ids), rest.shape[0]
         if self._uses_prompt_cache():
@@ -296,7 +311,7 @@ class LLMRec(nn.Module):
             inputs = {"inputs_embeds": sequence, "position_ids": positions, "use_cache": False}
         out = self.backbone(attention_mask=mask, output_hidden_states=output_layer_states, **inputs)
         last = out.last_hidden_state[:, -1].float()
-        user = self.output_proj(last)
+        user = self.output_proj(last).float()
         result: dict[str, Any] = {"user": user, "last_hidden": last}
         if output_layer_states:
             result["layer_states"] = torch.stack([h[:, -1].float() for h in out.hidden_states[1:]], dim=1)
@@ -305,7 +320,8 @@ class LLMRec(nn.Module):
         return result
 
     def scores(self, user: Tensor) -> Tensor:
-        logits = user @ self.item_table.T  # [B, d] x [d, items + 1]
+        with torch.autocast(user.device.type, enabled=False):  # float32 whatever the precision: no bf16 ties
+            logits = user.float() @ self.item_table.T  # [B, d] x [d, items + 1]
         logits[:, 0] = float("-inf")
         return logits
 

@@ -62,5 +62,6 @@ def run(call: StageCall) -> MetricsRow | None:
         "teacher_params": teacher.parameter_counts() if teacher else cached.teacher_params if cached else None,
         "teacher_states": "cached" if cached else "live" if teacher else None,
         "speedups": student.speedups() + (["cached teacher states"] if cached else []),
+        "precision": student.precision,
     }
     return fit_and_save(student, call, fit, name=name, trained=model, details=details)

@@ -31,5 +31,5 @@ def run(call: StageCall) -> MetricsRow | None:
         counts["trainable"],
         100 * counts["trainable"] / counts["total"],
     )
-    details = {"speedups": model.speedups()}
+    details = {"speedups": model.speedups(), "precision": model.precision}
     return fit_and_save(model, call, llm_fit(call, cfg, data), name=teacher_name(layers), details=details)

@@ -18,24 +18,28 @@ def run(call: StageCall) -> TeacherStates:
     samples, distill = call.params["samples"], call.params["distill"]
     data = load_training_data(call.input["splits"], call.input["negatives"], call.input["stats"])
     table = load_item_embeddings(call.input["item_embeddings"], data.num_items)
-    teacher = load_llmrec(Path(call.input["teacher"]).parent, table, quantization=distill["teacher_quantization"])
+    teacher = load_llmrec(
+        Path(call.input["teacher"]).parent,
+        table,
+        quantization=distill["teacher_quantization"],
+        precision=call.params["backbone"]["precision"],
+    )
     # The very samples every student trains on (the student's max_len and targets_per_user).
     dataset = NextItemDataset(data.sequences, samples["max_len"], samples["targets_per_user"])
+    precision = teacher.precision
+    # Stored at the precision they were computed in: bf16 states under bf16 autocast (half the size).
+    dtype = "bfloat16" if precision == "bf16" else teacher.config.dtype
     states = TeacherStates.compute(
-        teacher,
-        dataset.input_ids,
-        dataset.labels,
-        distill["blocks"],
-        teacher.config.dtype,
-        call.resources["eval_batch_size"],
+        teacher, dataset.input_ids, dataset.labels, distill["blocks"], dtype, call.resources["eval_batch_size"]
     )
     states.save(call.output["states"])
-    call.write_manifest()
+    call.write_manifest(extra={"precision": precision, "states_dtype": dtype})
     logger.info(
-        "teacher states: %d samples at teacher layers %s, %.1f MB (%s)",
+        "teacher states: %d samples at teacher layers %s, %.1f MB (%s, computed in %s)",
         len(dataset),
         states.layers,
         states.states.numel() * states.states.element_size() / 1e6,
-        teacher.config.dtype,
+        dtype,
+        precision,
     )
     return states
