@@ -15,6 +15,7 @@ from pathlib import Path
 from slmrec.io import atomic_path
 from slmrec.summary import (
     Arm,
+    PrecisionArms,
     Row,
     ablation_table,
     accuracy_table,
@@ -24,6 +25,7 @@ from slmrec.summary import (
     linked_figure,
     loss_balance,
     paired_difference,
+    precision_table,
     replace_generated,
     validation_curves,
     wall_times,
@@ -31,6 +33,7 @@ from slmrec.summary import (
 from slmrec.targets import STUDENT, TEACHER, ablation_target, student_of, sweep_teacher
 
 BASE = "ml100k"
+SEEDS = ("", "_s2", "_s3")
 PRETRAINED = Arm("pretrained", (BASE, f"{BASE}_s2", f"{BASE}_s3"))
 RANDOM = Arm("random init", (f"{BASE}_random", f"{BASE}_random_s2", f"{BASE}_random_s3"))
 SEED1 = Arm("seed 1", (BASE,))
@@ -42,6 +45,7 @@ SEED2 = Arm("seed 2", (f"{BASE}_s2",))
 STUDENTS_PROBE = Arm("students 400 steps", (f"{BASE}_s2_students400",))  # seed 2, students trained 400 steps
 SWEEP = (1, 2, 4, 8, 16)  # and the deep teacher itself (experiments/ml100k_smollm2.yaml)
 SHALLOW = 8  # the paper's SLMRec 4 <- 8 teacher
+PRECISION = PrecisionArms(sweep_teacher(SHALLOW), SEEDS)  # experiments/ml100k_precision.yaml: E4SRec_8
 FIGURES = {  # the report rule's plots, by file stem
     "layer_sweep": "Figure 2: test metrics against layers, trained and direct",
     "training_curves": "Training curves: loss terms and validation MRR",
@@ -67,6 +71,7 @@ def main() -> None:
         for target in (STUDENT, ce_only)
     ]
     blocks = {
+        "precision": partial(precision_table, results, PRECISION),
         "table2": lambda: accuracy_table(
             results,
             [

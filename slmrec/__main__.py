@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         action="extend",
         default=[],
-        help=f"as given to snakemake: merged over {CONFIG}, in order, to give the current config",
+        help=f"as given to snakemake: merged over {CONFIG}, in order, to give the current config (after the "
+        "target, or end the list with --)",
     )
     comp = commands.add_parser(
         "compare", help="test metrics of datasets (e.g. variants) side by side, and the settings that differ"
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if stale(link):
         print(
             "\nSTALE: some recorded inputs or outputs changed after the result was made (marked !!); "
-            f"this refreshes it:\n  {refresh_command(link)}"
+            f"this refreshes it:\n  {refresh_command(link, args.configfile)}"
         )
         return 1
     print("\nup to date: every recorded checksum matches")

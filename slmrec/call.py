@@ -113,6 +113,12 @@ class StageCall:
     def identity(self) -> RunIdentity:
         return RunIdentity(self.params, {name: [digest(p) for p in _paths(v)] for name, v in self.input.items()})
 
+    def write_directory_manifest(self, directory: str) -> dict[str, Any]:
+        """The manifest of a directory artifact, inside it once it is in place (made under a temporary name, its
+        files would otherwise be recorded where they no longer are)."""
+        outputs = sorted(str(p) for p in Path(directory).iterdir() if p.is_file() and p.name != "manifest.json")
+        return self.write_manifest(path=str(Path(directory) / "manifest.json"), outputs=outputs)
+
     def write_manifest(
         self, path: str | None = None, outputs: list[str] | None = None, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:

@@ -167,7 +167,7 @@ def _typed(value: Any, schemas: list[dict[str, Any]], root: dict[str, Any]) -> A
         return [_typed(v, [_resolve(s["items"], root) for s in schemas if "items" in s], root) for v in value]
     if not isinstance(value, str) or not schemas:
         return value
-    validators = [jsonschema.Draft202012Validator({**s, "$defs": root.get("$defs", {})}) for s in schemas]
+    validators = [_StrictTypes({**s, "$defs": root.get("$defs", {})}) for s in schemas]
     if any(v.is_valid(value) for v in validators):
         return value
     try:
@@ -177,7 +177,16 @@ def _typed(value: Any, schemas: list[dict[str, Any]], root: dict[str, Any]) -> A
     return parsed if any(_of_allowed_type(v, parsed) for v in validators) else value
 
 
-def _of_allowed_type(validator: jsonschema.Draft202012Validator, value: Any) -> bool:
+# jsonschema counts 1000.0 as an integer; a string typed by the schema must not become a float where it wants one.
+_StrictTypes = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
+def _of_allowed_type(validator: jsonschema.protocols.Validator, value: Any) -> bool:
     """Whether `value` is of a type the schema allows, whatever its other rules (a minimum, an enum) say."""
     return not any(error.validator == "type" and not error.path for error in validator.iter_errors(value))
 

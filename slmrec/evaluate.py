@@ -106,7 +106,57 @@ def length_batches(lengths: np.ndarray, batch_size: int, bucket: bool = True) ->
     return [order[begin : begin + batch_size] for begin in range(0, len(order), batch_size)]
 
 
+@dataclass
+class UserRanks:
+    """Each user's 0-based rank of the held-out item, in the split's user order: among the stored candidates
+    (`sampled`, [N]) and, optionally, over all items with the history masked (`full`, [N]); `seconds` is the
+    wall time it took to score every user, i.e. inference time."""
+
+    sampled: Tensor
+    full: Tensor | None
+    seconds: float
+
+
 @torch.no_grad()
+def user_ranks(
+    encode: Encoder,
+    item_table: Tensor,
+    split: EvalSplit,
+    max_len: int,
+    batch_size: int = 256,
+    *,
+    full_ranking: bool,
+    device: torch.device | str = "cpu",
+    bucket: bool = True,
+) -> UserRanks:
+    """Score every user of `split` on the stored candidates (and, optionally, over all items).
+
+    Users are batched by history length (`bucket`); each rank is put back at its user's row, so two models'
+    ranks pair user by user.
+    """
+    start = time.perf_counter()
+    sampled = torch.empty(len(split), dtype=torch.int64)
+    full = torch.empty(len(split), dtype=torch.int64) if full_ranking else None
+    lengths = np.array([min(len(history), max_len) for history in split.histories])
+    for rows in length_batches(lengths, batch_size, bucket):
+        histories = [split.histories[row] for row in rows]
+        users = encode(pad_left(histories, max_len).to(device)).float()
+        table = item_table.to(users.device, torch.float32)
+        targets = torch.tensor(split.targets[rows], device=users.device)
+        negatives = torch.tensor(split.negatives[rows], device=users.device)
+        pos = (users * table[targets]).sum(-1)
+        neg = torch.einsum("bd,bkd->bk", users, table[negatives])
+        index = torch.from_numpy(rows)
+        sampled[index] = sampled_ranks(pos, neg).cpu()
+        if full is not None:
+            scores = users @ table.T
+            seen = torch.zeros_like(scores, dtype=torch.bool)
+            for row, history in enumerate(histories):
+                seen[row, history] = True
+            full[index] = full_ranks(scores, targets, seen).cpu()
+    return UserRanks(sampled, full, time.perf_counter() - start)
+
+
 def evaluate(
     encode: Encoder,
     item_table: Tensor,
@@ -118,34 +168,14 @@ def evaluate(
     device: torch.device | str = "cpu",
     bucket: bool = True,
 ) -> dict[str, float]:
-    """Metrics in percent on the stored candidates (and, optionally, over all items with history masked).
-
-    Users are batched by history length (`bucket`); the metrics are means over users, so the order in
-    which they are scored changes nothing. Also reports `seconds`: the wall time to score every user of
-    the split, i.e. inference time.
-    """
-    start = time.perf_counter()
-    sampled, full = [], []
-    lengths = np.array([min(len(history), max_len) for history in split.histories])
-    for rows in length_batches(lengths, batch_size, bucket):
-        histories = [split.histories[row] for row in rows]
-        users = encode(pad_left(histories, max_len).to(device)).float()
-        table = item_table.to(users.device, torch.float32)
-        targets = torch.tensor(split.targets[rows], device=users.device)
-        negatives = torch.tensor(split.negatives[rows], device=users.device)
-        pos = (users * table[targets]).sum(-1)
-        neg = torch.einsum("bd,bkd->bk", users, table[negatives])
-        sampled.append(sampled_ranks(pos, neg).cpu())
-        if full_ranking:
-            scores = users @ table.T
-            seen = torch.zeros_like(scores, dtype=torch.bool)
-            for row, history in enumerate(histories):
-                seen[row, history] = True
-            full.append(full_ranks(scores, targets, seen).cpu())
-    metrics = metrics_from_ranks(torch.cat(sampled))
-    if full_ranking:
-        metrics.update({f"full_{k}": v for k, v in metrics_from_ranks(torch.cat(full)).items()})
-    metrics["seconds"] = time.perf_counter() - start
+    """Metrics in percent on the stored candidates (and, with `full_ranking`, over all items with history
+    masked), the means of `user_ranks`' per-user metrics, and `seconds`: the inference time of the split."""
+    options = {"full_ranking": full_ranking, "device": device, "bucket": bucket}
+    ranks = user_ranks(encode, item_table, split, max_len, batch_size, **options)
+    metrics = metrics_from_ranks(ranks.sampled)
+    if ranks.full is not None:
+        metrics.update({f"full_{k}": v for k, v in metrics_from_ranks(ranks.full).items()})
+    metrics["seconds"] = ranks.seconds
     return metrics
 
 

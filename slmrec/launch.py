@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -45,15 +46,35 @@ def launch(call: StageCall, processes: int = 1, log_path: str | None = None) -> 
         ]
         logger.info("launching %d processes: %s", processes, " ".join(command))
         with open(log_path, "a") if log_path else contextlib.nullcontext() as log:
-            subprocess.run(command, check=True, stdout=log, stderr=log)
+            try:
+                subprocess.run(command, check=True, stdout=log, stderr=log)
+            except subprocess.CalledProcessError as failed:
+                raise worker_error(Path(tmp)) or failed from failed
+    return None
+
+
+def worker_error(folder: Path) -> Exception | None:
+    """The error a worker recorded in `folder` before it failed, raised again in the launching process with its own
+    type, so that bad input (a DataError, a NonFiniteLossError) stays bad input and is not retried; None if no
+    worker recorded one (it was killed)."""
+    for record in sorted(folder.glob("*.error.json")):
+        error = json.loads(record.read_text())
+        kind = getattr(importlib.import_module(error["module"]), error["name"], None)
+        if isinstance(kind, type) and issubclass(kind, Exception):
+            return kind(error["message"])
     return None
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of each torchrun worker."""
+    """Entry point of each torchrun worker; a failing worker records its error beside the call (`worker_error`)."""
     (path,) = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    call_stage(StageCall(**json.loads(Path(path).read_text())))
+    try:
+        call_stage(StageCall(**json.loads(Path(path).read_text())))
+    except Exception as error:
+        record = {"module": type(error).__module__, "name": type(error).__qualname__, "message": str(error)}
+        Path(f"{path}.rank{os.environ.get('RANK', '0')}.error.json").write_text(json.dumps(record))
+        raise
 
 
 if __name__ == "__main__":

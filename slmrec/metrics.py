@@ -114,11 +114,11 @@ def full_ranks(scores: ArrayLike, targets: ArrayLike, exclude: ArrayLike | None 
     return ((scores >= pos.unsqueeze(1)) & competes).sum(dim=1, dtype=torch.int64)
 
 
-def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
-    """HR@{1,5,10}, NDCG@{5,10} and MRR in percent (0..100), from 0-based ranks.
+def per_user_metrics(ranks: ArrayLike) -> dict[str, Tensor]:
+    """HR@{1,5,10}, NDCG@{5,10} and MRR of each user in percent (0 or 100 for HR; float64 [N] each), from
+    0-based ranks: what paired comparisons resample, and whose means are `metrics_from_ranks`.
 
-    Percent matches the paper's tables. With a single relevant item the ideal DCG
-    is 1, so NDCG@k = 1/log2(rank+2) inside the cut-off, else 0.
+    With a single relevant item the ideal DCG is 1, so NDCG@k = 1/log2(rank+2) inside the cut-off, else 0.
     """
     r = torch.as_tensor(ranks)
     if r.dim() != 1:
@@ -132,13 +132,21 @@ def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
 
     r = r.to(torch.float64)
     gain = 1.0 / torch.log2(r + 2.0)
-    out: dict[str, float] = {}
+    out: dict[str, Tensor] = {}
     for k in (1, 5, 10):
-        out[f"HR@{k}"] = 100.0 * float((r < k).to(torch.float64).mean())
+        out[f"HR@{k}"] = 100.0 * (r < k).to(torch.float64)
     for k in (5, 10):
-        out[f"NDCG@{k}"] = 100.0 * float(torch.where(r < k, gain, 0.0).mean())
-    out["MRR"] = 100.0 * float((1.0 / (r + 1.0)).mean())
+        out[f"NDCG@{k}"] = 100.0 * torch.where(r < k, gain, 0.0)
+    out["MRR"] = 100.0 / (r + 1.0)
     return {name: out[name] for name in METRIC_NAMES}
+
+
+def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
+    """HR@{1,5,10}, NDCG@{5,10} and MRR in percent (0..100), the means over users of `per_user_metrics`.
+
+    Percent matches the paper's tables.
+    """
+    return {name: float(values.mean()) for name, values in per_user_metrics(ranks).items()}
 
 
 class MetricsRowError(ValueError):

@@ -98,6 +98,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 def inside(path: str | Path, root: Path) -> bool:
+    """Whether `path` lies under `root`, links resolved: a manifest is trusted only about files there."""
     return Path(path).resolve().is_relative_to(root.resolve())
 
 
@@ -151,22 +152,24 @@ def trace(target: str | Path, root: str | Path = "results", config: dict[str, An
     seen: dict[str, Link] = {}
     check = functools.cache(_check)  # a file is input or output of several manifests: hash it once
 
-    def visit(path: str) -> Link:
+    def visit(path: str, read_by: str | None = None) -> Link:
         key = str(Path(path))
         if key in seen:
             return seen[key]
         manifest, record = index.get(key, (None, None))
         link = Link(key, manifest, record)
         seen[key] = link
-        if record is None:
-            if inside(key, base) and Path(key).exists():  # a missing one is flagged by what reads it
-                beside = Path(key).parent / "manifest.json"
-                foreign = misplaced(beside, read_manifest(beside), base) if beside.is_file() else None
+        if record is None and inside(key, base) and Path(key).exists():  # a missing one is flagged by its reader
+            beside = Path(key).parent / "manifest.json"
+            foreign = misplaced(beside, read_manifest(beside), base) if beside.is_file() else None
+            if foreign or read_by:  # a report or a log is read by no stage, and has no manifest of its own
                 link.problems.append(
                     foreign
-                    or f"no manifest under {root} records {key}: its manifest is missing, or it was made by hand"
+                    or f"no manifest under {root} records {key}, which {read_by} read: its manifest is missing, or "
+                    "the file was made by hand"
                 )
                 link.refresh.append(key)
+        if record is None:
             return link
         foreign = misplaced(manifest, record, base)
         if foreign:
@@ -189,7 +192,7 @@ def trace(target: str | Path, root: str | Path = "results", config: dict[str, An
             if problem:
                 link.problems.append(f"stale input: {problem}")
                 link.refresh.append(key)
-            link.inputs.append(visit(source))
+            link.inputs.append(visit(source, f"stage {record['stage']!r}"))
         return link
 
     return visit(str(target))
@@ -232,12 +235,13 @@ def stale(link: Link) -> bool:
     return any(node.problems for node in nodes(link))
 
 
-def refresh_command(link: Link) -> str:
-    """The Snakemake command that refreshes a stale chain: rerun what made each flagged file, and everything
-    after it, up to the traced result (a plain rerun does not rebuild a deleted intermediate whose results
-    downstream still look up to date)."""
+def refresh_command(link: Link, configfiles: list[str]) -> str:
+    """The Snakemake command that refreshes a stale chain, under the same `--configfile`s: rerun what made each
+    flagged file, and everything after it, up to the traced result (a plain rerun does not rebuild a deleted
+    intermediate whose results downstream still look up to date)."""
     files = dict.fromkeys(f for node in nodes(link) for f in node.refresh)
-    return f"snakemake --cores 1 {link.path} --forcerun {' '.join(files)}"
+    overlays = f" --configfile {' '.join(configfiles)}" if configfiles else ""
+    return f"snakemake --cores 1 {link.path}{overlays} --forcerun {' '.join(files)}"
 
 
 def changed(link: Link) -> int:

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
+from slmrec import stats
 from slmrec.io import ArtifactError, atomic_path, read_artifact, read_json
 from slmrec.metrics import MetricsRow
 from slmrec.targets import (
@@ -253,20 +255,86 @@ def _job_kind(job: str) -> str:
     return job
 
 
+@dataclass(frozen=True)
+class PrecisionArms:
+    """The mixed-precision experiment: for each seed suffix, a float32 dataset and a bf16 one, the same chain."""
+
+    target: str
+    seeds: tuple[str, ...]
+    float32: str = "ml100k_fp32"
+    bf16: str = "ml100k_bf16"
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(f"{self.float32}{s}", f"{self.bf16}{s}") for s in self.seeds]
+
+
+def ranks_path(results: Path, dataset: str, target: str) -> Path:
+    """Where `experiments/precision.py` keeps a model's per-user ranks (`user`, `valid`, `test`)."""
+    return results / "per_user_ranks" / dataset / f"{target.replace('/', '_')}.parquet"
+
+
+PRECISION_TOLERANCE = 0.5  # points of NDCG@10: bf16 is acceptable if the interval lies within it (or holds 0)
+
+
+def precision_table(results: Path, arms: PrecisionArms, metrics: Sequence[str] = ("NDCG@10", "MRR")) -> str:
+    """Each seed's float32 and bf16 model (validation and test metrics, training wall time), then bf16 − float32
+    per user over the seeds whose per-user ranks exist, with the paired interval, p-value and verdict."""
+    lines, ranks = [], {"float32": [], "bf16": []}
+    for pair in arms.pairs():
+        seed = pair[0].removeprefix(arms.float32).removeprefix("_s") or "1"
+        rows = [read_row(results, d, arms.target) for d in pair]
+        if None in rows:
+            lines.append([seed, "not run yet", "", "", "", ""])
+            continue
+        minutes = [benchmark_minutes(results / d / "logs", arms.target) for d in pair]
+        cells = [f"{row.valid['NDCG@10']:.2f} / {row.test['NDCG@10']:.2f}" for row in rows]
+        lines.append([seed, *cells, *(f"{m:.0f}" for m in minutes), f"{minutes[0] / minutes[1]:.2f}x"])
+        files = [ranks_path(results, d, arms.target) for d in pair]
+        if all(f.exists() for f in files):
+            for name, file in zip(("float32", "bf16"), files, strict=True):
+                ranks[name].append(read_artifact(file, pl.read_parquet))
+    header = ["Seed", "float32 NDCG@10 valid / test", "bf16", "float32 min", "bf16 min", "speed-up"]
+    table = _table(header, lines)
+    if not ranks["float32"]:
+        return table + "\nPer-user comparison: no per-user ranks yet (`experiments/precision.py` computes them).\n"
+    diffs = []
+    for split in ("valid", "test"):
+        a = np.stack([frame[split].to_numpy() for frame in ranks["bf16"]])
+        b = np.stack([frame[split].to_numpy() for frame in ranks["float32"]])
+        for metric in metrics:
+            d = stats.paired_difference(a, b, metric)
+            within = d.low >= -PRECISION_TOLERANCE and d.high <= PRECISION_TOLERANCE
+            verdict = "acceptable" if within or not d.excludes_zero else "not acceptable"
+            diffs.append([split, metric, d.text(), str(d.seeds), str(d.users), verdict])
+    header = ["Split", "Metric", "bf16 − float32 [95% CI], p", "Seeds", "Users", "Verdict"]
+    return table + "\n" + _table(header, diffs)
+
+
+def benchmark_minutes(logs: Path, target: str) -> float:
+    """Wall minutes of one job from its Snakemake `benchmark:` file."""
+    jobs = benchmark_times(logs)
+    return float(jobs.filter(pl.col("job") == target)["wall_s"].sum()) / 60
+
+
 def replace_generated(document: str, blocks: dict[str, Callable[[], str]]) -> str:
     """The document with the text between `<!-- name -->` and `<!-- /name -->` regenerated for each block;
     the hand-written prose around the markers is kept. Every block of the document must have a generator,
     or its old numbers would stay behind unnoticed."""
     orphans = sorted(set(re.findall(r"<!-- ([\w-]+) -->", document)) - set(blocks))
     for name, make in blocks.items():
-        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        if start not in document or end not in document:
-            raise ValueError(f"the document has no {start} … {end} block to fill")
-        head, rest = document.split(start, 1)
-        document = head + start + "\n" + make() + end + rest.split(end, 1)[1]
+        document = fill_block(document, name, make())
     if orphans:
         raise ValueError(f"the document's blocks {orphans} have nothing to fill them")
     return document
+
+
+def fill_block(document: str, name: str, text: str) -> str:
+    """The document with `text` between `<!-- name -->` and `<!-- /name -->`."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if start not in document or end not in document:
+        raise ValueError(f"the document has no {start} … {end} block to fill")
+    head, rest = document.split(start, 1)
+    return head + start + "\n" + text + end + rest.split(end, 1)[1]
 
 
 def linked_figure(made: Path, doc: Path, link: str, caption: str) -> str:

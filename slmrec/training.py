@@ -35,6 +35,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from slmrec.call import RunIdentity, StageCall
 from slmrec.data.samples import NextItemDataset, TrainingData
+from slmrec.errors import DiskFullError, NonFiniteLossError
 from slmrec.evaluate import EvalSplit, evaluate, evaluate_recommender
 from slmrec.io import atomic_path
 from slmrec.metrics import MetricsRow
@@ -47,15 +48,6 @@ FINISHED_FILE = "FINISHED"  # training ended: these checkpoints are never resume
 DISK_FULL_FREE_BYTES = 1 << 20  # below this, a write that failed without saying why failed for want of space
 
 
-class NonFiniteLossError(FloatingPointError):
-    pass
-
-
-class DiskFullError(OSError):
-    """A write ran out of space, said plainly and where (torch's own message is `enforce fail at
-    inline_container.cc ... unexpected pos`)."""
-
-
 def free_bytes(directory: Path) -> int:
     """Free space on the filesystem that holds `directory` (or its nearest existing parent)."""
     existing = next(p for p in (directory, *directory.parents) if p.exists())
@@ -63,7 +55,8 @@ def free_bytes(directory: Path) -> int:
 
 
 def is_disk_full(error: BaseException, directory: Path) -> bool:
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+    """Whether a failed write failed for want of space (or of quota), whatever the writer calls it."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(error)
     if "No space left on device" in text:  # safetensors: "I/O error: No space left on device (os error 28)"
@@ -450,7 +443,6 @@ def fit_and_save(
     train_seconds = log.elapsed
     if not main:
         return None
-    (checkpoint_dir / FINISHED_FILE).touch()
     recommender.eval()
     scores = evaluate_recommender(recommender, fit.splits, fit.max_len, fit.eval_batch_size, fit.full_ranking)
     best = trainer.state.best_model_checkpoint
@@ -469,6 +461,7 @@ def fit_and_save(
         log.write_csv(call.output["train_log"], trainer.state.log_history)
         row.write(call.output["metrics"])
         call.write_manifest()
+    (checkpoint_dir / FINISHED_FILE).touch()  # only now: a run killed before this resumes at its last checkpoint
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     logger.info("%s test: %s", name, {k: round(v, 3) for k, v in scores["test"].items()})
     return row

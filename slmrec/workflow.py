@@ -20,12 +20,12 @@ from slmrec.call import StageCall
 from slmrec.cluster import BAD_INPUT_EXIT_CODE, record_bad_input
 from slmrec.config import ConfigError
 from slmrec.data.preprocess import DataError
+from slmrec.errors import NonFiniteLossError
 from slmrec.io import ArtifactError
 from slmrec.launch import launch
 from slmrec.metrics import MetricsRowError
 from slmrec.models.blocks import DistillConfigError
 from slmrec.models.presets import BackboneError
-from slmrec.training import NonFiniteLossError
 
 # How often the watchdog looks for Snakemake, and how long the stage's children get to exit on SIGTERM.
 WATCH_INTERVAL_S = 2.0

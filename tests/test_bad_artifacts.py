@@ -251,7 +251,7 @@ def test_provenance_flags_a_file_no_manifest_records(recorded, capsys):
     Path("results/demo/data/manifest.json").unlink()
     code, out = provenance(capsys)
     assert code == 1 and "STALE" in out
-    assert "no manifest under results records results/demo/data/splits.parquet" in out
+    assert "no manifest under results records results/demo/data/splits.parquet, which stage 'sasrec' read" in out
     assert "--forcerun results/demo/data/splits.parquet" in out
 
 

@@ -460,8 +460,9 @@ def test_an_exponent_without_a_dot_is_a_number_in_the_file_and_on_the_command_li
     overrides = ("teacher={learning_rate: 1e-4}", "datasets={demo: {teacher: {adam_epsilon: 1E-6}}}")
     proc = dry_run(workdir, SHIPPED, "--config", *overrides, "--", STUDENT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert typed_overrides({"teacher": {"learning_rate": "1e-4", "layers": "1e-1"}}, schema) == {
-        "teacher": {"learning_rate": 1e-4, "layers": "1e-1"}  # no integer either way: left for validation to name
+    assert typed_overrides({"teacher": {"learning_rate": "1e-4", "layers": "1e-1", "batch_size": "1e3"}}, schema) == {
+        # no integer either way (1e3 reads as the float 1000.0): left for validation to name
+        "teacher": {"learning_rate": 1e-4, "layers": "1e-1", "batch_size": "1e3"}
     }
 
 

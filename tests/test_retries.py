@@ -11,7 +11,10 @@ import pytest
 from conftest import copy_workflow, run_snakemake
 
 from slmrec import cluster, workflow
+from slmrec.call import StageCall
+from slmrec.config import schema_defaults
 from slmrec.data.preprocess import DataError
+from slmrec.launch import launch
 from slmrec.models.presets import BackboneError
 from slmrec.training import NonFiniteLossError
 
@@ -74,6 +77,18 @@ def test_a_stage_failing_on_bad_input_exits_65_and_leaves_the_record_that_stops_
     assert exited.value.code == cluster.BAD_INPUT_EXIT_CODE
     with pytest.raises(cluster.NotRetried, match=type(error).__name__):
         cluster.retry_unless_bad_input("teacher")(Wildcards(dataset="d"), 2)
+
+
+def test_bad_input_in_data_parallel_workers_is_bad_input_for_the_job(tmp_path):
+    """With gpu > 1 the stage runs as torchrun workers: a worker's DataError reaches the job as a DataError (so it
+    is recorded and never retried), not as torchrun's CalledProcessError."""
+    (tmp_path / "bad.csv").write_text(BAD_CSV)
+    out = {name: str(tmp_path / f"{name}.out") for name in ("interactions", "user_ids", "item_ids", "splits", "stats")}
+    source = {"kind": "ratings_csv", "columns": ["item", "user", "rating", "timestamp"], "header": False}
+    params = {"preprocess": schema_defaults("preprocess"), "source": source}
+    call = StageCall("preprocess", {"raw": str(tmp_path / "bad.csv")}, {**out, "manifest": "m.json"}, params)
+    with pytest.raises(DataError, match="no interactions left"):
+        launch(call, processes=2, log_path=str(tmp_path / "workers.log"))
 
 
 def test_placeholders_are_listed_by_rule_and_resource():

@@ -533,13 +533,16 @@ def test_a_full_disk_while_checkpointing_says_so_and_where(tiny, tmp_path):
     _assert_no_outputs(sasrec_outputs(tmp_path))
 
 
-def test_a_full_disk_while_writing_the_model_says_so_and_where(tiny, tmp_path):
+def test_a_full_disk_while_writing_the_model_says_so_and_where_and_the_rerun_resumes(tiny, tmp_path, caplog):
     out = tmp_path / "out"
     call = sasrec_call(tiny, out)
     call.params["checkpoints"] = str(tmp_path / "checkpoints")
     with small_disk(out), pytest.raises(training.DiskFullError) as info:
         stage.run(call)
     assert f"no space left on device while writing the SASRec artifacts in {out}" in str(info.value)
+    caplog.set_level("INFO", logger="slmrec")
+    stage.run(call)  # space freed: as the message says, the training is not done again
+    assert "resuming from" in caplog.text and "starting afresh" not in caplog.text
 
 
 # --- bad input ---------------------------------------------------------------------------------

@@ -6,13 +6,15 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
-from slmrec.io import ArtifactError
+from slmrec.io import ArtifactError, write_parquet
 from slmrec.metrics import MetricsRow
 from slmrec.summary import (
     Arm,
+    PrecisionArms,
     Row,
     ablation_table,
     accuracy_table,
@@ -23,6 +25,8 @@ from slmrec.summary import (
     loss_balance,
     mean_std,
     paired_difference,
+    precision_table,
+    ranks_path,
     replace_generated,
     validation_curves,
     wall_times,
@@ -197,3 +201,25 @@ def test_alignment_table_shows_each_block_and_the_sums_the_loss_terms_use(tmp_pa
     assert table[2] == (
         "| untrained 2-layer student | E4SRec_8 (1→4, 2→8) | 0.500 / 0.250 | 0.750 | 30.0 of 40 / 20.0 of 40 | 50.0 |"
     )
+
+
+def test_the_precision_table_pairs_each_seed_per_user_and_judges_against_the_tolerance(tmp_path):
+    """Two seeds of float32 and bf16 models: each seed's row, and bf16 − float32 per user with its verdict; a seed
+    not run is said so."""
+    arms = PrecisionArms("teacher_l8", ("", "_s2", "_s3"))
+    rng = np.random.default_rng(0)
+    for seed in ("", "_s2"):
+        base = rng.integers(0, 100, size=400)
+        for arm, ranks in (("ml100k_fp32", base), ("ml100k_bf16", base.copy())):
+            write_row(tmp_path, f"{arm}{seed}", "teacher_l8", "E4SRec_8", 20.0)
+            write_parquet(
+                ranks_path(tmp_path, f"{arm}{seed}", "teacher_l8"), pl.DataFrame({"valid": ranks, "test": ranks})
+            )
+            logs = tmp_path / f"{arm}{seed}" / "logs"
+            logs.mkdir(parents=True)
+            minutes = 30 if arm.endswith("fp32") else 20
+            (logs / "teacher_l8.benchmark.tsv").write_text(f"s\tcpu_time\n{minutes * 60}\t1\n")
+    table = precision_table(tmp_path, arms)
+    assert "| 1 | 24.00 / 24.00 | 24.00 / 24.00 | 30 | 20 | 1.50x |" in table  # write_row: NDCG@10 = mrr + 4
+    assert "| 3 | not run yet |" in table
+    assert "| test | NDCG@10 | +0.00 [+0.00, +0.00], p = 1 | 2 | 400 | acceptable |" in table

@@ -281,7 +281,8 @@ def test_changed_input_starts_afresh(env, monkeypatch, caplog, tmp_path):
 
 
 def test_a_finished_run_is_never_resumed(env, monkeypatch, caplog):
-    """Checkpoints a finished run left (killed while writing its outputs) are discarded, not resumed."""
+    """Checkpoints a finished run left (its outputs written, killed before it removed them) are discarded, not
+    resumed."""
     caplog.set_level(logging.INFO, logger="slmrec")
     kill_after(env, monkeypatch, "finished", 4, teacher=section(max_steps=4))
     (env.root / "checkpoints" / "finished" / training.FINISHED_FILE).touch()

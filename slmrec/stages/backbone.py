@@ -11,5 +11,4 @@ def run(call: StageCall) -> None:
     prompt = call.params["prompt"]
     with atomic_dir(call.output["directory"]) as directory:
         build_preset(call.params["preset"], directory, [prompt["prefix"], prompt["suffix"]], call.params["seed"])
-        outputs = sorted(str(p) for p in directory.iterdir() if p.is_file())
-        call.write_manifest(path=str(directory / "manifest.json"), outputs=outputs)
+    call.write_directory_manifest(call.output["directory"])

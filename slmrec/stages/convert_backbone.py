@@ -10,5 +10,4 @@ from slmrec.models.conversion import convert
 def run(call: StageCall) -> None:
     with atomic_dir(call.output["directory"]) as directory:
         convert(call.input["source"], directory, call.params["init"], call.params["seed"])
-        outputs = sorted(str(p) for p in directory.iterdir() if p.is_file())
-        call.write_manifest(path=str(directory / "manifest.json"), outputs=outputs)
+    call.write_directory_manifest(call.output["directory"])

@@ -1,0 +1,83 @@
+"""Per-user ranks of the mixed-precision experiment's models, and its section of docs/experiments.md.
+
+    .venv/bin/python experiments/precision.py [--results results] [--doc docs/experiments.md]
+
+For each E4SRec_8 of experiments/ml100k_precision.yaml that has finished, the trained model is scored again on
+validation and test through the pipeline's own protocol (`slmrec.evaluate.user_ranks`), in the precision it was
+trained in, and its per-user ranks are kept under results/per_user_ranks/ (computed once; the metrics they give
+must equal the model's metrics.json, or the script stops). Then the `precision` block of the document is filled:
+each seed's figures, and bf16 − float32 per user with its paired bootstrap interval and randomization p-value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import polars as pl
+import torch
+from summarize import PRECISION
+
+from slmrec.data.samples import load_training_data
+from slmrec.evaluate import user_ranks
+from slmrec.io import atomic_path, read_json, write_parquet
+from slmrec.metrics import METRIC_NAMES, metrics_from_ranks
+from slmrec.models.llmrec import load_llmrec
+from slmrec.models.sasrec import load_item_embeddings
+from slmrec.summary import fill_block, precision_table, ranks_path
+
+TOLERANCE = 1e-6  # percent points: the ranks' metrics against metrics.json's, the same protocol twice
+
+
+def score(results: Path, dataset: str, target: str) -> pl.DataFrame:
+    """Per-user ranks of one trained model on validation and test, checked against its metrics.json."""
+    data_dir = results / dataset / "data"
+    data = load_training_data(*(str(data_dir / f) for f in ("splits.parquet", "negatives.parquet", "stats.json")))
+    table = load_item_embeddings(results / dataset / "sasrec" / "item_embeddings.safetensors", data.num_items)
+    model = load_llmrec(results / dataset / target, table).eval()
+    row = read_json(results / dataset / target / "metrics.json")
+    columns = {}
+    for split in ("valid", "test"):
+        ranks = user_ranks(
+            model.user_vectors,
+            table,
+            data.splits[split],
+            model_max_len(results, dataset, target),
+            64,
+            full_ranking=False,
+        ).sampled
+        metrics = metrics_from_ranks(ranks)
+        off = {m: metrics[m] - row[split][m] for m in METRIC_NAMES if abs(metrics[m] - row[split][m]) > TOLERANCE}
+        if off:
+            sys.exit(f"{dataset}/{target}: per-user ranks on {split} disagree with metrics.json by {off}")
+        columns[split] = ranks.numpy()
+    return pl.DataFrame({"user": data.splits["test"].users, **columns})
+
+
+def model_max_len(results: Path, dataset: str, target: str) -> int:
+    """The history length the model was trained and scored with (its manifest's recorded setting)."""
+    return read_json(results / dataset / target / "manifest.json")["config"]["teacher"]["max_len"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--doc", type=Path, default=Path("docs/experiments.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    for pair in PRECISION.pairs():
+        for dataset in pair:
+            path = ranks_path(args.results, dataset, PRECISION.target)
+            if (args.results / dataset / PRECISION.target / "metrics.json").exists() and not path.exists():
+                print(f"scoring {dataset}/{PRECISION.target}", file=sys.stderr)
+                write_parquet(path, score(args.results, dataset, PRECISION.target))
+    table = precision_table(args.results, PRECISION)
+    document = fill_block(args.doc.read_text(), "precision", table)
+    with atomic_path(args.doc) as tmp:
+        tmp.write_text(document)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
