@@ -77,7 +77,7 @@ def build(setup: Setup, layers: int, table: torch.Tensor, seed: int = 0) -> LLMR
     teacher = schema_defaults("teacher")
     config = LLMRecConfig.from_settings(
         f"random {setup.shape['hidden_size']}-hidden LLaMA",
-        {"dtype": setup.dtype, "quantization": "none"},
+        {**schema_defaults("backbone"), "dtype": setup.dtype},
         schema_defaults("prompt"),
         teacher,
         layers,
