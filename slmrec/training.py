@@ -370,14 +370,11 @@ def incomplete(checkpoint: Path) -> str | None:
 def discard_incomplete(checkpoint_dir: Path) -> None:
     """Remove the checkpoints a kill or a full disk left half-written, saying which and why, so that the run
     resumes from the newest complete one (Trainer would pick the newest by name and fail on it)."""
-    for checkpoint in sorted(checkpoint_dir.glob("checkpoint-*")):
-        reason = incomplete(checkpoint) if checkpoint.is_dir() else "it is not a directory"
+    for checkpoint in sorted(p for p in checkpoint_dir.glob("checkpoint-*") if p.is_dir()):
+        reason = incomplete(checkpoint)
         if reason:
             logger.warning("skipping %s: %s (a save cut short); removing it", checkpoint, reason)
-            if checkpoint.is_dir():
-                shutil.rmtree(checkpoint)
-            else:
-                checkpoint.unlink()
+            shutil.rmtree(checkpoint)
 
 
 def resume_point(checkpoint_dir: Path, identity: RunIdentity, is_main: bool, distributed: bool) -> str | None:

@@ -148,6 +148,8 @@ def load_backbone(
 
 
 def _not_a_load_report(record: logging.LogRecord) -> bool:
+    """False for the records of transformers' per-weight load report (its function's name; a test notices a
+    rename)."""
     return record.funcName != "log_state_dict_report"
 
 

@@ -27,7 +27,7 @@ class BackboneError(RuntimeError):
 
 
 # A checkpoint directory's tokenizer, for AutoTokenizer: any one of these (vocab.json with its merges.txt).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "tokenizer.tiktoken", "vocab.json")
 # Files whose `auto_map` names Python code shipped in the checkpoint directory itself.
 AUTO_MAP_FILES = ("config.json", "tokenizer_config.json")
 
