@@ -345,7 +345,7 @@ def main() -> int:
     results = [line for section in args.sections for line in SECTION_RUNNERS[section](bench)]
 
     print("\n" + "\n".join(results))
-    return 0 if all("PASS" in r for r in results) else 1
+    return 1 if any("FAIL" in r for r in results) else 0  # the compile line reports, it does not fail
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@ inside a training step, and bf16 evaluation stays close to float32 (the toleranc
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from helpers_data import backbone_settings, llm_config, prompt_settings
@@ -117,3 +122,11 @@ def test_bf16_evaluation_stays_close_to_float32(env, monkeypatch):  # noqa: F811
     for metric, value in results["float32"][1].items():
         if metric != "seconds":
             assert abs(results["bf16"][1][metric] - value) <= MAX_METRIC_POINTS, (metric, value)
+
+
+def test_the_suite_can_run_as_on_a_cpu_without_bf16():
+    """`PYTHONPATH=tests/cpu_without_bf16 make test` runs every process as on a CPU without bf16 (README)."""
+    code = "from slmrec.precision import resolve; print(resolve('auto', 'cpu'))"
+    without = {**os.environ, "PYTHONPATH": str(Path(__file__).parent / "cpu_without_bf16")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=without, timeout=120)
+    assert proc.stdout.strip() == "float32", proc.stderr
