@@ -158,19 +158,11 @@ def user_ranks(
 
 
 def evaluate(
-    encode: Encoder,
-    item_table: Tensor,
-    split: EvalSplit,
-    max_len: int,
-    batch_size: int = 256,
-    *,
-    full_ranking: bool,
-    device: torch.device | str = "cpu",
-    bucket: bool = True,
+    encode: Encoder, item_table: Tensor, split: EvalSplit, max_len: int, batch_size: int = 256, **options: Any
 ) -> dict[str, float]:
     """Metrics in percent on the stored candidates (and, with `full_ranking`, over all items with history
-    masked), the means of `user_ranks`' per-user metrics, and `seconds`: the inference time of the split."""
-    options = {"full_ranking": full_ranking, "device": device, "bucket": bucket}
+    masked), the means of `user_ranks`' per-user metrics (`options` are its keywords), and `seconds`: the
+    inference time of the split."""
     ranks = user_ranks(encode, item_table, split, max_len, batch_size, **options)
     metrics = metrics_from_ranks(ranks.sampled)
     if ranks.full is not None:
