@@ -47,7 +47,7 @@ def score(results: Path, dataset: str, target: str, batch_size: int) -> pl.DataF
             table,
             data.splits[split],
             model_max_len(results, dataset, target),
-            64,
+            batch_size,
             full_ranking=False,
         ).sampled
         metrics = metrics_from_ranks(ranks)
