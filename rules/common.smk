@@ -192,7 +192,8 @@ def headline_pair(wildcards):
 
 def result_rows(wildcards):
     """The metrics rows behind one dataset's table, by target."""
-    rows = ["popularity", "sasrec", *trained_rows(wildcards.dataset)]
+    authors = ["sasrec_authors"] if dataset_settings(wildcards.dataset, "report")["sasrec_authors"] else []
+    rows = ["popularity", "sasrec", *authors, *trained_rows(wildcards.dataset)]
     return {target: f"results/{wildcards.dataset}/{target}/metrics.json" for target in rows}
 
 

@@ -61,6 +61,7 @@ rule teacher:
         model="results/{dataset}/{teacher}/trainable.safetensors",
         config="results/{dataset}/{teacher}/config.json",
         metrics="results/{dataset}/{teacher}/metrics.json",
+        ranks="results/{dataset}/{teacher}/ranks.parquet",
         train_log="results/{dataset}/{teacher}/train_log.csv",
         manifest="results/{dataset}/{teacher}/manifest.json",
     wildcard_constraints:
@@ -105,6 +106,7 @@ rule direct_inference:
         backbone=backbone_dir,
     output:
         table="results/{dataset}/teacher/direct_inference.json",
+        ranks="results/{dataset}/teacher/direct_inference.ranks.parquet",
         manifest="results/{dataset}/teacher/direct_inference.manifest.json",
     params:
         layers=direct_layers,

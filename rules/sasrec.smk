@@ -10,11 +10,13 @@ rule sasrec:
         model="results/{dataset}/sasrec/model.safetensors",
         item_embeddings="results/{dataset}/sasrec/item_embeddings.safetensors",
         metrics="results/{dataset}/sasrec/metrics.json",
+        ranks="results/{dataset}/sasrec/ranks.parquet",
         train_log="results/{dataset}/sasrec/train_log.csv",
         manifest="results/{dataset}/sasrec/manifest.json",
     params:
         target="sasrec",
-        sasrec=settings("sasrec"),
+        sasrec=settings("sasrec", drop=("authors_protocol",)),
+        authors_protocol=False,
         evaluate=settings("evaluate"),
         checkpoints=checkpoints,
     log:
@@ -34,6 +36,27 @@ rule sasrec:
         "../workflow_scripts/sasrec.py"
 
 
+# The SLMRec authors' SASRec (report.sasrec_authors): their settings, one target per user; its own row.
+use rule sasrec as sasrec_authors with:
+    output:
+        model="results/{dataset}/sasrec_authors/model.safetensors",
+        item_embeddings="results/{dataset}/sasrec_authors/item_embeddings.safetensors",
+        metrics="results/{dataset}/sasrec_authors/metrics.json",
+        ranks="results/{dataset}/sasrec_authors/ranks.parquet",
+        train_log="results/{dataset}/sasrec_authors/train_log.csv",
+        manifest="results/{dataset}/sasrec_authors/manifest.json",
+    params:
+        target="sasrec_authors",
+        sasrec=settings("sasrec"),
+        authors_protocol=True,
+        evaluate=settings("evaluate"),
+        checkpoints=checkpoints,
+    log:
+        "results/{dataset}/logs/sasrec_authors.log",
+    benchmark:
+        "results/{dataset}/logs/sasrec_authors.benchmark.tsv"
+
+
 rule popularity:
     input:
         splits="results/{dataset}/data/splits.parquet",
@@ -41,6 +64,7 @@ rule popularity:
         stats="results/{dataset}/data/stats.json",
     output:
         metrics="results/{dataset}/popularity/metrics.json",
+        ranks="results/{dataset}/popularity/ranks.parquet",
         manifest="results/{dataset}/popularity/manifest.json",
     params:
         target="popularity",

@@ -50,6 +50,7 @@ rule student:
         model="results/{dataset}/{student}/trainable.safetensors",
         config="results/{dataset}/{student}/config.json",
         metrics="results/{dataset}/{student}/metrics.json",
+        ranks="results/{dataset}/{student}/ranks.parquet",
         train_log="results/{dataset}/{student}/train_log.csv",
         manifest="results/{dataset}/{student}/manifest.json",
     wildcard_constraints:

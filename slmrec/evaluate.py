@@ -20,11 +20,13 @@ import torch
 from torch import Tensor
 
 from slmrec.data.preprocess import DataError
-from slmrec.io import read_artifact
+from slmrec.io import ArtifactError, read_artifact, write_parquet
 from slmrec.metrics import full_ranks, metrics_from_ranks, sampled_ranks
 
 Encoder = Callable[[Tensor], Tensor]
-SPLITS = ("valid", "test")
+# A model's per-user ranks (its `ranks.parquet`): the user's split, id and held-out item, and the item's 0-based
+# rank among the stored candidates and, where the evaluation ranks over all items, among all items.
+RANK_SCHEMA = {"split": pl.String, "user": pl.Int64, "item": pl.Int64, "rank": pl.Int64, "full_rank": pl.Int64}
 
 
 @dataclass
@@ -157,6 +159,62 @@ def user_ranks(
     return UserRanks(sampled, full, time.perf_counter() - start)
 
 
+def ranks_frame(split: EvalSplit, ranks: UserRanks) -> pl.DataFrame:
+    """One split's rows of a ranks table (`RANK_SCHEMA`): each user, its held-out item and its ranks."""
+    full = ranks.full.numpy() if ranks.full is not None else None
+    return pl.DataFrame(
+        {
+            "split": [split.name] * len(split),
+            "user": split.users,
+            "item": split.targets,
+            "rank": ranks.sampled.numpy(),
+            "full_rank": full,
+        },
+        schema=RANK_SCHEMA,
+    )
+
+
+def split_metrics(ranks: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """Each split's metrics in percent from a ranks table: the means over its users of the per-user metrics,
+    with `full_*` where every user was also ranked over all items."""
+    result = {}
+    for (split,), rows in ranks.group_by("split", maintain_order=True):
+        metrics = metrics_from_ranks(rows["rank"].to_numpy(writable=True))
+        if rows["full_rank"].null_count() == 0:
+            metrics.update(
+                {f"full_{k}": v for k, v in metrics_from_ranks(rows["full_rank"].to_numpy(writable=True)).items()}
+            )
+        result[str(split)] = metrics
+    return result
+
+
+@dataclass
+class Scores:
+    """A model's ranks on every split, as its `ranks.parquet` holds them, and the seconds each split took to
+    score. Its metrics are computed from the ranks, so the two files of a model cannot disagree."""
+
+    ranks: pl.DataFrame
+    seconds: dict[str, float]
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Each split's metrics in percent, and `seconds`: its inference time."""
+        return {split: {**m, "seconds": self.seconds[split]} for split, m in split_metrics(self.ranks).items()}
+
+    def write(self, path: str | Path) -> None:
+        write_parquet(path, self.ranks)
+
+
+def read_ranks(path: str | Path) -> pl.DataFrame:
+    """A model's ranks table, checked to have `RANK_SCHEMA`'s columns."""
+    frame = read_artifact(path, pl.read_parquet)
+    if dict(frame.schema) != RANK_SCHEMA:
+        raise ArtifactError(
+            f"{path}: not a ranks table (columns {dict(frame.schema)}, expected {RANK_SCHEMA}); rerun the stage "
+            "that wrote it"
+        )
+    return frame
+
+
 def evaluate(
     encode: Encoder, item_table: Tensor, split: EvalSplit, max_len: int, batch_size: int = 256, **options: Any
 ) -> dict[str, float]:
@@ -164,23 +222,25 @@ def evaluate(
     masked), the means of `user_ranks`' per-user metrics (`options` are its keywords), and `seconds`: the
     inference time of the split."""
     ranks = user_ranks(encode, item_table, split, max_len, batch_size, **options)
-    metrics = metrics_from_ranks(ranks.sampled)
-    if ranks.full is not None:
-        metrics.update({f"full_{k}": v for k, v in metrics_from_ranks(ranks.full).items()})
-    metrics["seconds"] = ranks.seconds
-    return metrics
+    return {**split_metrics(ranks_frame(split, ranks))[split.name], "seconds": ranks.seconds}
 
 
-def evaluate_splits(
-    encode: Encoder, item_table: Tensor, splits: dict[str, EvalSplit], max_len: int, **options: Any
-) -> dict[str, dict[str, float]]:
-    return {name: evaluate(encode, item_table, split, max_len, **options) for name, split in splits.items()}
-
-
-def evaluate_recommender(
+def score_recommender(
     recommender: Any, splits: dict[str, EvalSplit], max_len: int, batch_size: int, full_ranking: bool
-) -> dict[str, dict[str, float]]:
+) -> Scores:
     """Every split, for a model with `user_vectors` and an `item_table` (the `Recommender` interface)."""
     table = recommender.item_table
-    options = {"batch_size": batch_size, "full_ranking": full_ranking, "device": table.device}
-    return evaluate_splits(recommender.user_vectors, table, splits, max_len, **options)
+    frames, seconds = [], {}
+    for name, split in splits.items():
+        ranks = user_ranks(
+            recommender.user_vectors,
+            table,
+            split,
+            max_len,
+            batch_size,
+            full_ranking=full_ranking,
+            device=table.device,
+        )
+        frames.append(ranks_frame(split, ranks))
+        seconds[name] = ranks.seconds
+    return Scores(pl.concat(frames), seconds)

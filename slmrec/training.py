@@ -36,7 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from slmrec.call import RunIdentity, StageCall
 from slmrec.data.samples import NextItemDataset, TrainingData
 from slmrec.errors import DiskFullError, NonFiniteLossError
-from slmrec.evaluate import EvalSplit, evaluate, evaluate_recommender
+from slmrec.evaluate import EvalSplit, evaluate, score_recommender
 from slmrec.io import atomic_path
 from slmrec.metrics import MetricsRow
 
@@ -441,13 +441,13 @@ def fit_and_save(
     if not main:
         return None
     recommender.eval()
-    scores = evaluate_recommender(recommender, fit.splits, fit.max_len, fit.eval_batch_size, fit.full_ranking)
+    scores = score_recommender(recommender, fit.splits, fit.max_len, fit.eval_batch_size, fit.full_ranking)
     best = trainer.state.best_model_checkpoint
     row = MetricsRow.scored(
         name,
         call.params["target"],
         recommender,
-        scores,
+        scores.metrics(),
         train_seconds=train_seconds,
         best_step=int(Path(best).name.split("-")[-1]) if best else None,
         best_valid_mrr=trainer.state.best_metric,
@@ -455,12 +455,13 @@ def fit_and_save(
     )
     with disk_full_named(f"the {name} artifacts", Path(call.output["metrics"]).parent):
         recommender.save_artifacts(call.output)
+        scores.write(call.output["ranks"])
         log.write_csv(call.output["train_log"], trainer.state.log_history)
         row.write(call.output["metrics"])
         call.write_manifest()
     (checkpoint_dir / FINISHED_FILE).touch()  # only now: a run killed before this resumes at its last checkpoint
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    logger.info("%s test: %s", name, {k: round(v, 3) for k, v in scores["test"].items()})
+    logger.info("%s test: %s", name, {k: round(v, 3) for k, v in row.test.items()})
     return row
 
 

@@ -31,7 +31,7 @@ def data_inputs(data: SimpleNamespace) -> dict[str, str]:
     return {"splits": data.splits, "negatives": data.negatives, "stats": data.stats}
 
 
-SASREC_OUTPUTS = ("model", "item_embeddings", "metrics", "train_log", "manifest")
+SASREC_OUTPUTS = ("model", "item_embeddings", "metrics", "ranks", "train_log", "manifest")
 
 
 def make_dataset(
@@ -65,14 +65,10 @@ def make_dataset(
 
 def sasrec_outputs(directory: Path) -> SimpleNamespace:
     """The `output` object `slmrec.stages.sasrec.run` expects, with every file under `directory`."""
-    names = {
-        "model": "model.safetensors",
-        "item_embeddings": "item_embeddings.safetensors",
-        "metrics": "metrics.json",
-        "train_log": "train_log.csv",
-        "manifest": "manifest.json",
-    }
-    return SimpleNamespace(**{key: str(directory / name) for key, name in names.items()})
+    names = ("model.safetensors", "item_embeddings.safetensors", "metrics.json", "ranks.parquet", "train_log.csv")
+    return SimpleNamespace(
+        **{key: str(directory / name) for key, name in zip(SASREC_OUTPUTS, (*names, "manifest.json"), strict=True)}
+    )
 
 
 def sasrec_config(**overrides: Any) -> dict[str, Any]:
@@ -87,6 +83,7 @@ LLM_OUTPUTS = {
     "model": "trainable.safetensors",
     "config": "config.json",
     "metrics": "metrics.json",
+    "ranks": "ranks.parquet",
     "train_log": "train_log.csv",
     "manifest": "manifest.json",
 }
@@ -136,3 +133,8 @@ def prompt_settings() -> dict[str, str]:
 def distill_settings(target: str = "student", **overrides: Any) -> dict[str, Any]:
     """What a student target reads of `distill`, for 2-block distillation (e.g. 4 teacher layers into 2)."""
     return student_distill(target, {**schema_defaults("distill"), "blocks": 2, **overrides})
+
+
+def ranking_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """A split's metrics as its ranks give them: all but `seconds`, the time it took to score."""
+    return {k: v for k, v in metrics.items() if k != "seconds"}

@@ -205,6 +205,27 @@ def test_schema_uses_only_json_schema_keywords(schema):
 # --- per-dataset overrides ------------------------------------------------------------------------------------
 
 
+# Table 6 of the paper, per Amazon domain: (learning_rate, max_steps, eval_steps, warmup_steps), (λ1, λ2, λ3), n.
+TABLE6 = {
+    "cloth": ((0.003, 1500, 50, 50), (1.0, 0.1, 1.0), 4),
+    "movie": ((0.001, -1, 100, 50), (1.0, 0.1, 1.0), 4),
+    "music": ((0.002, 800, 100, 100), (1.0, 0.1, 0.01), 4),
+    "sport": ((0.002, 2000, 100, 50), (1.0, 0.1, 0.1), 4),
+}
+
+
+@pytest.mark.parametrize("domain", sorted(TABLE6))
+def test_amazon_domains_train_and_distil_with_table_6(config, schema, domain):
+    validate(config, SCHEMA_PATH)
+    steps, weights, blocks = TABLE6[domain]
+    teacher = stage_config(config, schema, domain, "teacher")
+    distill = stage_config(config, schema, domain, "distill")
+    assert (teacher["learning_rate"], teacher["max_steps"], teacher["eval_steps"], teacher["warmup_steps"]) == steps
+    assert (distill["cos_weight"], distill["l2_weight"], distill["multi_supervision_weight"]) == weights
+    assert distill["blocks"] == blocks
+    assert teacher["lr_scheduler_type"] == "cosine" and teacher["max_grad_norm"] == 1.0
+
+
 def test_stage_config_merges_dataset_overrides(config, schema):
     config["datasets"]["demo"]["preprocess"] = {"kcore": 10}
     config["datasets"]["demo"]["negatives"] = {"num_negatives": 99}

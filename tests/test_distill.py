@@ -59,7 +59,7 @@ HISTORIES = [[3, 7, 1, 9, 4], [12, 5], [8], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20,
 LABELS = torch.tensor([11, 6, 9, 24])
 ITEMS = pad_left(HISTORIES, 12)
 TERM_OF = {term.name: term.log_key for term in LOSS_TERMS}
-PAPER_WEIGHTS = DistillWeights.from_settings(schema_defaults("distill"))  # λ1 = 1, λ2 = 0.1, λ3 = 0.1
+PAPER_WEIGHTS = DistillWeights.from_settings(schema_defaults("distill"))  # λ1 = 1, λ2 = 0.1, λ3 = 1
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,10 @@ def test_terms_are_what_the_paper_defines(pair):
     assert torch.allclose(terms["loss_cos"], cos, atol=1e-5)
     assert torch.allclose(terms["loss_l2"], l2, atol=1e-4)
     assert torch.allclose(terms["loss_ms"], ms, atol=1e-5)
-    total = terms["loss_ce"] + 1.0 * terms["loss_cos"] + 0.1 * terms["loss_l2"] + 0.1 * terms["loss_ms"]
+    w = PAPER_WEIGHTS
+    total = (
+        terms["loss_ce"] + w.cos * terms["loss_cos"] + w.l2 * terms["loss_l2"] + w.multi_supervision * terms["loss_ms"]
+    )
     assert torch.allclose(out["loss"], total, atol=1e-5)
     assert all(v > 0 for v in terms.values())
     with torch.no_grad():
@@ -301,7 +304,13 @@ def test_online_trains_teacher_and_student(pair, teacher_gradients):
     assert "loss_teacher" in out["terms"]
     expected = sum(
         w * out["terms"][k]
-        for k, w in {"loss_ce": 1, "loss_teacher": 1, "loss_cos": 1.0, "loss_l2": 0.1, "loss_ms": 0.1}.items()
+        for k, w in {
+            "loss_ce": 1,
+            "loss_teacher": 1,
+            "loss_cos": PAPER_WEIGHTS.cos,
+            "loss_l2": PAPER_WEIGHTS.l2,
+            "loss_ms": PAPER_WEIGHTS.multi_supervision,
+        }.items()
     )
     assert torch.allclose(out["loss"], expected, atol=1e-5)
     out["loss"].backward()

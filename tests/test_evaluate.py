@@ -11,10 +11,11 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 import torch
-from helpers_data import data_inputs, stage_call
+from helpers_data import data_inputs, ranking_metrics, stage_call
 
 from slmrec.data.preprocess import DataError
-from slmrec.evaluate import evaluate, evaluate_splits, load_eval_splits, pad_left
+from slmrec.evaluate import evaluate, load_eval_splits, pad_left, read_ranks, score_recommender, split_metrics
+from slmrec.io import ArtifactError
 from slmrec.metrics import METRIC_NAMES, MetricsRow, metrics_from_ranks
 from slmrec.models.popularity import Popularity
 from slmrec.stages import popularity
@@ -229,13 +230,40 @@ def test_full_ranking_masks_the_whole_history_not_just_the_window(files):
     assert metrics["full_MRR"] == pytest.approx(full["MRR"])
 
 
-def test_evaluate_splits_scores_both(files):
+def test_score_recommender_ranks_every_user_and_derives_the_metrics_from_the_ranks(files, tmp_path):
     splits = load_eval_splits(files().splits, files().negatives, NUM_ITEMS)
-    result = evaluate_splits(RecordingEncoder(), item_table(), splits, max_len=2, batch_size=2, full_ranking=False)
-    assert set(result) == {"valid", "test"}
-    for name in result:
-        expected = metrics_from_ranks(torch.tensor(SAMPLED_RANKS[name]))
-        assert {k: result[name][k] for k in METRIC_NAMES} == pytest.approx(expected)
+    recommender = SimpleNamespace(user_vectors=RecordingEncoder(), item_table=item_table())
+    scores = score_recommender(recommender, splits, max_len=2, batch_size=2, full_ranking=True)
+    for name in ("valid", "test"):
+        rows = scores.ranks.filter(pl.col("split") == name)
+        assert rows["user"].to_list() == list(SPLITS)
+        assert rows["item"].to_list() == [s[1] if name == "valid" else s[2] for s in SPLITS.values()]
+        assert rows["rank"].to_list() == SAMPLED_RANKS[name]
+        assert rows["full_rank"].to_list() == FULL_RANKS[name]
+    scores.write(tmp_path / "ranks.parquet")
+    metrics = scores.metrics()
+    assert split_metrics(read_ranks(tmp_path / "ranks.parquet")) == {
+        name: ranking_metrics(m) for name, m in metrics.items()
+    }
+    assert {k: metrics["test"][k] for k in METRIC_NAMES} == pytest.approx(
+        metrics_from_ranks(torch.tensor(SAMPLED_RANKS["test"]))
+    )
+    assert metrics["test"]["full_MRR"] == pytest.approx(metrics_from_ranks(torch.tensor(FULL_RANKS["test"]))["MRR"])
+
+
+def test_sampled_only_ranks_have_no_full_metrics(files):
+    splits = load_eval_splits(files().splits, files().negatives, NUM_ITEMS)
+    recommender = SimpleNamespace(user_vectors=RecordingEncoder(), item_table=item_table())
+    scores = score_recommender(recommender, splits, max_len=2, batch_size=2, full_ranking=False)
+    assert scores.ranks["full_rank"].null_count() == len(scores.ranks)
+    assert not any(k.startswith("full_") for k in scores.metrics()["valid"])
+
+
+def test_read_ranks_refuses_another_table(tmp_path):
+    path = tmp_path / "ranks.parquet"
+    pl.DataFrame({"user": [1], "rank": [0]}).write_parquet(path)
+    with pytest.raises(ArtifactError, match=r"ranks.parquet: not a ranks table .*rerun the stage"):
+        read_ranks(path)
 
 
 def test_evaluate_accepts_half_precision_tables(files):
@@ -278,7 +306,9 @@ def run_popularity(paths, output, full_ranking: bool) -> MetricsRow:
 def test_popularity_run_writes_metrics_and_manifest(files, tmp_path):
     paths = files()
     output = SimpleNamespace(
-        metrics=str(tmp_path / "pop" / "metrics.json"), manifest=str(tmp_path / "pop" / "manifest.json")
+        metrics=str(tmp_path / "pop" / "metrics.json"),
+        ranks=str(tmp_path / "pop" / "ranks.parquet"),
+        manifest=str(tmp_path / "pop" / "manifest.json"),
     )
     returned = run_popularity(paths, output, full_ranking=True)
     metrics = json.loads(Path(output.metrics).read_text())
@@ -296,7 +326,10 @@ def test_popularity_run_writes_metrics_and_manifest(files, tmp_path):
     assert manifest["stage"] == "popularity"
     assert manifest["config"] == {"target": "popularity", "evaluate": {"full_ranking": True}}
     assert set(manifest["inputs"]) == {paths.splits, paths.negatives, paths.stats}
-    assert list(manifest["outputs"]) == [output.metrics]
+    assert list(manifest["outputs"]) == [output.metrics, output.ranks]
+    ranks = read_ranks(output.ranks)
+    assert ranks.filter(pl.col("split") == "test")["rank"].to_list() == POPULARITY_RANKS["test"]
+    assert split_metrics(ranks)["test"] == ranking_metrics(metrics["test"])
 
 
 def test_popularity_run_refuses_mismatched_negatives(files, tmp_path):

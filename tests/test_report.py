@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+import polars as pl
 import pytest
 from conftest import SWEEP, TARGETS, run_snakemake
+from helpers_data import ranking_metrics
 
+from slmrec.evaluate import split_metrics
 from slmrec.metrics import MetricsRow
 from slmrec.targets import sweep_teacher, teacher_name
 
@@ -42,6 +45,10 @@ def test_direct_inference_joins_the_layer_report(swept_demo):
     assert direct["layers"]["4"]["test"] == pytest.approx(
         {**deep.test, "seconds": direct["layers"]["4"]["test"]["seconds"]}
     )
+    ranks = pl.read_parquet(results / "teacher" / "direct_inference.ranks.parquet")
+    for layer, metrics in direct["layers"].items():
+        of_layer = ranks.filter(pl.col("layer") == int(layer)).drop("layer")
+        assert split_metrics(of_layer) == {s: ranking_metrics(m) for s, m in metrics.items()}
     report = (results / "report.md").read_text()
     assert "Direct inference reads the trained deep teacher" in report
     assert re.search(r"^\| 1 \| [\d.]+ \| [\d.]+ \|$", report, re.M)  # both the trained E4SRec_1 and the read-out

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers_data import SASREC_OUTPUTS, data_inputs, make_dataset, sasrec_config, sasrec_outputs, stage_call
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from slmrec import training
@@ -22,7 +23,7 @@ from slmrec.data.preprocess import DataError
 from slmrec.data.samples import SequenceDataset, training_sequences
 from slmrec.evaluate import evaluate, load_eval_splits, pad_left
 from slmrec.io import write_json
-from slmrec.metrics import METRIC_NAMES
+from slmrec.metrics import METRIC_NAMES, MetricsRow
 from slmrec.models.sasrec import SASRec, SASRecConfig, load_item_embeddings
 from slmrec.stages import popularity
 from slmrec.stages import sasrec as stage
@@ -176,6 +177,37 @@ def test_sequence_dataset_shifts_by_one():
     assert len(dataset) == 2
 
 
+def test_sequence_dataset_last_only_keeps_each_users_last_target():
+    """The authors' protocol: one target per user, the last training item, read after the items before it."""
+    dataset = SequenceDataset([[1, 2, 3, 4], [5, 6, 7]], 5, last_only=True)
+    assert dataset[0]["input_ids"].tolist() == [0, 0, 1, 2, 3]
+    assert dataset[0]["labels"].tolist() == [0, 0, 0, 0, 4]
+    assert dataset[1]["labels"].tolist() == [0, 0, 0, 0, 7]
+
+
+def test_authors_protocol_trains_its_own_row_with_its_settings(tiny, tmp_path, monkeypatch):
+    """`sasrec_authors`: the section's `authors_protocol` settings replace its own, and only each user's last
+    training item is a target."""
+    seen = []
+    real = SequenceDataset.__init__
+
+    def recording(self, sequences, max_len, last_only=False):
+        real(self, sequences, max_len, last_only)
+        seen.append((len(sequences), max_len, last_only))
+
+    monkeypatch.setattr(SequenceDataset, "__init__", recording)
+    protocol = {"max_len": 7, "dropout": 0.5, "lr": 0.001, "epochs": 1}
+    cfg = sasrec_config(authors_protocol=protocol)
+    stage.run(sasrec_call(tiny, tmp_path, cfg, authors=True))
+    row = MetricsRow.read(tmp_path / "metrics.json")
+    assert row.model == "SASRec (authors' protocol)" and row.target == "sasrec_authors"
+    users = pl.read_parquet(tiny.splits).height
+    assert seen == [(users, 7, True)]  # one row per user, no windows
+    with safe_open(tmp_path / "model.safetensors", "pt") as weights:
+        config = json.loads(weights.metadata()["config"])
+    assert config["max_len"] == 7 and config["dropout"] == 0.5
+
+
 def test_windows_make_every_item_after_the_first_a_target_once():
     """Long histories are cut into windows; each target keeps the inputs just before it in its window."""
     max_len = 4
@@ -258,12 +290,13 @@ def tiny(tmp_path_factory):
     )
 
 
-def sasrec_call(data, out_dir: Path, cfg=None, full_ranking=False, stats=None, negatives=None):
-    """The call the `sasrec` rule makes."""
+def sasrec_call(data, out_dir: Path, cfg=None, full_ranking=False, stats=None, negatives=None, authors=False):
+    """The call the `sasrec` rule makes (the `sasrec_authors` rule's, with `authors`)."""
     inputs = {"splits": data.splits, "negatives": negatives or data.negatives, "stats": stats or data.stats}
     params = {
-        "target": "sasrec",
+        "target": "sasrec_authors" if authors else "sasrec",
         "sasrec": cfg or sasrec_config(),
+        "authors_protocol": authors,
         "evaluate": {"full_ranking": full_ranking},
         "checkpoints": str(out_dir / "checkpoints"),
     }
@@ -595,7 +628,11 @@ def test_sasrec_beats_popularity_twice_on_demo_like_data(tmp_path):
     assert data.num_items > 1000
     cfg = sasrec_config(hidden=64, layers=2, dropout=0.2, lr=0.005, batch_size=64, epochs=4, max_len=50)
     sasrec_metrics, _ = run_stage(data, tmp_path / "sasrec", cfg=cfg)
-    pop_out = SimpleNamespace(metrics=str(tmp_path / "pop.json"), manifest=str(tmp_path / "pop_manifest.json"))
+    pop_out = SimpleNamespace(
+        metrics=str(tmp_path / "pop.json"),
+        ranks=str(tmp_path / "pop_ranks.parquet"),
+        manifest=str(tmp_path / "pop_manifest.json"),
+    )
     params = {"target": "popularity", "evaluate": {"full_ranking": False}}
     pop_row = popularity.run(stage_call("popularity", data_inputs(data), pop_out, params))
     sas, pop = sasrec_metrics["test"]["NDCG@10"], pop_row.test["NDCG@10"]

@@ -8,7 +8,9 @@ import re
 import polars as pl
 import pytest
 from conftest import TARGETS, run_snakemake
+from helpers_data import ranking_metrics
 
+from slmrec.evaluate import read_ranks, split_metrics
 from slmrec.metrics import METRIC_NAMES, MetricsRow
 from slmrec.targets import ABLATION_VARIANTS, LOSS_TERMS, TRAINED_VARIANTS, ablation_target
 
@@ -153,3 +155,17 @@ def test_every_metrics_file_is_one_typed_row(demo):
         assert row.target == target
     for row in table["rows"]:
         assert MetricsRow(**row) == MetricsRow.read(results / row["target"] / "metrics.json")
+
+
+@pytest.mark.e2e
+def test_every_model_has_per_user_ranks_that_give_its_metrics(demo):
+    """Each evaluated model's ranks.parquet holds every user of both splits, and its metrics.json is exactly
+    the ranks' metrics."""
+    workflow, _ = demo
+    results = workflow / "results" / "demo"
+    users = pl.read_parquet(results / "data" / "splits.parquet")["user"].to_list()
+    for row in json.loads((results / "metrics.json").read_text())["rows"]:
+        ranks = read_ranks(results / row["target"] / "ranks.parquet")
+        for split, metrics in split_metrics(ranks).items():
+            assert ranks.filter(pl.col("split") == split)["user"].to_list() == users
+            assert metrics == ranking_metrics(row[split]), (row["target"], split)

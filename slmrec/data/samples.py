@@ -21,11 +21,14 @@ def training_sequences(sequences: list[list[int]], num_items: int) -> list[list[
 
 
 class SequenceDataset(torch.utils.data.Dataset):
-    """SASRec's samples: one row per user, the sequence shifted by one, so every position predicts the next item."""
+    """SASRec's samples: one row per user, the sequence shifted by one, so every position predicts the next item
+    (or, with `last_only`, only the last position: the SLMRec authors' SASRec, one target per user)."""
 
-    def __init__(self, sequences: list[list[int]], max_len: int) -> None:
+    def __init__(self, sequences: list[list[int]], max_len: int, last_only: bool = False) -> None:
         self.input_ids = pad_left([seq[:-1] for seq in sequences], max_len)  # [U, max_len]
         self.labels = pad_left([seq[1:] for seq in sequences], max_len)  # [U, max_len], 0 = no target
+        if last_only:
+            self.labels[:, :-1] = 0
 
     def __len__(self) -> int:
         return len(self.input_ids)

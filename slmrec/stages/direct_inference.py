@@ -11,10 +11,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from slmrec.call import StageCall
 from slmrec.data.samples import load_training_data
-from slmrec.evaluate import evaluate_recommender
-from slmrec.io import write_json
+from slmrec.evaluate import score_recommender
+from slmrec.io import write_json, write_parquet
 from slmrec.models.llmrec import load_llmrec
 from slmrec.models.sasrec import load_item_embeddings
 from slmrec.targets import teacher_name
@@ -29,14 +31,15 @@ def run(call: StageCall) -> dict[str, Any]:
     teacher.eval()
     max_len, full_ranking = call.params["teacher"]["max_len"], call.params["evaluate"]["full_ranking"]
     layers: dict[str, dict[str, dict[str, float]]] = {}
+    ranks = []
     for k in call.params["layers"]:
         with teacher.truncated(k):
-            scores = evaluate_recommender(
-                teacher, data.splits, max_len, call.resources["eval_batch_size"], full_ranking
-            )
-        layers[str(k)] = scores
-        logger.info("direct inference from layer %d of %d: test %s", k, teacher.num_layers, scores["test"])
+            scores = score_recommender(teacher, data.splits, max_len, call.resources["eval_batch_size"], full_ranking)
+        layers[str(k)] = scores.metrics()
+        ranks.append(scores.ranks.with_columns(layer=pl.lit(k, pl.Int64)))
+        logger.info("direct inference from layer %d of %d: test %s", k, teacher.num_layers, layers[str(k)]["test"])
     result = {"teacher": teacher_name(teacher.num_layers), "layers": layers}
+    write_parquet(call.output["ranks"], pl.concat(ranks))  # a ranks table per layer, told apart by `layer`
     write_json(call.output["table"], result)
     call.write_manifest()
     return result

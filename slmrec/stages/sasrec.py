@@ -13,6 +13,7 @@ from slmrec.models.sasrec import SASRec, SASRecConfig
 from slmrec.training import Fit, base_arguments, fit_and_save
 
 logger = logging.getLogger(__name__)
+AUTHORS_SUFFIX = " (authors' protocol)"
 
 
 def windows(sequences: list[list[int]], max_len: int) -> list[list[int]]:
@@ -27,15 +28,22 @@ def windows(sequences: list[list[int]], max_len: int) -> list[list[int]]:
 
 
 def run(call: StageCall) -> MetricsRow | None:
-    cfg = call.params["sasrec"]
+    """Every position of every window (the default), or with the `authors_protocol` param the SLMRec authors'
+    SASRec: `sasrec.authors_protocol`'s settings and each user's last training item as the only target."""
+    authors = call.params["authors_protocol"]
+    cfg = {**call.params["sasrec"], **(call.params["sasrec"]["authors_protocol"] if authors else {})}
     data = load_training_data(call.input["splits"], call.input["negatives"], call.input["stats"])
     set_seed(cfg["seed"])
     model = SASRec(
         SASRecConfig(data.num_items, cfg["hidden"], cfg["layers"], cfg["heads"], cfg["dropout"], cfg["max_len"])
     )
-    dataset = SequenceDataset(windows(data.sequences, cfg["max_len"]), cfg["max_len"])
+    if authors:
+        dataset = SequenceDataset(data.sequences, cfg["max_len"], last_only=True)
+    else:
+        dataset = SequenceDataset(windows(data.sequences, cfg["max_len"]), cfg["max_len"])
     logger.info(
-        "SASRec: %d items, %d parameters, %d training windows of %d sequences",
+        "SASRec%s: %d items, %d parameters, %d training rows of %d sequences",
+        AUTHORS_SUFFIX if authors else "",
         data.num_items,
         model.parameter_counts()["total"],
         len(dataset),
@@ -63,4 +71,4 @@ def run(call: StageCall) -> MetricsRow | None:
         call.params["evaluate"]["full_ranking"],
         [EarlyStoppingCallback(early_stopping_patience=cfg["patience"])],
     )
-    return fit_and_save(model, call, fit, name="SASRec")
+    return fit_and_save(model, call, fit, name="SASRec" + (AUTHORS_SUFFIX if authors else ""))
