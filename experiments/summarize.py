@@ -9,21 +9,25 @@ experiment's figures (the report rule's Figure 2 and training curves) are copied
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 from slmrec.io import atomic_path
 from slmrec.summary import (
     Arm,
+    DistillPair,
     PrecisionArms,
     Row,
     ablation_table,
     accuracy_table,
     alignment_table,
     efficiency_table,
+    gate_table,
     layer_table,
     linked_figure,
     loss_balance,
+    pair_comparisons,
     paired_difference,
     precision_table,
     replace_generated,
@@ -46,10 +50,45 @@ STUDENTS_PROBE = Arm("students 400 steps", (f"{BASE}_s2_students400",))  # seed 
 SWEEP = (1, 2, 4, 8, 16)  # and the deep teacher itself (experiments/ml100k_smollm2.yaml)
 SHALLOW = 8  # the paper's SLMRec 4 <- 8 teacher
 PRECISION = PrecisionArms(sweep_teacher(SHALLOW), SEEDS)  # experiments/ml100k_precision.yaml: E4SRec_8
+# The fair test (experiments/ml100k_fair.yaml): its candidate pairs, gated on seed 1's validation.
+FAIR = Arm("fair", tuple(f"{BASE}_fair{s}" for s in SEEDS))
+FAIR_M1 = Arm("fair, 1-layer student", tuple(f"{BASE}_fair_m1{s}" for s in SEEDS))
+FAIR_PAIRS = (
+    DistillPair("1←2", FAIR_M1, sweep_teacher(2), student_of(2), sweep_teacher(1), FAIR.datasets[0]),
+    DistillPair("4←8", FAIR, sweep_teacher(8), student_of(8), sweep_teacher(4), FAIR.datasets[0]),
+    DistillPair("4←16", FAIR, TEACHER, STUDENT, sweep_teacher(4), FAIR.datasets[0]),
+)
+FAIR_SWEEP = (1, 2, 4, 8)  # and `teacher`, E4SRec_16
 FIGURES = {  # the report rule's plots, by file stem
     "layer_sweep": "Figure 2: test metrics against layers, trained and direct",
     "training_curves": "Training curves: loss terms and validation MRR",
 }
+
+
+def fair_blocks(results: Path) -> dict[str, Callable[[], str]]:
+    """The fair test's blocks of docs/experiments.md (experiments/fair.py fills them alone)."""
+    seed1 = Arm("seed 1", FAIR.datasets[:1])
+    rows = [
+        Row(FAIR, "sasrec"),
+        Row(seed1, "sasrec_authors"),
+        *(Row(FAIR, sweep_teacher(n)) for n in FAIR_SWEEP),
+        Row(FAIR, TEACHER),
+        Row(FAIR_M1, sweep_teacher(2), "{model}, the 1-layer student's chain"),
+        *(
+            row
+            for pair in FAIR_PAIRS
+            for row in (Row(pair.arm, pair.student), Row(pair.arm, pair.twin, "{model} (CE only)"))
+        ),
+    ]
+    trained = [row for row in rows if row.target not in ("sasrec", "sasrec_authors")]
+    return {
+        "fair_gate": partial(gate_table, results, FAIR_PAIRS),
+        "fair_valid": partial(accuracy_table, results, rows, "valid"),
+        "fair_test": partial(accuracy_table, results, rows, "test"),
+        "fair_comparisons": partial(pair_comparisons, results, FAIR_PAIRS),
+        "fair_curves": partial(validation_curves, results, trained),
+        "fair_walltimes": partial(wall_times, results, [*FAIR.datasets, *FAIR_M1.datasets]),
+    }
 
 
 def main() -> None:
@@ -72,6 +111,7 @@ def main() -> None:
     ]
     blocks = {
         "precision": partial(precision_table, results, PRECISION),
+        **fair_blocks(results),
         "table2": lambda: accuracy_table(
             results,
             [

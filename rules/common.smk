@@ -235,6 +235,23 @@ def report_ablation(wildcards):
     return {"ablation": f"results/{wildcards.dataset}/{targets.ABLATION}/metrics.json"}
 
 
+def report_comparisons(wildcards):
+    """(A, B) targets the report compares user by user: each reported student against its own teacher and, with
+    the ablation, against its CE-only twin (the same student without the distillation terms)."""
+    twin = [targets.ablation_target("ce")] if dataset_settings(wildcards.dataset, "report")["ablation"] else []
+    students = reported_students(wildcards.dataset)
+    return [[s, other] for s in students for other in [*twin, targets.student_teacher(s)]]
+
+
+def compared_targets(wildcards):
+    """The targets whose ranks the report reads, in the order of its `ranks` input."""
+    return list(dict.fromkeys(target for pair in report_comparisons(wildcards) for target in pair))
+
+
+def compared_ranks(wildcards):
+    return [f"results/{wildcards.dataset}/{target}/ranks.parquet" for target in compared_targets(wildcards)]
+
+
 def report_settings(wildcards):
     """What the report's settings section shows: the distillation weights, K, the layer counts, the backbone
     and every seed, so two reports (say of two variants) say what they were made with."""

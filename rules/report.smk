@@ -35,6 +35,7 @@ rule report:
         unpack(report_ablation),
         unpack(report_direct),
         table="results/{dataset}/metrics.json",
+        ranks=compared_ranks,
         train_logs=train_logs,
         sweep=layer_sweep,
         negatives="results/{dataset}/data/negatives.manifest.json",
@@ -55,6 +56,8 @@ rule report:
     params:
         random_backbone=random_backbone,
         settings=report_settings,
+        comparisons=report_comparisons,
+        ranked=compared_targets,
     log:
         "results/{dataset}/logs/report.log",
     benchmark:

@@ -1,5 +1,5 @@
 """Command line: `python -m slmrec provenance results/<dataset>/metrics.json`, `python -m slmrec compare demo
-demo_l2`, `python -m slmrec fetch-ml100k`."""
+demo_l2` (`--paired student ablation/ce`: two models user by user), `python -m slmrec fetch-ml100k`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from slmrec.compare import CompareError, compare
+from slmrec.compare import compare, paired
 from slmrec.config import ConfigError, load_config
 from slmrec.data.fetch import ML100K_DEST, RECBOLE_REQUIREMENT, FetchError, fetch_ml100k
 from slmrec.provenance import changed, refresh_command, render, stale, trace
@@ -54,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     comp.add_argument("datasets", nargs="+", help="dataset names, e.g. demo demo_l2")
     comp.add_argument("--root", default="results", help="where the results are (default: results)")
+    comp.add_argument(
+        "--paired",
+        nargs=2,
+        metavar=("A", "B"),
+        help="instead: targets A and B (e.g. student ablation/ce) user by user, each dataset one seed of A − B",
+    )
+    comp.add_argument("--full", action="store_true", help="with --paired: the ranks over all items")
     fetch = commands.add_parser(
         "fetch-ml100k",
         help=f"write MovieLens 100K (RecBole .inter) from the {RECBOLE_REQUIREMENT} wheel, fetched with pip",
@@ -71,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "compare":
         try:
-            print(compare(args.datasets, args.root), end="")
-        except CompareError as err:
+            if args.paired:
+                column = "full_rank" if args.full else "rank"
+                print(paired(args.datasets, *args.paired, root=args.root, column=column), end="")
+            else:
+                print(compare(args.datasets, args.root), end="")
+        except ValueError as err:  # CompareError, a bad ranks file (ArtifactError), ranks that do not pair
             print(err, file=sys.stderr)
             return 2
         return 0

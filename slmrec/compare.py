@@ -1,8 +1,9 @@
 """Results of several datasets side by side (typically variants of one: `datasets.<name>.base`), with the
-settings they were made with where those differ.
+settings they were made with where those differ, and models compared user by user.
 
 The settings come from the manifests behind each `results/<dataset>/metrics.json` (what the results were
-made with, not what config.yaml says now), paired by their place under `results/<dataset>/`.
+made with, not what config.yaml says now), paired by their place under `results/<dataset>/`. The per-user
+comparisons read each model's `ranks.parquet` (`slmrec.stats`: paired bootstrap interval, randomization p).
 """
 
 from __future__ import annotations
@@ -10,9 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
+from slmrec.evaluate import read_ranks
 from slmrec.io import read_artifact, read_json
+from slmrec.metrics import METRIC_NAMES
 from slmrec.provenance import Link, flatten, trace
 from slmrec.report import TABLE_METRICS, setting_text
+from slmrec.stats import compare_ranks, comparison_table, verdict
+
+VARIANT_METRICS = ("NDCG@10", "MRR")  # the variants' per-user differences, one row per model
 
 
 class CompareError(ValueError):
@@ -97,4 +105,58 @@ def compare(datasets: list[str], root: str | Path = "results") -> str:
         ]
     else:
         lines.append("None: every recorded setting is the same.")
+    if len(datasets) > 1:
+        lines += ["", variant_differences(datasets, order, root)]
+    return "\n".join(lines) + "\n"
+
+
+def ranks_of(root: Path, dataset: str, target: str) -> pl.DataFrame:
+    path = root / dataset / target / "ranks.parquet"
+    if not path.is_file():
+        raise CompareError(
+            f"{path} does not exist; make it first: snakemake --cores 2 {(path.parent / 'metrics.json').as_posix()}"
+        )
+    return read_ranks(path)
+
+
+def variant_differences(datasets: list[str], order: list[str], root: Path) -> str:
+    """Each model of the other datasets minus the same model of the first, user by user, where both have ranks
+    of the same users and held-out items (variants of the same data and negatives)."""
+    base, compared, skipped = datasets[0], [], []
+    for target in order:
+        for other in datasets[1:]:
+            if not all((root / d / target / "ranks.parquet").is_file() for d in (base, other)):
+                continue
+            try:
+                diffs = compare_ranks([ranks_of(root, other, target)], [ranks_of(root, base, target)], VARIANT_METRICS)
+            except ValueError as err:
+                skipped.append(f"- {target}: {other} against {base} not paired: {err}")
+                continue
+            compared.append((f"{target}: {other} − {base}", diffs))
+    head = f"## Per user, each variant against {base} (A − B, points)\n\n"
+    body = comparison_table(compared, VARIANT_METRICS) if compared else "No model has ranks in both.\n"
+    return head + body + "".join(f"\n{line}" for line in skipped)
+
+
+def paired(datasets: list[str], a: str, b: str, root: str | Path = "results", column: str = "rank") -> str:
+    """Markdown: model `a` minus model `b` in every metric, user by user, each dataset one seed (they must share
+    users and held-out items: seeds of one chain), with the 95% interval, p-value and verdict."""
+    root = Path(root)
+    diffs = compare_ranks(
+        [ranks_of(root, d, a) for d in datasets], [ranks_of(root, d, b) for d in datasets], METRIC_NAMES, column
+    )
+    seeds = f"{len(datasets)} seed{'s' if len(datasets) > 1 else ''} ({', '.join(datasets)})"
+    ranking = "over all items" if column == "full_rank" else "on the stored candidates"
+    lines = [
+        f"## {a} − {b}, per user, {ranking}: {seeds}, {diffs['test'][METRIC_NAMES[0]].users} users",
+        "",
+        "Points of each metric: the mean over users of A − B (a user's value averaged over the seeds first), "
+        "its 95% paired-bootstrap interval and the sign-flip randomization p-value.",
+        "",
+        "| Metric | valid | test | A beats B |",
+        "|---|---:|---:|---|",
+    ]
+    for metric in METRIC_NAMES:
+        valid, test = diffs["valid"][metric], diffs["test"][metric]
+        lines.append(f"| {metric} | {valid.text()} | {test.text()} | {verdict(valid, test)} |")
     return "\n".join(lines) + "\n"

@@ -283,9 +283,10 @@ def write_report(
     settings: dict[str, dict[str, Any]],
     ablation: dict[str, Any] | None = None,
     layers: tuple[dict[int, dict[str, float]], dict[str, Any]] | None = None,
+    compared: str = "",
 ) -> None:
     """`settings`: the config sections the report lists (`REPORTED_SETTINGS`); `layers`: the layer sweep's test
-    metrics by depth and the direct-inference results, when swept."""
+    metrics by depth and the direct-inference results, when swept; `compared`: the per-user comparisons' table."""
     stats = table["stats"]
     rows = table["rows"]
     parts = [f"# slmrec results: {table['dataset']}\n"]
@@ -324,6 +325,13 @@ def write_report(
         )
     if ablation:
         parts.append("## Ablation (Table 4 layout, test %)\n\n" + _accuracy_markdown(ablation["rows"], "test"))
+    if compared:
+        parts.append(
+            "## Paired comparisons (per user)\n\nEach student against its own teacher and, with the ablation, "
+            "against its CE-only twin: the mean over users of A − B in points, its 95% paired-bootstrap interval "
+            'and the randomization p-value. "holds" needs both intervals on one side of zero and p < 0.05 on both '
+            "splits.\n\n" + compared
+        )
     parts.append(f"## Training curves\n\n![training curves]({Path(curves_png).name})\n")
     parts.append(f"## Layers\n\n![test metrics against layers]({Path(layers_png).name})\n")
     if layers is not None:

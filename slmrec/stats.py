@@ -12,9 +12,11 @@ interval therefore speaks of these seeds' mean on users like these, not of the s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 from scipy import stats
 
 from slmrec.metrics import METRIC_NAMES, per_user_metrics
@@ -79,3 +81,66 @@ def paired_difference(
     return PairedDifference(
         metric, mean, float(interval.low), float(interval.high), float(test.pvalue), a.shape[1], a.shape[0]
     )
+
+
+SIGNIFICANCE = 0.05
+
+
+def verdict(valid: PairedDifference, test: PairedDifference) -> str:
+    """Whether "A beats B" holds: only when both intervals exclude zero on the same side and both p < 0.05
+    (validation, where choices are made, and test, where they are checked). Otherwise the interval is given."""
+    significant = all(d.excludes_zero and d.p_value < SIGNIFICANCE for d in (valid, test))
+    if significant and valid.low > 0 and test.low > 0:
+        return "holds"
+    if significant and valid.high < 0 and test.high < 0:
+        return "reversed: B beats A"
+    return f"not distinguishable here (test [{test.low:+.2f}, {test.high:+.2f}])"
+
+
+def paired_ranks(
+    frames_a: Sequence[pl.DataFrame], frames_b: Sequence[pl.DataFrame], split: str, column: str = "rank"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two models' ranks on `split` from their ranks tables, one table per seed each, as [seeds, users] arrays
+    in user order. Each seed's two tables must hold the same users and held-out items (the same data and
+    negatives), and every seed the same users."""
+    if len(frames_a) != len(frames_b) or not frames_a:
+        raise ValueError(f"expected one ranks table per seed for each model, got {len(frames_a)} and {len(frames_b)}")
+    a, b, users = [], [], None
+    for seed, (frame_a, frame_b) in enumerate(zip(frames_a, frames_b, strict=True), 1):
+        rows_a, rows_b = (f.filter(pl.col("split") == split).sort("user") for f in (frame_a, frame_b))
+        if not rows_a["user"].equals(rows_b["user"]) or not rows_a["item"].equals(rows_b["item"]):
+            raise ValueError(f"seed {seed}: the two models' {split} ranks are not of the same users and held-out items")
+        if rows_a[column].null_count():
+            raise ValueError(f"seed {seed}: no {column} on {split} (full ranking was off)")
+        if users is not None and not rows_a["user"].equals(users):
+            raise ValueError(f"seed {seed}: other users than seed 1's; seeds must share the data")
+        users = rows_a["user"]
+        a.append(rows_a[column].to_numpy())
+        b.append(rows_b[column].to_numpy())
+    return np.stack(a), np.stack(b)
+
+
+def compare_ranks(
+    frames_a: Sequence[pl.DataFrame], frames_b: Sequence[pl.DataFrame], metrics: Sequence[str], column: str = "rank"
+) -> dict[str, dict[str, PairedDifference]]:
+    """A minus B by split (valid, test) and metric, from one ranks table per seed for each model."""
+    result: dict[str, dict[str, PairedDifference]] = {}
+    for split in ("valid", "test"):
+        a, b = paired_ranks(frames_a, frames_b, split, column)
+        result[split] = {metric: paired_difference(a, b, metric) for metric in metrics}
+    return result
+
+
+def comparison_table(
+    compared: Sequence[tuple[str, dict[str, dict[str, PairedDifference]]]], metrics: Sequence[str]
+) -> str:
+    """Markdown: one row per comparison ("A − B", `compare_ranks`' result), each metric's difference with its
+    interval and p-value on validation and test, and the verdict on the first metric."""
+    header = ["A − B", "seeds × users", *(f"{split} {m}" for m in metrics for split in ("valid", "test")), "verdict"]
+    lines = []
+    for label, diffs in compared:
+        first = diffs["test"][metrics[0]]
+        cells = [diffs[split][m].text() for m in metrics for split in ("valid", "test")]
+        lines.append([label, f"{first.seeds} × {first.users}", *cells, verdict(diffs["valid"][metrics[0]], first)])
+    head = "| " + " | ".join(header) + " |\n|---|---:|" + "---:|" * (len(header) - 3) + "---|\n"
+    return head + "".join("| " + " | ".join(line) + " |\n" for line in lines)

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from slmrec import stats
+from slmrec.evaluate import read_ranks
 from slmrec.io import ArtifactError, atomic_path, read_artifact, read_json
 from slmrec.metrics import MetricsRow
 from slmrec.targets import (
@@ -157,20 +158,40 @@ def efficiency_table(results: Path, dataset: str, targets: Sequence[str]) -> str
     return _table(header, lines)
 
 
+def model_ranks(results: Path, dataset: str, target: str) -> pl.DataFrame | None:
+    """A model's per-user ranks, or None where it was not trained (or was made before ranks were written)."""
+    path = results / dataset / target / "ranks.parquet"
+    return read_ranks(path) if path.exists() else None
+
+
 def paired_difference(results: Path, first: Row, second: Row, metrics: Sequence[str] = ("NDCG@10", "MRR")) -> str:
-    """`first − second` per seed (the i-th dataset of each row's arm paired), then mean ± sd: seed noise shared
-    by both sides (the same SASRec table, the same data order) cancels in the difference."""
-    pairs = []
+    """`first − second` user by user over the seeds (the i-th dataset of each row's arm paired) where both have
+    per-user ranks: each metric's mean difference, 95% paired-bootstrap interval and randomization p-value on
+    validation and test, and the verdict on the first metric. Seeds whose models predate the ranks give the
+    mean ± sd over seeds of the difference of their metrics.json instead, and say so."""
+    pairs, ranked = [], []
     for dataset_a, dataset_b in zip(first.arm.datasets, second.arm.datasets, strict=True):
         a, b = read_row(results, dataset_a, first.target), read_row(results, dataset_b, second.target)
         if a is not None and b is not None:
             pairs.append((a, b))
+            ranked.append(
+                (model_ranks(results, dataset_a, first.target), model_ranks(results, dataset_b, second.target))
+            )
     if not pairs:
         named = (f"{row.label.format(model=row.target)} ({row.arm.name})" for row in (first, second))
         return " − ".join(named) + ": not run yet"
-    cells = [f"{m} {mean_std([a.test[m] - b.test[m] for a, b in pairs])}" for m in metrics]
-    names = (row.label.format(model=model.model) for row, model in zip((first, second), pairs[0], strict=True))
-    return " − ".join(names) + ": " + ", ".join(cells) + f" (test, {len(pairs)} seed{'s' if len(pairs) > 1 else ''})"
+    names = " − ".join(
+        row.label.format(model=model.model) for row, model in zip((first, second), pairs[0], strict=True)
+    )
+    seeds = f"{len(pairs)} seed{'s' if len(pairs) > 1 else ''}"
+    if any(a is None or b is None for a, b in ranked):
+        cells = [f"{m} {mean_std([a.test[m] - b.test[m] for a, b in pairs])}" for m in metrics]
+        return f"{names}: " + ", ".join(cells) + f" (test, {seeds}; no per-user ranks: made before they were written)"
+    diffs = stats.compare_ranks([a for a, _ in ranked], [b for _, b in ranked], metrics)
+    cells = [f"{m} valid {diffs['valid'][m].text()}, test {diffs['test'][m].text()}" for m in metrics]
+    users = diffs["test"][metrics[0]].users
+    verdict = stats.verdict(diffs["valid"][metrics[0]], diffs["test"][metrics[0]])
+    return f"{names} ({seeds} × {users} users): " + "; ".join(cells) + f". {metrics[0]}: {verdict}"
 
 
 def loss_balance(results: Path, dataset: str, target: str = STUDENT) -> str:
@@ -308,6 +329,77 @@ def precision_table(results: Path, arms: PrecisionArms, metrics: Sequence[str] =
             diffs.append([split, metric, d.text(), str(d.seeds), str(d.users), verdict])
     header = ["Split", "Metric", "bf16 − float32 [95% CI], p", "Seeds", "Users", "Verdict"]
     return table + "\n" + _table(header, diffs)
+
+
+@dataclass(frozen=True)
+class DistillPair:
+    """A (student m ← teacher l) candidate of the fair test: the arm that repeats it over seeds, its teacher and
+    student targets, and the gate: in `gate_dataset` (seed 1), the teacher against `shallow`, the same model at
+    the student's depth, on validation."""
+
+    name: str
+    arm: Arm
+    teacher: str
+    student: str
+    shallow: str
+    gate_dataset: str
+    twin: str = ablation_target("ce")  # the CE-only student of the same depth
+
+    def targets(self) -> list[str]:
+        """The models the test trains in every seed of the arm."""
+        return [self.teacher, self.student, self.twin]
+
+
+GATE_METRIC = "NDCG@10"
+
+
+def gate(results: Path, pair: DistillPair) -> stats.PairedDifference | None:
+    """Teacher − E4SRec_m (the student's depth) per user on validation `GATE_METRIC`; None until both ran."""
+    found = [model_ranks(results, pair.gate_dataset, t) for t in (pair.teacher, pair.shallow)]
+    if any(f is None for f in found):
+        return None
+    return stats.paired_difference(*stats.paired_ranks([found[0]], [found[1]], "valid"), GATE_METRIC)
+
+
+def gate_passed(results: Path, pair: DistillPair) -> bool:
+    """The pair goes on when the teacher beats the student's depth with an interval above zero."""
+    difference = gate(results, pair)
+    return difference is not None and difference.low > 0
+
+
+def gate_table(results: Path, pairs: Sequence[DistillPair]) -> str:
+    """The gate: each candidate's teacher and E4SRec_m on validation, their per-user difference, and whether
+    the pair goes on."""
+    lines = []
+    for pair in pairs:
+        rows = [read_row(results, pair.gate_dataset, t) for t in (pair.teacher, pair.shallow)]
+        difference = gate(results, pair)
+        if difference is None or None in rows:
+            lines.append([pair.name, "not run yet", "", "", ""])
+            continue
+        cells = [f"{row.model} {row.valid[GATE_METRIC]:.2f}" for row in rows]
+        outcome = "goes on" if gate_passed(results, pair) else "stops: the interval is not above zero"
+        lines.append([pair.name, *cells, difference.text(), outcome])
+    header = ["Pair", f"teacher, valid {GATE_METRIC}", f"E4SRec_m, valid {GATE_METRIC}", "teacher − E4SRec_m", "gate"]
+    return _table(header, lines)
+
+
+def pair_comparisons(results: Path, pairs: Sequence[DistillPair], metrics: Sequence[str] = ("NDCG@10", "MRR")) -> str:
+    """Per user over the seeds that have all three models: the student against its CE-only twin (the claim),
+    against its teacher, and the teacher against the twin (the gap distillation has to pass on)."""
+    compared = []
+    for pair in pairs:
+        seeds = [d for d in pair.arm.datasets if all(model_ranks(results, d, t) is not None for t in pair.targets())]
+        if not seeds:
+            continue
+        ranks = {t: [model_ranks(results, d, t) for d in seeds] for t in pair.targets()}
+        names = {t: MetricsRow.read(results / seeds[0] / t / "metrics.json").model for t in pair.targets()}
+        names[pair.twin] += " (CE only)"
+        for a, b in ((pair.student, pair.twin), (pair.student, pair.teacher), (pair.teacher, pair.twin)):
+            compared.append((f"{names[a]} − {names[b]}", stats.compare_ranks(ranks[a], ranks[b], metrics)))
+    if not compared:
+        return "*No pair has all three models in any seed yet.*\n"
+    return stats.comparison_table(compared, metrics)
 
 
 def benchmark_minutes(logs: Path, target: str) -> float:

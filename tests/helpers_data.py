@@ -138,3 +138,6 @@ def distill_settings(target: str = "student", **overrides: Any) -> dict[str, Any
 def ranking_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """A split's metrics as its ranks give them: all but `seconds`, the time it took to score."""
     return {k: v for k, v in metrics.items() if k != "seconds"}
+
+
+INTERVAL = r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\], p = [\d.e-]+"  # a PairedDifference.text(), as a regex

@@ -162,3 +162,106 @@ def test_the_precision_arms_differ_in_precision_alone_and_pair_by_seed():
     assert {stage_config(paper, schema, d, "backbone")["precision"] for d in paper["datasets"] if "ml100k" in d} == {
         "float32"
     }
+
+
+FAIR_OVERLAY = ROOT / "experiments" / "ml100k_fair.yaml"
+FAIR_ARMS = {"4": tuple(f"ml100k_fair{s}" for s in SEEDS), "1": tuple(f"ml100k_fair_m1{s}" for s in SEEDS)}
+
+
+def test_the_fair_test_fixes_its_regime_weights_and_seeds_before_any_run():
+    """Up to ten targets per user and 600 steps for teachers and students alike, Table 6's Movie weights, bf16
+    where the CPU has it; the seeds differ and share the data; the 1-layer pair distils in one block."""
+    config = load_config([ROOT / "config.yaml", FAIR_OVERLAY])
+    schema = load_schema(ROOT / "config.schema.yaml")
+    first = FAIR_ARMS["4"][0]
+    for depth, datasets in FAIR_ARMS.items():
+        for dataset in datasets:
+            teacher = stage_config(config, schema, dataset, "teacher")
+            assert (teacher["targets_per_user"], teacher["max_steps"], teacher["batch_size"]) == (10, 600, 32)
+            student = stage_config(config, schema, dataset, "student")
+            assert student["layers"] == int(depth)
+            assert all(student[k] == teacher[k] for k in ("targets_per_user", "max_steps", "learning_rate", "lora"))
+            distill = stage_config(config, schema, dataset, "distill")
+            weights = (distill["cos_weight"], distill["l2_weight"], distill["multi_supervision_weight"])
+            assert weights == (1.0, 0.1, 1.0) and distill["blocks"] == (4 if depth == "4" else 1)
+            assert stage_config(config, schema, dataset, "backbone")["precision"] == "auto"
+            for stage in ("source", "preprocess", "negatives", "evaluate", "prompt"):
+                assert stage_config(config, schema, dataset, stage) == stage_config(config, schema, first, stage)
+        for stage in ("sasrec", "teacher"):
+            assert len({stage_config(config, schema, d, stage)["seed"] for d in datasets}) == len(SEEDS), stage
+    for seed in range(len(SEEDS)):  # the 1-layer pair's chain is the same seed's chain
+        a, b = FAIR_ARMS["4"][seed], FAIR_ARMS["1"][seed]
+        for stage in ("sasrec", "teacher", "backbone"):
+            assert stage_config(config, schema, a, stage) == stage_config(config, schema, b, stage), stage
+
+
+def write_ranks(results, dataset: str, target: str, ranks) -> None:
+    """A trained model as the pipeline leaves it: its metrics row, its ranks table (the same ranks on both splits)
+    and a training log."""
+    import numpy as np
+    import polars as pl
+
+    from slmrec.evaluate import RANK_SCHEMA, split_metrics
+    from slmrec.metrics import MetricsRow
+
+    users = np.arange(1, len(ranks) + 1)
+    frame = pl.concat(
+        pl.DataFrame({"split": s, "user": users, "item": users, "rank": ranks, "full_rank": None}, schema=RANK_SCHEMA)
+        for s in ("valid", "test")
+    )
+    (results / dataset / target).mkdir(parents=True)
+    frame.write_parquet(results / dataset / target / "ranks.parquet")
+    metrics = split_metrics(frame)
+    params = {"total": 1, "trainable": 1, "inference": 1}
+    row = MetricsRow(target, target, 1, metrics["valid"], metrics["test"], params, 60.0, 1.0, 50, 1.0, {})
+    row.write(results / dataset / target / "metrics.json")
+    pl.DataFrame({"step": [25, 50], "mrr": [1.0, 2.0]}).write_csv(results / dataset / target / "train_log.csv")
+
+
+def test_the_fair_gate_sends_on_only_pairs_whose_teacher_is_better_per_user(tmp_path, monkeypatch, capsys):
+    """On seed 1's validation ranks: E4SRec_8 clearly above E4SRec_4 sends 4←8 on (all its seeds' models);
+    E4SRec_2 level with E4SRec_1 stops 1←2; E4SRec_16 below E4SRec_4 stops 4←16. The section fills."""
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))  # as `python experiments/fair.py` finds summarize
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 100, size=600)
+    better = base.copy()
+    better[:300] = 0
+    seed1 = FAIR_ARMS["4"][0]
+    for target, ranks in {"teacher_l1": base, "teacher_l2": base, "teacher_l4": base, "teacher_l8": better}.items():
+        write_ranks(tmp_path, seed1, target, ranks)
+    write_ranks(tmp_path, seed1, "teacher", np.minimum(base + 5, 99))
+    script = str(ROOT / "experiments" / "fair.py")
+    monkeypatch.setattr(sys, "argv", ["fair.py", "--results", str(tmp_path), "--gate"])
+    runpy.run_path(script, run_name="__main__")
+    gate = capsys.readouterr().out
+    assert re.search(
+        r"^\| 4←8 \| teacher_l8 [\d.]+ \| teacher_l4 [\d.]+ \| \+[\d.]+ \[\+[\d.]+, \+[\d.]+\].* \| goes on \|$",
+        gate,
+        re.M,
+    )
+    assert re.search(r"^\| 1←2 \|.*\| \+0\.00 \[\+0\.00, \+0\.00\], p = 1 \| stops", gate, re.M), gate
+    assert re.search(r"^\| 4←16 \|.*\| -[\d.]+ \[.*\| stops", gate, re.M), gate
+    monkeypatch.setattr(sys, "argv", ["fair.py", "--results", str(tmp_path), "--targets"])
+    runpy.run_path(script, run_name="__main__")
+    targets = capsys.readouterr().out.split()
+    assert targets == [
+        f"results/{d}/{t}/metrics.json" for d in FAIR_ARMS["4"] for t in ("teacher_l8", "student_t8", "ablation/ce")
+    ]
+
+    for dataset in FAIR_ARMS["4"]:  # the test's models, the student level with its twin
+        for target, ranks in {"teacher_l8": better, "student_t8": base, "ablation/ce": base}.items():
+            if not (tmp_path / dataset / target).exists():
+                write_ranks(tmp_path, dataset, target, ranks)
+    doc = tmp_path / "experiments.md"
+    doc.write_text((ROOT / "docs" / "experiments.md").read_text())
+    monkeypatch.setattr(sys, "argv", ["fair.py", "--results", str(tmp_path), "--doc", str(doc)])
+    runpy.run_path(script, run_name="__main__")
+    text = doc.read_text()
+    comparisons = text[text.index("<!-- fair_comparisons -->") : text.index("<!-- /fair_comparisons -->")]
+    assert re.search(
+        r"^\| student_t8 − ablation/ce \(CE only\) \| 3 × 600 \| \+0\.00 .*not distinguishable here", comparisons, re.M
+    )
+    assert re.search(r"^\| teacher_l8 − ablation/ce \(CE only\) \| 3 × 600 \|.*\| holds \|$", comparisons, re.M)
+    assert "## Verdicts" in text and "<!-- table2 -->" in text  # the rest of the page is kept

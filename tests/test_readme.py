@@ -96,6 +96,13 @@ COMMANDS: dict[str, Run | DryRun | Covered | Skip] = {
     "python -m slmrec compare demo demo_l2": Covered(
         "tests/test_variants.py::test_two_variants_of_the_demo_coexist_and_compare_lists_both"
     ),
+    "python -m slmrec compare demo --paired student ablation/ce": Covered(
+        "tests/test_workflow_full.py::test_compare_paired_prints_every_metric_with_its_interval"
+    ),
+    "python -m slmrec compare ml100k_fair ml100k_fair_s2 ml100k_fair_s3 --paired student_t8 ablation/ce": Skip(
+        "needs the fair test's SmolLM2 runs (hours); the same code on seeds: tests/test_experiments.py and "
+        "tests/test_stats.py"
+    ),
     # Cluster (SLURM): the dry run works before step 1, and the run refuses while a placeholder remains.
     "pip install -e '.[slurm]'": Skip("installs from PyPI; '.[dev]' includes the SLURM executor plugin"),
     "scontrol show config | grep -E 'AccountingStorageType|MinJobAge'": Skip(

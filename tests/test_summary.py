@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from helpers_data import INTERVAL
 
+from slmrec.evaluate import RANK_SCHEMA
 from slmrec.io import ArtifactError, write_parquet
 from slmrec.metrics import MetricsRow
 from slmrec.summary import (
@@ -77,11 +80,39 @@ def test_paired_difference_pairs_seeds_in_order(tmp_path):
         write_row(tmp_path, dataset, "teacher", "E4SRec_8", mrr)
     random_teacher = Row(random, "teacher", "{model}, random init")
     line = paired_difference(tmp_path, Row(pretrained, "teacher"), random_teacher, metrics=("MRR",))
-    assert line == f"E4SRec_8 − E4SRec_8, random init: MRR 13.00 ± {statistics.stdev([10.0, 16.0]):.2f} (test, 2 seeds)"
+    old = "no per-user ranks: made before they were written"
+    assert line == (
+        f"E4SRec_8 − E4SRec_8, random init: MRR 13.00 ± {statistics.stdev([10.0, 16.0]):.2f} (test, 2 seeds; {old})"
+    )
     one = paired_difference(tmp_path, Row(Arm("p", ("a",)), "teacher"), Row(Arm("r", ("b",)), "teacher"), ("MRR",))
-    assert one == "E4SRec_8 − E4SRec_8: MRR 10.00 (test, 1 seed)"
+    assert one == f"E4SRec_8 − E4SRec_8: MRR 10.00 (test, 1 seed; {old})"
     missing = paired_difference(tmp_path, Row(pretrained, "student"), random_teacher)
     assert missing == "student (p) − teacher, random init (r): not run yet"
+
+
+def test_paired_difference_reads_the_per_user_ranks_where_they_exist(tmp_path):
+    """With ranks, the line carries each split's interval and p-value, and the verdict on the first metric."""
+    pretrained, random = Arm("p", ("a", "a_s2")), Arm("r", ("b", "b_s2"))
+    rng = np.random.default_rng(0)
+    for dataset in (*pretrained.datasets, *random.datasets):
+        write_row(tmp_path, dataset, "teacher", "E4SRec_8", 10.0)
+        ranks = rng.integers(0, 100, size=400)
+        if dataset.startswith("a"):
+            ranks[:200] = 0  # half the users get their item first
+        frame = pl.concat(
+            pl.DataFrame(
+                {"split": split, "user": np.arange(400), "item": np.arange(400), "rank": ranks, "full_rank": None},
+                schema=RANK_SCHEMA,
+            )
+            for split in ("valid", "test")
+        )
+        frame.write_parquet(tmp_path / dataset / "teacher" / "ranks.parquet")
+    line = paired_difference(tmp_path, Row(pretrained, "teacher"), Row(random, "teacher", "{model}, random init"))
+    expected = (
+        rf"E4SRec_8 − E4SRec_8, random init \(2 seeds × 400 users\): NDCG@10 valid {INTERVAL}, test {INTERVAL}; "
+        rf"MRR valid {INTERVAL}, test {INTERVAL}\. NDCG@10: holds"
+    )
+    assert re.fullmatch(expected, line), line
 
 
 def test_ablation_table_takes_the_full_variant_from_the_student(tmp_path):

@@ -20,8 +20,9 @@ SHIPPED = ROOT / "config.yaml"
 
 
 def readme_section() -> str:
+    """The README's "Comparing settings", up to its first subsection: the variant example."""
     text = (ROOT / "README.md").read_text()
-    return text[text.index("\n## Comparing settings\n") :].split("\n## ", 2)[1]
+    return text[text.index("\n## Comparing settings\n") :].split("\n## ", 2)[1].split("\n### ")[0]
 
 
 def readme_blocks(language: str) -> list[str]:
@@ -120,6 +121,10 @@ def test_two_variants_of_the_demo_coexist_and_compare_lists_both(finished_demo, 
     settings = out[out.index("## Settings that differ") :]
     assert re.findall(r"^\| `[^`]+` \|", settings, re.M) == ["| `distill.l2_weight` |"], settings
     assert "| `distill.l2_weight` | `0.1` | `0.0` | student/manifest.json |" in settings
+    # User by user: SASRec is the same model in both (nothing it reads differs); the students are not.
+    per_user = out[out.index("## Per user, each variant against demo") :]
+    assert re.search(r"^\| sasrec: demo_l2 − demo \| 1 × \d+ \| \+0\.00 \[\+0\.00, \+0\.00\], p = 1 \|", per_user, re.M)
+    assert re.search(r"^\| student: demo_l2 − demo \| 1 × \d+ \| [+-]\d+\.\d\d \[", per_user, re.M), per_user
     # The demo stays up to date beside its variant.
     dry = run_snakemake(workdir, "-n", "results/demo/metrics.json", "--configfile", "tiny.yaml")
     assert "Nothing to be done" in dry.stdout + dry.stderr

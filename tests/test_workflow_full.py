@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import polars as pl
 import pytest
 from conftest import TARGETS, run_snakemake
-from helpers_data import ranking_metrics
+from helpers_data import INTERVAL, ranking_metrics
 
 from slmrec.evaluate import read_ranks, split_metrics
 from slmrec.metrics import METRIC_NAMES, MetricsRow
@@ -85,6 +87,11 @@ def test_report_and_figures(demo):
         r"^- SLMRec \d+←\d+: shared-prompt KV cache, length-bucketed inference, cached teacher states$", report, re.M
     )
     assert re.search(r"^- E4SRec_\d+: shared-prompt KV cache, length-bucketed inference$", report, re.M)
+    # The student against its CE-only twin and its teacher, user by user, from their ranks.
+    assert "## Paired comparisons (per user)" in report
+    for other in ("CE", "E4SRec_4"):
+        line = rf"^\| SLMRec 2←4 − {other}[^|]* \| 1 × \d+ \| {INTERVAL} \|"
+        assert re.search(line, report, re.M), other
     for name in ("training_curves.png", "layer_sweep.png"):
         data = (results / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
@@ -169,3 +176,20 @@ def test_every_model_has_per_user_ranks_that_give_its_metrics(demo):
         for split, metrics in split_metrics(ranks).items():
             assert ranks.filter(pl.col("split") == split)["user"].to_list() == users
             assert metrics == ranking_metrics(row[split]), (row["target"], split)
+
+
+@pytest.mark.e2e
+def test_compare_paired_prints_every_metric_with_its_interval(demo):
+    """`python -m slmrec compare demo --paired student ablation/ce`: the student against its CE-only twin."""
+    workflow, _ = demo
+    command = [sys.executable, "-m", "slmrec", "compare", "demo", "--paired", "student", "ablation/ce"]
+    proc = subprocess.run(command, cwd=workflow, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "## student − ablation/ce, per user, on the stored candidates: 1 seed (demo)" in proc.stdout
+    for metric in METRIC_NAMES:
+        assert re.search(
+            rf"^\| {re.escape(metric)} \| {INTERVAL} \| {INTERVAL} \| (holds|reversed|not disting)", proc.stdout, re.M
+        )
+    missing = subprocess.run([*command[:-1], "teacher_l3"], cwd=workflow, capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert "results/demo/teacher_l3/ranks.parquet does not exist; make it first: snakemake" in missing.stderr

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from slmrec.call import StageCall
+from slmrec.evaluate import read_ranks
 from slmrec.io import read_artifact, read_json
 from slmrec.report import layer_sweep_points, plot_layer_sweep, plot_training_curves, write_report
+from slmrec.stats import compare_ranks, comparison_table
+from slmrec.targets import ablation_target
+
+COMPARED_METRICS = ("NDCG@10", "MRR")
 
 
 def run(call: StageCall) -> None:
@@ -24,6 +29,12 @@ def run(call: StageCall) -> None:
         **call.params["settings"],
         "negatives": {**call.params["settings"]["negatives"], "num_negatives": drawn},
     }
+    ranks = {target: read_ranks(path) for target, path in zip(call.params["ranked"], call.input["ranks"], strict=True)}
+    models = {ablation_target("ce"): "CE-only twin", **{row["target"]: row["model"] for row in table["rows"]}}
+    compared = [
+        (f"{models.get(a, a)} − {models.get(b, b)}", compare_ranks([ranks[a]], [ranks[b]], COMPARED_METRICS))
+        for a, b in call.params["comparisons"]
+    ]
     write_report(
         table,
         call.output["report"],
@@ -33,4 +44,5 @@ def run(call: StageCall) -> None:
         settings,
         ablation,
         (points, direct) if direct else None,
+        comparison_table(compared, COMPARED_METRICS) if compared else "",
     )
