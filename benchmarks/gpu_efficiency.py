@@ -31,7 +31,7 @@ from llm_timing import Measured, inference_rate, print_table, step_seconds
 from transformers import LlamaConfig, LlamaModel
 
 from slmrec.config import schema_defaults
-from slmrec.evaluate import EvalSplit
+from slmrec.data.samples import EvalSplit
 from slmrec.models.distill import Distiller, DistillWeights
 from slmrec.models.llmrec import DTYPES, LLMRec, LLMRecConfig, add_lora
 

@@ -33,11 +33,11 @@ import torch
 from llm_timing import Measured, best, inference_rate, print_table, sample_split, step_seconds
 
 from slmrec.config import schema_defaults
-from slmrec.data.samples import NextItemDataset, load_training_data
-from slmrec.evaluate import EvalSplit
+from slmrec.data.samples import EvalSplit, NextItemDataset, load_training_data
+from slmrec.errors import BackboneError
 from slmrec.models.distill import Distiller, DistillWeights, TeacherStates
 from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec
-from slmrec.models.presets import BackboneError, preset_gguf
+from slmrec.models.presets import preset_gguf
 from slmrec.precision import bf16_capable, resolve
 from slmrec.targets import ABLATION_VARIANTS, STUDENT, needs_offline_teacher, student_distill, teacher_name
 

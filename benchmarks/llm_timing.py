@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from slmrec.evaluate import EvalSplit, evaluate, pad_left
+from slmrec.batching import pad_left
+from slmrec.data.samples import EvalSplit
+from slmrec.evaluate import evaluate
 from slmrec.models.llmrec import LLMRec
 
 

@@ -38,13 +38,13 @@ import torch
 import yaml
 from snakemake.utils import validate
 
+from slmrec.batching import pad_left
 from slmrec.call import StageCall
 from slmrec.config import SCHEMA_PATH, load_schema, schema_defaults, stage_config
 from slmrec.data.fetch import fetch_ml100k
 from slmrec.data.negatives import draw_negatives
 from slmrec.data.preprocess import Preprocessed, preprocess, read_amazon2018, read_reviews
 from slmrec.data.synthetic import write_synthetic_reviews
-from slmrec.evaluate import pad_left
 from slmrec.io import write_json, write_parquet
 from slmrec.models.sasrec import SASRec, SASRecConfig
 from slmrec.stages.sasrec import run as run_sasrec

@@ -12,8 +12,9 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from slmrec.compare import compare, paired
-from slmrec.config import ConfigError, load_config
-from slmrec.data.fetch import ML100K_DEST, RECBOLE_REQUIREMENT, FetchError, fetch_ml100k
+from slmrec.config import load_config
+from slmrec.data.fetch import ML100K_DEST, RECBOLE_REQUIREMENT, fetch_ml100k
+from slmrec.errors import ConfigError, FetchError
 from slmrec.provenance import changed, refresh_command, render, stale, trace
 
 CONFIG = "config.yaml"  # the workflow's own config, which Snakemake always loads first

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from slmrec.errors import ClusterSetupError, NotRetried
 from slmrec.io import atomic_path
 
 BAD_INPUT_EXIT_CODE = 65  # EX_DATAERR (sysexits.h): the input data was incorrect
@@ -38,14 +39,6 @@ PLACEHOLDER = "CHANGE_ME"
 SQUEUE_MIN_JOB_AGE_S = 180
 # When this controller started: a record older than that was left by an earlier run, not by this run's attempt.
 STARTED = time.time()
-
-
-class NotRetried(RuntimeError):
-    """A job failed on bad input; running it again would fail the same way."""
-
-
-class ClusterSetupError(RuntimeError):
-    """The profile cannot work on this cluster as it is; nothing was submitted."""
 
 
 def record_path(rule: str, wildcards: Mapping[str, str]) -> Path:

@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 
+from slmrec.errors import CompareError
 from slmrec.evaluate import read_ranks
 from slmrec.io import read_artifact, read_json
 from slmrec.metrics import METRIC_NAMES
@@ -21,10 +22,6 @@ from slmrec.report import TABLE_METRICS, setting_text
 from slmrec.stats import compare_ranks, comparison_table, verdict
 
 VARIANT_METRICS = ("NDCG@10", "MRR")  # the variants' per-user differences, one row per model
-
-
-class CompareError(ValueError):
-    """A dataset to compare has no results yet; the message says how to make them."""
 
 
 def _anonymous(value: Any, dataset: str) -> Any:

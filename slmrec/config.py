@@ -18,12 +18,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from slmrec.errors import ConfigError
+
 # The workflow's schema, beside the Snakefile at the top of the checkout.
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config.schema.yaml"
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class _Yaml12Numbers(yaml.SafeLoader):
@@ -213,7 +211,8 @@ def check_dataset(config: dict[str, Any], schema: dict[str, Any], dataset: str, 
     The workflow calls this while it builds the DAG, for the jobs a target needs, so a dry run fails
     rather than a job hours into a real run, and a dataset used only for its data is never refused.
     """
-    from slmrec.models.blocks import DistillConfigError, block_boundaries
+    from slmrec.errors import DistillConfigError
+    from slmrec.models.blocks import block_boundaries
     from slmrec.targets import student_teacher, teacher_layers
 
     def settings(section: str) -> dict[str, Any]:

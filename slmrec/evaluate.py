@@ -19,93 +19,17 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from slmrec.data.preprocess import DataError
-from slmrec.io import ArtifactError, read_artifact, write_parquet
+from slmrec.batching import length_batches, pad_left
+from slmrec.data.samples import EvalSplit
+from slmrec.errors import ArtifactError
+from slmrec.io import read_artifact, write_parquet
 from slmrec.metrics import full_ranks, metrics_from_ranks, sampled_ranks
+from slmrec.models.recommender import Recommender
 
 Encoder = Callable[[Tensor], Tensor]
 # A model's per-user ranks (its `ranks.parquet`): the user's split, id and held-out item, and the item's 0-based
 # rank among the stored candidates and, where the evaluation ranks over all items, among all items.
 RANK_SCHEMA = {"split": pl.String, "user": pl.Int64, "item": pl.Int64, "rank": pl.Int64, "full_rank": pl.Int64}
-
-
-@dataclass
-class EvalSplit:
-    """Histories, targets and stored negatives of one split, aligned by row."""
-
-    name: str
-    users: np.ndarray
-    histories: list[list[int]]
-    targets: np.ndarray
-    negatives: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-
-def pad_left(histories: list[list[int]], max_len: int) -> Tensor:
-    """The last `max_len` items of each history, left-padded with 0, so the newest item is always last."""
-    batch = torch.zeros(len(histories), max_len, dtype=torch.long)
-    for row, history in enumerate(histories):
-        tail = history[-max_len:]
-        if tail:
-            batch[row, max_len - len(tail) :] = torch.as_tensor(tail, dtype=torch.long)
-    return batch
-
-
-def load_eval_splits(splits_path: str | Path, negatives_path: str | Path, num_items: int) -> dict[str, EvalSplit]:
-    """Read and cross-check the splits and their negatives; a mismatch means they come from different runs."""
-    splits = read_artifact(splits_path, pl.read_parquet)
-    negatives = read_artifact(negatives_path, pl.read_parquet)
-    if splits["user"].to_list() != negatives["user"].to_list():
-        raise DataError(
-            f"{negatives_path} does not hold the users of {splits_path} in the same order: "
-            "the negatives come from another dataset or an older preprocess run; rerun the negatives rule"
-        )
-    train = splits["train"].to_list()
-    valid = splits["valid"].to_numpy()
-    result = {
-        "valid": EvalSplit("valid", splits["user"].to_numpy(), train, valid, _negative_matrix(negatives, "valid")),
-        "test": EvalSplit(
-            "test",
-            splits["user"].to_numpy(),
-            [h + [v] for h, v in zip(train, valid.tolist(), strict=True)],
-            splits["test"].to_numpy(),
-            _negative_matrix(negatives, "test"),
-        ),
-    }
-    for split in result.values():
-        largest = max(int(split.negatives.max()), int(split.targets.max()))
-        if largest > num_items:
-            raise DataError(
-                f"{negatives_path}: item id {largest} in the {split.name} candidates is larger than the item "
-                f"table ({num_items} items); the files come from different preprocess runs"
-            )
-        clash = (split.negatives == split.targets[:, None]).any(axis=1)
-        if clash.any():
-            user = int(split.users[np.argmax(clash)])
-            raise DataError(
-                f"{negatives_path}: user {user}'s {split.name} negatives contain its own {split.name} item; "
-                "the negatives were drawn for other splits"
-            )
-    return result
-
-
-def _negative_matrix(negatives: pl.DataFrame, split: str) -> np.ndarray:
-    lengths = negatives[split].list.len().unique()
-    if lengths.len() != 1:
-        raise DataError(f"negatives for {split} have uneven lengths {sorted(lengths.to_list())}")
-    return np.asarray(negatives[split].to_list(), dtype=np.int64)
-
-
-def length_batches(lengths: np.ndarray, batch_size: int, bucket: bool = True) -> list[np.ndarray]:
-    """Row indices in batches; with `bucket`, sorted by length so short histories share batches.
-
-    The LLM recommenders drop the columns that are padding in every row, so a batch of short histories
-    costs only its own length instead of the longest in the split.
-    """
-    order = np.argsort(lengths, kind="stable") if bucket else np.arange(len(lengths))
-    return [order[begin : begin + batch_size] for begin in range(0, len(order), batch_size)]
 
 
 @dataclass
@@ -226,7 +150,7 @@ def evaluate(
 
 
 def score_recommender(
-    recommender: Any, splits: dict[str, EvalSplit], max_len: int, batch_size: int, full_ranking: bool
+    recommender: Recommender, splits: dict[str, EvalSplit], max_len: int, batch_size: int, full_ranking: bool
 ) -> Scores:
     """Every split, for a model with `user_vectors` and an `item_table` (the `Recommender` interface)."""
     table = recommender.item_table

@@ -23,6 +23,8 @@ import psutil
 import pyarrow
 from safetensors import SafetensorError
 
+from slmrec.errors import ArtifactError
+
 MANIFEST_SCHEMA_VERSION = 1
 TRACKED_PACKAGES = ("torch", "transformers", "peft", "polars", "pyarrow", "numpy", "snakemake", "bitsandbytes")
 
@@ -41,10 +43,6 @@ P = TypeVar("P", bound="str | os.PathLike[str]")
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
-
-
-class ArtifactError(ValueError):
-    """An intermediate artifact exists but cannot be read, so the rule that made it must run again."""
 
 
 def current_umask() -> int:

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from slmrec.errors import MetricsRowError
 from slmrec.io import read_artifact, read_json, write_json
+from slmrec.models.recommender import Recommender
 
 METRIC_NAMES = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 
@@ -149,10 +151,6 @@ def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
     return {name: float(values.mean()) for name, values in per_user_metrics(ranks).items()}
 
 
-class MetricsRowError(ValueError):
-    """A metrics file is not a row of the one shape every stage writes."""
-
-
 @dataclass
 class MetricsRow:
     """One model's results: what every stage writes to its `metrics.json` and the table and report read.
@@ -179,7 +177,7 @@ class MetricsRow:
         cls,
         model: str,
         target: str,
-        recommender: Any,
+        recommender: Recommender,
         scores: dict[str, dict[str, float]],
         *,
         train_seconds: float = 0.0,

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from slmrec import targets
-from slmrec.config import SCHEMA_PATH, ConfigError, canonical, load_schema, stage_config
+from slmrec.config import SCHEMA_PATH, canonical, load_schema, stage_config
+from slmrec.errors import ConfigError
 from slmrec.io import sha256_file
 
 

@@ -21,8 +21,9 @@ import numpy as np
 import polars as pl
 
 from slmrec import stats
+from slmrec.errors import ArtifactError
 from slmrec.evaluate import read_ranks
-from slmrec.io import ArtifactError, atomic_path, read_artifact, read_json
+from slmrec.io import atomic_path, read_artifact, read_json
 from slmrec.metrics import MetricsRow
 from slmrec.targets import (
     ABLATION,

@@ -24,21 +24,22 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import polars as pl
 import torch
 from safetensors import SafetensorError, safe_open
-from torch import Tensor, nn
+from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from slmrec.call import RunIdentity, StageCall
-from slmrec.data.samples import NextItemDataset, TrainingData
+from slmrec.data.samples import EvalSplit, NextItemDataset, TrainingData
 from slmrec.errors import DiskFullError, NonFiniteLossError
-from slmrec.evaluate import EvalSplit, evaluate, score_recommender
+from slmrec.evaluate import evaluate, score_recommender
 from slmrec.io import atomic_path
 from slmrec.metrics import MetricsRow
+from slmrec.models.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -286,31 +287,6 @@ def step_arguments(
         fp16=cuda and dtype == "float16",
         ddp_find_unused_parameters=False,
     )
-
-
-@runtime_checkable
-class Recommender(Protocol):
-    """What every model offers the training path and the evaluation protocol.
-
-    A user vector ([B, d], from left-padded item ids [B, L]) scores an item by its dot product with
-    that item's row of `item_table` ([items + 1, d], row 0 padding).
-    """
-
-    @property
-    def item_table(self) -> Tensor: ...
-
-    @property
-    def num_layers(self) -> int | None: ...
-
-    def user_vectors(self, items: Tensor) -> Tensor: ...
-
-    def parameter_counts(self) -> dict[str, int]:
-        """`total`, `trainable` and `inference` (what scoring needs) parameters."""
-        ...
-
-    def save_artifacts(self, output: dict[str, str]) -> None:
-        """Write the model's own files among the stage's outputs."""
-        ...
 
 
 @dataclass

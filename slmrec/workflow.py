@@ -18,31 +18,13 @@ import psutil
 
 from slmrec.call import StageCall
 from slmrec.cluster import BAD_INPUT_EXIT_CODE, record_bad_input
-from slmrec.config import ConfigError
-from slmrec.data.preprocess import DataError
-from slmrec.errors import NonFiniteLossError
-from slmrec.io import ArtifactError
+from slmrec.errors import BAD_INPUT_ERRORS
 from slmrec.launch import launch
-from slmrec.metrics import MetricsRowError
-from slmrec.models.blocks import DistillConfigError
-from slmrec.models.presets import BackboneError
 
 # How often the watchdog looks for Snakemake, and how long the stage's children get to exit on SIGTERM.
 WATCH_INTERVAL_S = 2.0
 STOP_GRACE_S = 10.0
 ORPHAN_EXIT_CODE = 143  # as if killed by SIGTERM
-# Failures on bad input: bad data, an unreadable upstream artifact, a setting that cannot work. Another attempt
-# would fail the same way, so these are recorded and never retried (slmrec/cluster.py).
-# A non-finite loss comes from the settings (a learning rate too high) or the data, and recurs on every attempt.
-BAD_INPUT_ERRORS = (
-    DataError,
-    ArtifactError,
-    ConfigError,
-    BackboneError,
-    DistillConfigError,
-    MetricsRowError,
-    NonFiniteLossError,
-)
 
 # What a runnable copy of the workflow needs beside the installed library: tests and benchmarks run Snakemake in
 # such a copy, so that they never touch the checkout's results/.

@@ -19,9 +19,10 @@ from conftest import run_snakemake, write_tiny_config
 from helpers_data import stage_call
 from helpers_gguf import tiny_llama
 
+from slmrec.errors import BackboneError
 from slmrec.io import atomic_dir
 from slmrec.models.llmrec import load_backbone
-from slmrec.models.presets import TOKENIZER_FILES, BackboneError
+from slmrec.models.presets import TOKENIZER_FILES
 
 # Loads a backbone the way the stages do, with "y\n" waiting on stdin, and prints what each loader raised.
 LOADERS = """

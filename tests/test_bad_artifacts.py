@@ -26,7 +26,8 @@ from helpers_data import (
 from slmrec import provenance as provenance_module
 from slmrec.__main__ import main
 from slmrec.call import StageCall
-from slmrec.io import ArtifactError, read_json, utc_now, write_json, write_manifest
+from slmrec.errors import ArtifactError
+from slmrec.io import read_json, utc_now, write_json, write_manifest
 from slmrec.launch import call_stage
 from slmrec.models.distill import TeacherStates
 from slmrec.models.llmrec import LLMRecConfig, build_llmrec, load_llmrec

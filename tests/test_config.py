@@ -15,7 +15,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from slmrec.config import (
-    ConfigError,
     backbone_depth,
     check_dataset,
     deep_merge,
@@ -25,6 +24,7 @@ from slmrec.config import (
     stage_config,
     typed_overrides,
 )
+from slmrec.errors import ConfigError
 
 SCHEMA_PATH = str(ROOT / "config.schema.yaml")
 SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -10,9 +10,10 @@ import torch
 from helpers_gguf import tiny_llama, write_tiny_gguf
 from transformers import AutoModel, AutoModelForCausalLM
 
+from slmrec.errors import BackboneError
 from slmrec.models.conversion import convert
 from slmrec.models.llmrec import load_backbone
-from slmrec.models.presets import BackboneError, preset_gguf
+from slmrec.models.presets import preset_gguf
 
 PROMPTS = ["the user bought a red kettle", "hello world"]
 

@@ -31,10 +31,10 @@ from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaModel
 
 from slmrec import training
+from slmrec.batching import pad_left
 from slmrec.config import schema_defaults
 from slmrec.data.samples import NextItemDataset, load_training_data
-from slmrec.evaluate import pad_left
-from slmrec.io import ArtifactError
+from slmrec.errors import ArtifactError
 from slmrec.metrics import METRIC_NAMES
 from slmrec.models import llmrec
 from slmrec.models.distill import (

@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from slmrec.data.download import DownloadError, download
+from slmrec.data.download import download
+from slmrec.errors import DownloadError
 
 _RNG = random.Random(0)
 # A real .json.gz (the downloader checks the gzip stream and the first record), about 200 kB.

@@ -13,13 +13,14 @@ import pytest
 import torch
 from helpers_data import data_inputs, ranking_metrics, stage_call
 
-from slmrec.data.preprocess import DataError
-from slmrec.evaluate import evaluate, load_eval_splits, pad_left, read_ranks, score_recommender, split_metrics
-from slmrec.io import ArtifactError
+from slmrec.batching import pad_left
+from slmrec.data.samples import load_eval_splits
+from slmrec.errors import ArtifactError, DataError
+from slmrec.evaluate import evaluate, read_ranks, score_recommender, split_metrics
 from slmrec.metrics import METRIC_NAMES, MetricsRow, metrics_from_ranks
 from slmrec.models.popularity import Popularity
+from slmrec.models.recommender import Recommender
 from slmrec.stages import popularity
-from slmrec.training import Recommender
 
 NUM_ITEMS = 10
 # user: (train, valid, test)

@@ -15,8 +15,8 @@ from helpers_data import LLM_OUTPUTS, backbone_settings, llm_config, prompt_sett
 from safetensors.torch import load_file
 from transformers import AutoConfig, LlamaConfig, LlamaModel
 
+from slmrec.batching import pad_left
 from slmrec.config import schema_defaults
-from slmrec.evaluate import pad_left
 from slmrec.models import llmrec
 from slmrec.models.llmrec import (
     BackboneError,

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from slmrec.metrics import METRIC_NAMES, MetricsRow, MetricsRowError, full_ranks, metrics_from_ranks, sampled_ranks
+from slmrec.errors import MetricsRowError
+from slmrec.metrics import METRIC_NAMES, MetricsRow, full_ranks, metrics_from_ranks, sampled_ranks
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

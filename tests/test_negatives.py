@@ -13,7 +13,7 @@ from helpers_data import stage_call
 from polars.testing import assert_frame_equal
 
 from slmrec.data.negatives import draw_negatives
-from slmrec.data.preprocess import DataError
+from slmrec.errors import DataError
 from slmrec.stages.negatives import run
 
 NUM_ITEMS = 40

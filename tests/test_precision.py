@@ -14,7 +14,8 @@ from helpers_data import backbone_settings, llm_config, prompt_settings
 from test_teacher import env, run_teacher  # noqa: F401  (env: the module fixture run_teacher needs)
 
 from slmrec import precision
-from slmrec.evaluate import evaluate, load_eval_splits
+from slmrec.data.samples import load_eval_splits
+from slmrec.evaluate import evaluate
 from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec
 
 # bf16 keeps 8 significant bits. Measured on the tiny preset (2 layers, 58 test users): user vectors from a bf16

@@ -14,7 +14,8 @@ import pytest
 from helpers_data import stage_call
 from polars.testing import assert_frame_equal
 
-from slmrec.data.preprocess import DataError, kcore, preprocess, read_amazon2018, read_ratings_csv, read_reviews
+from slmrec.data.preprocess import kcore, preprocess, read_amazon2018, read_ratings_csv, read_reviews
+from slmrec.errors import DataError
 from slmrec.stages import preprocess as stage
 
 K = 3  # the smallest k-core the stage accepts; keeps the hand case small

@@ -13,9 +13,8 @@ from conftest import copy_workflow, run_snakemake
 from slmrec import cluster, workflow
 from slmrec.call import StageCall
 from slmrec.config import schema_defaults
-from slmrec.data.preprocess import DataError
+from slmrec.errors import BackboneError, DataError
 from slmrec.launch import launch
-from slmrec.models.presets import BackboneError
 from slmrec.training import NonFiniteLossError
 
 BAD_CSV = "i1,u1,5,1\ni2,u1,5,2\ni1,u2,4,3\n"  # every user and item falls to the 5-core filter

@@ -19,9 +19,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from slmrec import training
-from slmrec.data.preprocess import DataError
-from slmrec.data.samples import SequenceDataset, training_sequences
-from slmrec.evaluate import evaluate, load_eval_splits, pad_left
+from slmrec.batching import pad_left
+from slmrec.data.samples import SequenceDataset, load_eval_splits, training_sequences
+from slmrec.errors import DataError
+from slmrec.evaluate import evaluate
 from slmrec.io import write_json
 from slmrec.metrics import METRIC_NAMES, MetricsRow
 from slmrec.models.sasrec import SASRec, SASRecConfig, load_item_embeddings

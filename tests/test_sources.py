@@ -23,18 +23,18 @@ from snakemake.utils import validate
 
 from slmrec.__main__ import main
 from slmrec.data import fetch
-from slmrec.data.download import DownloadError, download
-from slmrec.data.fetch import FetchError, extract_member, fetch_ml100k, missing_local_source
+from slmrec.data.download import download
+from slmrec.data.fetch import extract_member, fetch_ml100k, missing_local_source
 from slmrec.data.negatives import draw_negatives
 from slmrec.data.preprocess import (
     IMPLICIT_RATING,
     MOVIELENS_LAYOUTS,
-    DataError,
     preprocess,
     read_movielens,
     read_recbole,
     read_reviews,
 )
+from slmrec.errors import DataError, DownloadError, FetchError
 
 SCHEMA_PATH = str(ROOT / "config.schema.yaml")
 

@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 from helpers_data import INTERVAL
 
+from slmrec.errors import ArtifactError
 from slmrec.evaluate import RANK_SCHEMA
-from slmrec.io import ArtifactError, write_parquet
+from slmrec.io import write_parquet
 from slmrec.metrics import MetricsRow
 from slmrec.summary import (
     Arm,

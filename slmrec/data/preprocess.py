@@ -29,6 +29,8 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from slmrec.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 AMAZON_FIELDS = {"user_id": "reviewerID", "item_id": "asin", "rating": "overall", "timestamp": "unixReviewTime"}
@@ -39,10 +41,6 @@ CSV_NAMES = {"item": "item_id", "user": "user_id", "rating": "rating", "timestam
 CSV_CHUNK_ROWS = 1 << 20
 TIMESTAMP_RANGE = (-(2**63), 2**63 - 1)  # what RAW_SCHEMA's Int64 timestamp holds
 RATING_MAX = sys.float_info.max  # the largest finite Float64 rating; a larger number reads as inf
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, the line and the field."""
 
 
 @dataclass

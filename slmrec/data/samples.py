@@ -3,13 +3,74 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 
-from slmrec.data.preprocess import DataError
-from slmrec.evaluate import EvalSplit, load_eval_splits, pad_left
+from slmrec.batching import pad_left
+from slmrec.errors import DataError
 from slmrec.io import read_artifact, read_json
+
+
+@dataclass
+class EvalSplit:
+    """Histories, targets and stored negatives of one split, aligned by row."""
+
+    name: str
+    users: np.ndarray
+    histories: list[list[int]]
+    targets: np.ndarray
+    negatives: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def load_eval_splits(splits_path: str | Path, negatives_path: str | Path, num_items: int) -> dict[str, EvalSplit]:
+    """Read and cross-check the splits and their negatives; a mismatch means they come from different runs."""
+    splits = read_artifact(splits_path, pl.read_parquet)
+    negatives = read_artifact(negatives_path, pl.read_parquet)
+    if splits["user"].to_list() != negatives["user"].to_list():
+        raise DataError(
+            f"{negatives_path} does not hold the users of {splits_path} in the same order: "
+            "the negatives come from another dataset or an older preprocess run; rerun the negatives rule"
+        )
+    train = splits["train"].to_list()
+    valid = splits["valid"].to_numpy()
+    result = {
+        "valid": EvalSplit("valid", splits["user"].to_numpy(), train, valid, _negative_matrix(negatives, "valid")),
+        "test": EvalSplit(
+            "test",
+            splits["user"].to_numpy(),
+            [h + [v] for h, v in zip(train, valid.tolist(), strict=True)],
+            splits["test"].to_numpy(),
+            _negative_matrix(negatives, "test"),
+        ),
+    }
+    for split in result.values():
+        largest = max(int(split.negatives.max()), int(split.targets.max()))
+        if largest > num_items:
+            raise DataError(
+                f"{negatives_path}: item id {largest} in the {split.name} candidates is larger than the item "
+                f"table ({num_items} items); the files come from different preprocess runs"
+            )
+        clash = (split.negatives == split.targets[:, None]).any(axis=1)
+        if clash.any():
+            user = int(split.users[np.argmax(clash)])
+            raise DataError(
+                f"{negatives_path}: user {user}'s {split.name} negatives contain its own {split.name} item; "
+                "the negatives were drawn for other splits"
+            )
+    return result
+
+
+def _negative_matrix(negatives: pl.DataFrame, split: str) -> np.ndarray:
+    lengths = negatives[split].list.len().unique()
+    if lengths.len() != 1:
+        raise DataError(f"negatives for {split} have uneven lengths {sorted(lengths.to_list())}")
+    return np.asarray(negatives[split].to_list(), dtype=np.int64)
 
 
 def training_sequences(sequences: list[list[int]], num_items: int) -> list[list[int]]:

@@ -3,9 +3,7 @@ configuration against it while it builds the DAG without importing torch."""
 
 from __future__ import annotations
 
-
-class DistillConfigError(ValueError):
-    pass
+from slmrec.errors import DistillConfigError
 
 
 def block_boundaries(teacher_layers: int, student_layers: int, blocks: int) -> list[tuple[int, int]]:

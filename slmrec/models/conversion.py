@@ -15,7 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from slmrec.models.presets import BackboneError, check_backbone, is_gguf
+from slmrec.errors import BackboneError
+from slmrec.models.presets import check_backbone, is_gguf
 
 logger = logging.getLogger(__name__)
 

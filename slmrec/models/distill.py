@@ -30,9 +30,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from slmrec.evaluate import length_batches
-from slmrec.io import ArtifactError, atomic_path, read_artifact
-from slmrec.models.blocks import DistillConfigError, block_boundaries
+from slmrec.batching import length_batches
+from slmrec.errors import ArtifactError, DistillConfigError
+from slmrec.io import atomic_path, read_artifact
+from slmrec.models.blocks import block_boundaries
 from slmrec.models.llmrec import DTYPES, LLMRec
 from slmrec.targets import ALIGNMENT_TERMS, CE_LOG_KEY, LOSS_TERMS, TEACHER_CE_LOG_KEY
 

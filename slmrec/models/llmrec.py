@@ -31,8 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig, DynamicCache, PreTrainedModel
 
+from slmrec.errors import BackboneError
 from slmrec.io import atomic_path, read_artifact, read_json, write_json
-from slmrec.models.presets import BackboneError, check_backbone
+from slmrec.models.presets import check_backbone
 from slmrec.precision import autocast, resolve
 
 logger = logging.getLogger(__name__)

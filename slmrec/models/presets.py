@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slmrec.errors import BackboneError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
@@ -20,10 +22,6 @@ if TYPE_CHECKING:
 # tokenizers and transformers are imported only by the functions that build a preset.
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
-
-
-class BackboneError(RuntimeError):
-    """The backbone cannot be loaded as configured; the message names the setting to change."""
 
 
 # A checkpoint directory's tokenizer, for AutoTokenizer: any one of these (vocab.json with its merges.txt).

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from slmrec.data.preprocess import DataError
+from slmrec.errors import DataError
 from slmrec.io import atomic_path, read_artifact
 
 
