@@ -50,7 +50,7 @@ onstart:
 
 
 rule all:
-    input:
-        expand("results/{dataset}/metrics.json", dataset=DEMO_DATASETS),
-        expand("results/{dataset}/report.md", dataset=DEMO_DATASETS),
     default_target: True
+    input:
+        expand(layout.table(), dataset=DEMO_DATASETS),
+        expand(layout.table("report"), dataset=DEMO_DATASETS),

@@ -32,7 +32,9 @@ from pathlib import Path
 import torch
 from llm_timing import Measured, best, inference_rate, print_table, sample_split, step_seconds
 
+from slmrec import layout
 from slmrec.config import schema_defaults
+from slmrec.data.fetch import ML100K_DEST
 from slmrec.data.samples import EvalSplit, NextItemDataset, load_training_data
 from slmrec.errors import BackboneError
 from slmrec.models.distill import Distiller, DistillWeights, TeacherStates
@@ -61,16 +63,16 @@ def snakemake(*targets: str) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def prepare(args: argparse.Namespace) -> tuple[str, str, Path]:
-    """(backbone name, backbone checkpoint, data directory), built by the pipeline's rules."""
+def prepare(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(backbone name, backbone checkpoint, dataset), built by the pipeline's rules."""
     try:
         preset_gguf("smollm2-135m")
-        backbone, name = "results/backbones/smollm2-135m", "SmolLM2-135M (pretrained, 30 layers)"
+        backbone, name = layout.converted_backbone("smollm2-135m"), "SmolLM2-135M (pretrained, 30 layers)"
     except BackboneError:
-        backbone, name = "results/demo/backbone", "tiny preset (random, 8 layers)"
-    dataset = args.dataset or ("ml100k" if (ROOT / "data" / "ml-100k.inter").is_file() else "demo")
-    snakemake(backbone, f"results/{dataset}/data/negatives.parquet")
-    return name, str(ROOT / backbone), ROOT / "results" / dataset / "data"
+        backbone, name = layout.backbone("demo"), "tiny preset (random, 8 layers)"
+    dataset = args.dataset or ("ml100k" if (ROOT / ML100K_DEST).is_file() else "demo")
+    snakemake(backbone, layout.data_file("negatives", dataset))
+    return name, str(ROOT / backbone), dataset
 
 
 def llmrec(backbone: str, layers: int, table: torch.Tensor) -> LLMRec:
@@ -101,7 +103,7 @@ class Bench:
 
     args: argparse.Namespace
     name: str
-    data_dir: Path
+    dataset: str
     models: dict[int, LLMRec]
     counts: dict[int, dict[str, int]]
     deep: int
@@ -178,7 +180,7 @@ def table5(b: Bench) -> list[str]:
         step = train.get("student, cached teacher states") if n == args.student_layers else train[teacher_name(n)]
         rows.append([label, n, f"{b.counts[n]['trainable']:,}", fmt(step.value), fmt(rates[n]["both"].value)])
     print_table(
-        f"Table 5, measured here ({b.name}, {b.data_dir.parent.name}, optimised paths)",
+        f"Table 5, measured here ({b.name}, {b.dataset}, optimised paths)",
         ["model", "layers", "trainable", "train s/step", "inference users/s"],
         rows,
     )
@@ -312,8 +314,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    name, backbone, data_dir = prepare(args)
-    data = load_training_data(*(str(data_dir / f) for f in ("splits.parquet", "negatives.parquet", "stats.json")))
+    name, backbone, dataset = prepare(args)
+    data = load_training_data(*layout.data_inputs(dataset, ROOT / layout.RESULTS).values())
     depth = json.loads((Path(backbone) / "config.json").read_text())["num_hidden_layers"]
     deep = args.teacher_layers or depth // args.blocks * args.blocks
     layers = sorted({deep, 8, args.student_layers} & set(range(1, deep + 1)), reverse=True)
@@ -326,7 +328,7 @@ def main() -> int:
         {"input_ids": samples.input_ids[rows], "labels": samples.labels[rows]}
         for rows in order[: args.batch_size * (args.steps + 1)].split(args.batch_size)
     ]
-    print(f"torch threads: {torch.get_num_threads()}; backbone: {name}; data: {data_dir.parent.name}")
+    print(f"torch threads: {torch.get_num_threads()}; backbone: {name}; data: {dataset}")
     print(
         f"{len(split)} users scored per model and setting, batch {args.eval_batch_size}; training batch "
         f"{args.batch_size}, {args.steps} timed steps; prompt: the default alpaca template"
@@ -341,7 +343,7 @@ def main() -> int:
         f"tokens per user: prompt {prompt_tokens}, items {history:.1f} on average, suffix "
         f"{len(models[deep].suffix_ids)}; default precision {precisions[deep]} (backbone.precision: auto)"
     )
-    bench = Bench(args, name, data_dir, models, counts, deep, layers, split, max_len, samples, order, batches)
+    bench = Bench(args, name, dataset, models, counts, deep, layers, split, max_len, samples, order, batches)
     results = [line for section in args.sections for line in SECTION_RUNNERS[section](bench)]
 
     print("\n" + "\n".join(results))

@@ -38,6 +38,7 @@ import torch
 import yaml
 from snakemake.utils import validate
 
+from slmrec import layout
 from slmrec.batching import pad_left
 from slmrec.call import StageCall
 from slmrec.config import SCHEMA_PATH, load_schema, schema_defaults, stage_config
@@ -54,20 +55,21 @@ CONFIG = {**schema_defaults("sasrec"), "lr": 0.005, "patience": 100}
 MAX_LEN = CONFIG["max_len"]
 
 ROOT = Path(__file__).resolve().parent.parent
-ML100K_DATA = ROOT / "results" / "ml100k" / "data"
+BUILT = "built"  # the dataset name of artifacts built here rather than by the workflow
+ML100K_INPUTS = {name: Path(path) for name, path in layout.data_inputs("ml100k", ROOT / layout.RESULTS).items()}
 TARGET_NDCG = 36.0  # test NDCG@10 on ml-100k, as a reference SASRec reaches on the same protocol
 TARGET_SECONDS = 90.0  # wall seconds of the stage on 2 CPU cores
 
 
 def write_artifacts(workdir: Path, result: Preprocessed, num_negatives: int, seed: int) -> dict[str, Path]:
-    """The preprocess and negatives stages' outputs that SASRec reads."""
-    paths = {name: workdir / f"{name}.parquet" for name in ("splits", "users", "negatives")}
+    """The preprocess and negatives stages' outputs that SASRec reads, laid out as the pipeline lays them out
+    under `workdir` (as its results/) for a dataset `BUILT`."""
+    paths = {name: Path(path) for name, path in layout.data_inputs(BUILT, workdir).items()}
+    paths["splits"].parent.mkdir(parents=True, exist_ok=True)
     write_parquet(paths["splits"], result.splits)
-    write_parquet(paths["users"], result.users)
-    write_json(workdir / "stats.json", result.stats)
+    write_json(paths["stats"], result.stats)
     negatives = draw_negatives(result.splits, result.stats["items"], num_negatives, seed, users=result.users)
     write_parquet(paths["negatives"], negatives)
-    paths["stats"] = workdir / "stats.json"
     return paths
 
 
@@ -89,10 +91,8 @@ def ml100k_settings() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 def ml100k_artifacts(workdir: Path) -> dict[str, Path]:
     """The workflow's ml-100k artifacts if they exist, else the same built into `workdir`."""
-    paths = {"splits": ML100K_DATA / "splits.parquet", "negatives": ML100K_DATA / "negatives.parquet"}
-    paths["stats"] = ML100K_DATA / "stats.json"
-    if all(path.is_file() for path in paths.values()):
-        return paths
+    if all(path.is_file() for path in ML100K_INPUTS.values()):
+        return ML100K_INPUTS
     source, stages = ml100k_settings()
     raw = ROOT / source["path"]
     if not raw.is_file():
@@ -105,12 +105,13 @@ def ml100k_artifacts(workdir: Path) -> dict[str, Path]:
 
 def run_stage(paths: dict[str, Path], out: Path, sasrec: dict[str, Any], full_ranking: bool) -> Any:
     """The `sasrec` rule's call on these artifacts, writing into `out`; returns its metrics row."""
-    files = ("model.safetensors", "item_embeddings.safetensors", "metrics.json", "train_log.csv", "manifest.json")
-    output = {name.split(".")[0]: str(out / name) for name in files}
+    files = {**layout.model_files("sasrec"), "manifest": layout.MANIFEST}
+    output = {name: str(out / file) for name, file in files.items()}
     inputs = {name: str(paths[name]) for name in ("splits", "negatives", "stats")}
     params = {
         "target": "sasrec",
         "sasrec": sasrec,
+        "authors_protocol": False,
         "evaluate": {"full_ranking": full_ranking},
         "checkpoints": str(out / "checkpoints"),
     }
@@ -121,7 +122,7 @@ def run_stage(paths: dict[str, Path], out: Path, sasrec: dict[str, Any], full_ra
 def time_slmrec(paths: dict[str, Path], workdir: Path, epochs: int) -> dict[str, float]:
     out = workdir / "sasrec"
     row = run_stage(paths, out, {**CONFIG, "epochs": epochs}, full_ranking=False)
-    log = pl.read_csv(out / "train_log.csv")
+    log = pl.read_csv(out / layout.SASREC_FILES["train_log"])
     # Includes the per-epoch validation and checkpoint the stage does: a conservative figure for slmrec.
     per_epoch = row.train_seconds / log.height
     return {"epoch_seconds": per_epoch, "test": row.test, "valid_seconds": row.valid["seconds"]}
@@ -163,10 +164,12 @@ def time_prefix_loop(paths: dict[str, Path], max_batches: int) -> float:
     return (time.perf_counter() - start) / measured * len(starts)
 
 
-def ml100k_child(data: Path, out: Path) -> None:
-    """The stage with ml100k's settings, as the child process a Snakemake job would be; prints its row."""
+def ml100k_child(splits: Path, out: Path) -> None:
+    """The stage with ml100k's settings, as the child process a Snakemake job would be; prints its row. Its data
+    are the splits' neighbours."""
     _, stages = ml100k_settings()
-    paths = {"splits": data / "splits.parquet", "negatives": data / "negatives.parquet", "stats": data / "stats.json"}
+    names = {name: Path(path).name for name, path in layout.data_inputs().items()}
+    paths = {name: splits.with_name(file) for name, file in names.items()}
     row = run_stage(paths, out, stages["sasrec"], stages["evaluate"]["full_ranking"])
     print(json.dumps({"test": row.test, "train_seconds": row.train_seconds}))
 
@@ -177,10 +180,17 @@ def ml100k() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         paths = ml100k_artifacts(workdir)
-        data = paths["splits"].parent
-        origin = data.relative_to(ROOT) if data == ML100K_DATA else "built afresh from the raw file"
+        origin = (
+            paths["splits"].parent.relative_to(ROOT) if paths == ML100K_INPUTS else "built afresh from the raw file"
+        )
         start = time.perf_counter()
-        command = [sys.executable, str(Path(__file__).resolve()), "--ml100k-child", str(data), str(workdir / "sasrec")]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--ml100k-child",
+            str(paths["splits"]),
+            str(workdir / "sasrec"),
+        ]
         proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)
         wall = time.perf_counter() - start
         if proc.returncode:
@@ -203,7 +213,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3, help="slmrec training epochs per dataset")
     parser.add_argument("--prefix-batches", type=int, default=300, help="batches timed in the prefix loop")
     parser.add_argument("--ml100k", action="store_true", help="quality and time of the defaults on ml-100k")
-    parser.add_argument("--ml100k-child", nargs=2, type=Path, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--ml100k-child", nargs=2, type=Path, metavar=("SPLITS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ml100k_child:
         ml100k_child(*args.ml100k_child)

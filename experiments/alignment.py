@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from slmrec import layout
 from slmrec.data.samples import NextItemDataset, load_training_data
 from slmrec.io import read_json, write_json
 from slmrec.models.blocks import block_boundaries
@@ -27,13 +28,15 @@ from slmrec.models.sasrec import load_item_embeddings
 
 def student_manifests(dataset_dir: Path) -> dict[Path, dict[str, Any]]:
     """Every finished student under the dataset, by its directory."""
-    manifests = {path.parent: read_json(path) for path in sorted(dataset_dir.rglob("manifest.json"))}
-    return {d: m for d, m in manifests.items() if m["stage"] == "student" and (d / "metrics.json").exists()}
+    manifests = {path.parent: read_json(path) for path in sorted(dataset_dir.rglob(layout.MANIFEST))}
+    metrics = layout.SCORED["metrics"]
+    return {d: m for d, m in manifests.items() if m["stage"] == "student" and (d / metrics).exists()}
 
 
 def states_read(manifest: dict[str, Any], workdir: Path) -> list[Path]:
     """The teacher states a student was distilled from (none for a student trained without a teacher)."""
-    return [(workdir / p).resolve() for p in manifest["inputs"] if p.endswith("states.safetensors")]
+    states = Path(layout.states("{teacher}")).name
+    return [(workdir / p).resolve() for p in manifest["inputs"] if p.endswith(states)]
 
 
 def align_with_teacher(
@@ -45,10 +48,10 @@ def align_with_teacher(
         return None
     control = [d for d, m in students.items() if not states_read(m, workdir)]
     states = TeacherStates.load(states_path)
-    samples = read_json(states_path.with_name("states.manifest.json"))["config"]["samples"]
+    samples = read_json(states_path.with_name(Path(layout.states("{teacher}", "manifest")).name))["config"]["samples"]
     dataset = NextItemDataset(data.sequences, samples["max_len"], samples["targets_per_user"])
     settings = students[own[0]]["config"]
-    config = LLMRecConfig.from_dict(read_json(own[0] / "config.json"))
+    config = LLMRecConfig.from_dict(read_json(own[0] / layout.LLM_FILES["config"]))
     blocks = settings["distill"]["blocks"]
     boundaries = block_boundaries(states.teacher_layers, config.layers, blocks)
     states.check(states_path, dataset.input_ids, dataset.labels, boundaries)
@@ -56,7 +59,8 @@ def align_with_teacher(
         (f"untrained {config.layers}-layer student", lambda: build_llmrec(config, table, settings["student"]["seed"]))
     ]
     for directory in [*own, *control]:
-        models.append((read_json(directory / "metrics.json")["model"], lambda d=directory: load_llmrec(d, table)))
+        name = read_json(directory / layout.SCORED["metrics"])["model"]
+        models.append((name, lambda d=directory: load_llmrec(d, table)))
     rows = [
         {"model": name, "blocks": state_alignment(build(), states, dataset.input_ids, blocks, batch_size)}
         for name, build in models
@@ -71,17 +75,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, help="default: results/<dataset>/alignment.json")
     args = parser.parse_args()
-    dataset_dir, data_dir = args.results / args.dataset, args.results / args.dataset / "data"
-    if not (data_dir / "splits.parquet").exists():
+    dataset_dir = Path(layout.dataset_dir(args.dataset, args.results))
+    inputs = layout.data_inputs(args.dataset, args.results)
+    if not Path(inputs["splits"]).exists():
         raise SystemExit(
-            f"{dataset_dir}: no finished dataset there (expected {data_dir / 'splits.parquet'}); run this from the "
+            f"{dataset_dir}: no finished dataset there (expected {inputs['splits']}); run this from the "
             "directory the results were computed in, or pass --results and --dataset"
         )
-    data = load_training_data(*(str(data_dir / f) for f in ("splits.parquet", "negatives.parquet", "stats.json")))
-    table = load_item_embeddings(str(dataset_dir / "sasrec" / "item_embeddings.safetensors"), data.num_items)
+    data = load_training_data(*inputs.values())
+    table = load_item_embeddings(layout.item_embeddings(args.dataset, args.results), data.num_items)
     students = student_manifests(dataset_dir)
     teachers = {}
-    for states_path in sorted(dataset_dir.glob("*/states.safetensors")):
+    for states_path in sorted(dataset_dir.glob(f"*/{Path(layout.states('{teacher}')).name}")):
         aligned = align_with_teacher(states_path, students, data, table, args.results.parent, args.batch_size)
         if aligned:
             teachers[states_path.parent.name] = aligned

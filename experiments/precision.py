@@ -19,13 +19,14 @@ import polars as pl
 import torch
 from summarize import PRECISION
 
+from slmrec import layout
 from slmrec.data.samples import load_training_data
 from slmrec.evaluate import user_ranks
 from slmrec.io import atomic_path, read_json, write_parquet
 from slmrec.metrics import METRIC_NAMES, metrics_from_ranks
 from slmrec.models.llmrec import load_llmrec
 from slmrec.models.sasrec import load_item_embeddings
-from slmrec.summary import fill_block, precision_table, ranks_path
+from slmrec.summary import fill_block, precision_table
 
 TOLERANCE = 1e-6  # percent points: the ranks' metrics against metrics.json's, the same protocol twice
 # bf16 scoring of the same weights in another process reproduced the job's ranks but for one user of 938 (rounding
@@ -35,18 +36,19 @@ BF16_USERS_OFF = 1
 
 def score(results: Path, dataset: str, target: str, batch_size: int) -> pl.DataFrame:
     """Per-user ranks of one trained model on validation and test, checked against its metrics.json."""
-    data_dir = results / dataset / "data"
-    data = load_training_data(*(str(data_dir / f) for f in ("splits.parquet", "negatives.parquet", "stats.json")))
-    table = load_item_embeddings(results / dataset / "sasrec" / "item_embeddings.safetensors", data.num_items)
-    model = load_llmrec(results / dataset / target, table).eval()
-    row = read_json(results / dataset / target / "metrics.json")
+    data = load_training_data(*layout.data_inputs(dataset, results).values())
+    table = load_item_embeddings(layout.item_embeddings(dataset, results), data.num_items)
+    max_len = model_max_len(results, dataset, target)
+    directory = Path(layout.model_file(target, "model", dataset, results)).parent
+    model = load_llmrec(directory, table, max_len=max_len).eval()
+    row = read_json(layout.model_file(target, "metrics", dataset, results))
     columns = {}
     for split in ("valid", "test"):
         ranks = user_ranks(
             model.user_vectors,
             table,
             data.splits[split],
-            model_max_len(results, dataset, target),
+            max_len,
             batch_size,
             full_ranking=False,
         ).sampled
@@ -60,8 +62,9 @@ def score(results: Path, dataset: str, target: str, batch_size: int) -> pl.DataF
 
 
 def model_max_len(results: Path, dataset: str, target: str) -> int:
-    """The history length the model was trained and scored with (its manifest's recorded setting)."""
-    return read_json(results / dataset / target / "manifest.json")["config"]["teacher"]["max_len"]
+    """The history length the model was trained and scored with (its manifest's recorded setting: these models
+    predate `max_len` in their own config)."""
+    return read_json(layout.model_file(target, "manifest", dataset, results))["config"]["teacher"]["max_len"]
 
 
 def main() -> None:
@@ -79,8 +82,11 @@ def main() -> None:
     torch.set_num_threads(2)
     for pair in PRECISION.pairs():
         for dataset in pair:
-            path = ranks_path(args.results, dataset, PRECISION.target)
-            if (args.results / dataset / PRECISION.target / "metrics.json").exists() and not path.exists():
+            path = Path(layout.rescored_ranks(dataset, PRECISION.target, args.results))
+            if (
+                Path(layout.model_file(PRECISION.target, "metrics", dataset, args.results)).exists()
+                and not path.exists()
+            ):
                 print(f"scoring {dataset}/{PRECISION.target}", file=sys.stderr)
                 write_parquet(path, score(args.results, dataset, PRECISION.target, args.eval_batch_size))
     table = precision_table(args.results, PRECISION)

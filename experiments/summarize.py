@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from slmrec import layout
 from slmrec.io import atomic_path
 from slmrec.summary import (
     Arm,
@@ -80,7 +81,7 @@ def fair_blocks(results: Path) -> dict[str, Callable[[], str]]:
             for row in (Row(pair.arm, pair.student), Row(pair.arm, pair.twin, "{model} (CE only)"))
         ),
     ]
-    trained = [row for row in rows if row.target not in ("sasrec", "sasrec_authors")]
+    trained = [row for row in rows if row.target not in layout.SASREC_TARGETS]
     return {
         "fair_gate": partial(gate_table, results, FAIR_PAIRS),
         "fair_valid": partial(accuracy_table, results, rows, "valid"),
@@ -166,7 +167,7 @@ def main() -> None:
             results,
             BASE,
             [*(sweep_teacher(n) for n in SWEEP), TEACHER],
-            results / BASE / TEACHER / "direct_inference.json",
+            Path(layout.direct_inference("table", TEACHER, BASE, results)),
         ),
         "balance": lambda: loss_balance(results, BASE),
         "alignment": lambda: alignment_table(results / BASE / "alignment.json"),
@@ -176,7 +177,7 @@ def main() -> None:
         ),
     }
     for name, caption in FIGURES.items():  # the report rule's plots, copied to docs/figures/
-        made, link = results / BASE / f"{name}.png", f"figures/{BASE}_{name}.png"
+        made, link = Path(layout.table(name, BASE, results)), f"figures/{BASE}_{name}.png"
         blocks[f"{name}_png"] = partial(linked_figure, made, args.doc, link, caption)
     document = replace_generated(args.doc.read_text(), blocks)
     with atomic_path(args.doc) as tmp:

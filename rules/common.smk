@@ -4,7 +4,7 @@
 import re
 from pathlib import Path
 
-from slmrec import targets
+from slmrec import layout, targets
 from slmrec.cluster import check_submission, mark_pending, retry_unless_bad_input
 from slmrec.models import presets
 from slmrec.models.blocks import block_boundaries
@@ -45,8 +45,8 @@ def settings(stage, keys=None, drop=()):
 
 def checkpoints(wildcards, output):
     """Where a training job keeps its checkpoints: beside its target, under checkpoints/."""
-    target = Path(output.metrics).parent.relative_to(f"results/{wildcards.dataset}")
-    return f"results/{wildcards.dataset}/checkpoints/{target}"
+    target = Path(output.metrics).parent.relative_to(layout.dataset_dir(wildcards.dataset))
+    return layout.checkpoints(target.as_posix(), wildcards.dataset)
 
 
 def source(dataset):
@@ -70,8 +70,8 @@ def raw_file(wildcards):
             raise FileNotFoundError(missing_local_source(wildcards.dataset, src["path"]))
         return src["path"]
     if src["kind"] == "synthetic":
-        return f"results/{wildcards.dataset}/raw/synthetic_5.json.gz"
-    return f"results/{wildcards.dataset}/raw/{src['file']}"
+        return layout.raw(layout.SYNTHETIC_FILE, wildcards.dataset)
+    return layout.raw(src["file"], wildcards.dataset)
 
 
 def configured_backbone(dataset, chosen):
@@ -121,12 +121,12 @@ def backbone_dir(wildcards):
     """The checkpoint directory the LLM stages load: a local one in place, a converted one, or the tiny preset."""
     converted = converted_backbone(wildcards.dataset)
     if converted:
-        return f"results/backbones/{converted[0]}"
+        return layout.converted_backbone(converted[0])
     chosen = dataset_settings(wildcards.dataset, "backbone")
     if chosen["path"]:
         return configured_backbone(wildcards.dataset, chosen)
     if chosen["preset"]:
-        return f"results/{wildcards.dataset}/backbone"
+        return layout.backbone(wildcards.dataset)
     raise ValueError(
         f"datasets.{wildcards.dataset}.backbone: set `path` to a local Hugging Face checkpoint directory "
         "(e.g. Llama-2-7b-hf) or a .gguf file, or a `preset` (tiny, smollm2-135m)"
@@ -160,7 +160,7 @@ def student_teacher_states(wildcards):
         layers = targets.teacher_layers(teacher, dataset_settings(wildcards.dataset, "teacher")["layers"])
         student = dataset_settings(wildcards.dataset, "student")["layers"]
         block_boundaries(layers, student, dataset_settings(wildcards.dataset, "distill")["blocks"])
-    return {"teacher_states": f"results/{wildcards.dataset}/{teacher}/states.safetensors"}
+    return {"teacher_states": layout.states(teacher, dataset=wildcards.dataset)}
 
 
 def states_samples(wildcards):
@@ -194,11 +194,11 @@ def result_rows(wildcards):
     """The metrics rows behind one dataset's table, by target."""
     authors = ["sasrec_authors"] if dataset_settings(wildcards.dataset, "report")["sasrec_authors"] else []
     rows = ["popularity", "sasrec", *authors, *trained_rows(wildcards.dataset)]
-    return {target: f"results/{wildcards.dataset}/{target}/metrics.json" for target in rows}
+    return {target: layout.model_file(target, "metrics", wildcards.dataset) for target in rows}
 
 
 def train_logs(wildcards):
-    return [f"results/{wildcards.dataset}/{target}/train_log.csv" for target in trained_rows(wildcards.dataset)]
+    return [layout.model_file(t, "train_log", wildcards.dataset) for t in trained_rows(wildcards.dataset)]
 
 
 def layer_sweep(wildcards):
@@ -206,7 +206,7 @@ def layer_sweep(wildcards):
     deep = dataset_settings(wildcards.dataset, "teacher")["layers"]
     sweep = dataset_settings(wildcards.dataset, "report")["layer_sweep"]
     rows = [targets.TEACHER if n == deep else targets.sweep_teacher(n) for n in sweep]
-    return [f"results/{wildcards.dataset}/{target}/metrics.json" for target in rows]
+    return [layout.model_file(target, "metrics", wildcards.dataset) for target in rows]
 
 
 def direct_layers(wildcards):
@@ -220,19 +220,19 @@ def report_direct(wildcards):
     """Direct inference joins the layer report whenever there is a layer sweep to compare it with."""
     if not dataset_settings(wildcards.dataset, "report")["layer_sweep"]:
         return {}
-    return {"direct": f"results/{wildcards.dataset}/{targets.TEACHER}/direct_inference.json"}
+    return {"direct": layout.direct_inference("table", targets.TEACHER, wildcards.dataset)}
 
 
 def ablation_rows(wildcards):
     """Table 4's variants by name; the variant with every term is the offline student, never trained twice."""
     variants = targets.ABLATION_VARIANTS
-    return {v: f"results/{wildcards.dataset}/{targets.ablation_target(v)}/metrics.json" for v in variants}
+    return {v: layout.model_file(targets.ablation_target(v), "metrics", wildcards.dataset) for v in variants}
 
 
 def report_ablation(wildcards):
     if not dataset_settings(wildcards.dataset, "report")["ablation"]:
         return {}
-    return {"ablation": f"results/{wildcards.dataset}/{targets.ABLATION}/metrics.json"}
+    return {"ablation": layout.ablation(dataset=wildcards.dataset)}
 
 
 def report_comparisons(wildcards):
@@ -249,7 +249,7 @@ def compared_targets(wildcards):
 
 
 def compared_ranks(wildcards):
-    return [f"results/{wildcards.dataset}/{target}/ranks.parquet" for target in compared_targets(wildcards)]
+    return [layout.model_file(target, "ranks", wildcards.dataset) for target in compared_targets(wildcards)]
 
 
 def report_settings(wildcards):
@@ -278,3 +278,14 @@ def random_backbone(wildcards):
     if not chosen["path"] and chosen["preset"] == "tiny":
         return "tiny"
     return "init" if chosen["init"] == "random" else ""
+
+
+def sasrec_resources(rule):
+    """SASRec's resources; `try_number` names the rule, whose bad-input records it reads."""
+    return {
+        "try_number": retry_unless_bad_input(rule),
+        "mem_mb": lambda wildcards, attempt: 8000 * attempt,
+        "runtime": 240,
+        "gpu": 1,
+        "eval_batch_size": 512,
+    }

@@ -3,46 +3,46 @@
 
 rule synthesize:
     output:
-        raw="results/{dataset}/raw/synthetic_5.json.gz",
-        manifest="results/{dataset}/raw/synthetic_5.json.gz.manifest.json",
-    params:
-        source=lambda wildcards: source(wildcards.dataset),
+        raw=layout.raw(layout.SYNTHETIC_FILE),
+        manifest=layout.raw(layout.SYNTHETIC_FILE, manifest=True),
     log:
-        "results/{dataset}/logs/synthesize.log",
+        layout.log("synthesize"),
     benchmark:
-        "results/{dataset}/logs/synthesize.benchmark.tsv"
+        layout.benchmark("synthesize")
+    conda:
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         try_number=retry_unless_bad_input("synthesize"),
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=15,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        source=lambda wildcards: source(wildcards.dataset),
     script:
         "../workflow_scripts/synthesize.py"
 
 
 rule download:
     output:
-        raw="results/{dataset}/raw/{file}",
-        manifest="results/{dataset}/raw/{file}.manifest.json",
-    params:
-        urls=lambda wildcards: source(wildcards.dataset)["urls"],
-        sha256=lambda wildcards: source(wildcards.dataset).get("sha256"),
+        raw=layout.raw("{file}"),
+        manifest=layout.raw("{file}", manifest=True),
+    log:
+        layout.log("download_{file}"),
+    benchmark:
+        layout.benchmark("download_{file}")
     wildcard_constraints:
         file=r"(?!synthetic_5\.json\.gz$)[^/]+",
-    log:
-        "results/{dataset}/logs/download_{file}.log",
-    benchmark:
-        "results/{dataset}/logs/download_{file}.benchmark.tsv"
+    retries: 2
+    conda:
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         try_number=retry_unless_bad_input("download"),
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=240,
-    retries: 2
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        urls=lambda wildcards: source(wildcards.dataset)["urls"],
+        sha256=lambda wildcards: source(wildcards.dataset).get("sha256"),
     script:
         "../workflow_scripts/download.py"
 
@@ -51,54 +51,50 @@ rule preprocess:
     input:
         raw=raw_file,
     output:
-        interactions="results/{dataset}/data/interactions.parquet",
-        user_ids="results/{dataset}/data/users.parquet",
-        item_ids="results/{dataset}/data/items.parquet",
-        splits="results/{dataset}/data/splits.parquet",
-        stats=report(
-            "results/{dataset}/data/stats.json",
-            category="Data",
-            labels={"dataset": "{dataset}", "file": "statistics"},
-        ),
-        manifest="results/{dataset}/data/manifest.json",
-    params:
-        preprocess=settings("preprocess"),
-        source=parse_options,
+        interactions=layout.data_file("interactions"),
+        user_ids=layout.data_file("user_ids"),
+        item_ids=layout.data_file("item_ids"),
+        splits=layout.data_file("splits"),
+        stats=report(layout.data_file("stats"), category="Data", labels={"dataset": "{dataset}", "file": "statistics"}),
+        manifest=layout.data_file("manifest"),
     log:
-        "results/{dataset}/logs/preprocess.log",
+        layout.log("preprocess"),
     benchmark:
-        "results/{dataset}/logs/preprocess.benchmark.tsv"
+        layout.benchmark("preprocess")
+    conda:
+        "../envs/cpu.yaml"
     threads: 2
     resources:
         try_number=retry_unless_bad_input("preprocess"),
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        preprocess=settings("preprocess"),
+        source=parse_options,
     script:
         "../workflow_scripts/preprocess.py"
 
 
 rule negatives:
     input:
-        splits="results/{dataset}/data/splits.parquet",
-        stats="results/{dataset}/data/stats.json",
-        user_ids="results/{dataset}/data/users.parquet",
+        splits=layout.data_file("splits"),
+        stats=layout.data_file("stats"),
+        user_ids=layout.data_file("user_ids"),
     output:
-        negatives="results/{dataset}/data/negatives.parquet",
-        manifest="results/{dataset}/data/negatives.manifest.json",
-    params:
-        negatives=settings("negatives"),
+        negatives=layout.data_file("negatives"),
+        manifest=layout.data_file("negatives_manifest"),
     log:
-        "results/{dataset}/logs/negatives.log",
+        layout.log("negatives"),
     benchmark:
-        "results/{dataset}/logs/negatives.benchmark.tsv"
+        layout.benchmark("negatives")
+    conda:
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         try_number=retry_unless_bad_input("negatives"),
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=60,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        negatives=settings("negatives"),
     script:
         "../workflow_scripts/negatives.py"

@@ -4,28 +4,28 @@
 rule metrics:
     input:
         unpack(result_rows),
-        stats="results/{dataset}/data/stats.json",
+        stats=layout.data_file("stats"),
     output:
         table=report(
-            "results/{dataset}/metrics.json",
+            layout.table(),
             category="Results",
             labels={"dataset": "{dataset}", "table": "metrics (Tables 2 and 5)"},
         ),
-        manifest="results/{dataset}/manifest.json",
-    params:
-        dataset=lambda wildcards: wildcards.dataset,
-        headline=headline_pair,
+        manifest=layout.table("manifest"),
     log:
-        "results/{dataset}/logs/metrics.log",
+        layout.log("metrics"),
     benchmark:
-        "results/{dataset}/logs/metrics.benchmark.tsv"
+        layout.benchmark("metrics")
+    conda:
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         try_number=retry_unless_bad_input("metrics"),
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=5,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        dataset=lambda wildcards: wildcards.dataset,
+        headline=headline_pair,
     script:
         "../workflow_scripts/metrics.py"
 
@@ -34,40 +34,38 @@ rule report:
     input:
         unpack(report_ablation),
         unpack(report_direct),
-        table="results/{dataset}/metrics.json",
+        table=layout.table(),
         ranks=compared_ranks,
         train_logs=train_logs,
         sweep=layer_sweep,
-        negatives="results/{dataset}/data/negatives.manifest.json",
+        negatives=layout.data_file("negatives_manifest"),
     output:
-        report=report(
-            "results/{dataset}/report.md", category="Results", labels={"dataset": "{dataset}", "file": "report"}
-        ),
+        report=report(layout.table("report"), category="Results", labels={"dataset": "{dataset}", "file": "report"}),
         curves=report(
-            "results/{dataset}/training_curves.png",
+            layout.table("training_curves"),
             category="Results",
             labels={"dataset": "{dataset}", "figure": "training curves"},
         ),
         layers=report(
-            "results/{dataset}/layer_sweep.png",
+            layout.table("layer_sweep"),
             category="Results",
             labels={"dataset": "{dataset}", "figure": "metrics against layers"},
         ),
-    params:
-        random_backbone=random_backbone,
-        settings=report_settings,
-        comparisons=report_comparisons,
-        ranked=compared_targets,
     log:
-        "results/{dataset}/logs/report.log",
+        layout.log("report"),
     benchmark:
-        "results/{dataset}/logs/report.benchmark.tsv"
+        layout.benchmark("report")
+    conda:
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         try_number=retry_unless_bad_input("report"),
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=5,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        random_backbone=random_backbone,
+        settings=report_settings,
+        comparisons=report_comparisons,
+        ranked=compared_targets,
     script:
         "../workflow_scripts/report.py"

@@ -3,35 +3,24 @@
 
 rule sasrec:
     input:
-        splits="results/{dataset}/data/splits.parquet",
-        negatives="results/{dataset}/data/negatives.parquet",
-        stats="results/{dataset}/data/stats.json",
+        **layout.data_inputs(),
     output:
-        model="results/{dataset}/sasrec/model.safetensors",
-        item_embeddings="results/{dataset}/sasrec/item_embeddings.safetensors",
-        metrics="results/{dataset}/sasrec/metrics.json",
-        ranks="results/{dataset}/sasrec/ranks.parquet",
-        train_log="results/{dataset}/sasrec/train_log.csv",
-        manifest="results/{dataset}/sasrec/manifest.json",
+        **layout.model_outputs("sasrec"),
+    log:
+        layout.log("sasrec"),
+    benchmark:
+        layout.benchmark("sasrec")
+    conda:
+        "../envs/cuda.yaml"
+    threads: 2
+    resources:
+        **sasrec_resources("sasrec"),
     params:
         target="sasrec",
         sasrec=settings("sasrec", drop=("authors_protocol",)),
         authors_protocol=False,
         evaluate=settings("evaluate"),
         checkpoints=checkpoints,
-    log:
-        "results/{dataset}/logs/sasrec.log",
-    benchmark:
-        "results/{dataset}/logs/sasrec.benchmark.tsv"
-    threads: 2
-    resources:
-        try_number=retry_unless_bad_input("sasrec"),
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=240,
-        gpu=1,
-        eval_batch_size=512,
-    conda:
-        "../envs/cuda.yaml"
     script:
         "../workflow_scripts/sasrec.py"
 
@@ -39,47 +28,40 @@ rule sasrec:
 # The SLMRec authors' SASRec (report.sasrec_authors): their settings, one target per user; its own row.
 use rule sasrec as sasrec_authors with:
     output:
-        model="results/{dataset}/sasrec_authors/model.safetensors",
-        item_embeddings="results/{dataset}/sasrec_authors/item_embeddings.safetensors",
-        metrics="results/{dataset}/sasrec_authors/metrics.json",
-        ranks="results/{dataset}/sasrec_authors/ranks.parquet",
-        train_log="results/{dataset}/sasrec_authors/train_log.csv",
-        manifest="results/{dataset}/sasrec_authors/manifest.json",
+        **layout.model_outputs("sasrec_authors"),
+    log:
+        layout.log("sasrec_authors"),
+    benchmark:
+        layout.benchmark("sasrec_authors")
+    resources:
+        **sasrec_resources("sasrec_authors"),
     params:
         target="sasrec_authors",
         sasrec=settings("sasrec"),
         authors_protocol=True,
         evaluate=settings("evaluate"),
         checkpoints=checkpoints,
-    log:
-        "results/{dataset}/logs/sasrec_authors.log",
-    benchmark:
-        "results/{dataset}/logs/sasrec_authors.benchmark.tsv"
 
 
 rule popularity:
     input:
-        splits="results/{dataset}/data/splits.parquet",
-        negatives="results/{dataset}/data/negatives.parquet",
-        stats="results/{dataset}/data/stats.json",
+        **layout.data_inputs(),
     output:
-        metrics="results/{dataset}/popularity/metrics.json",
-        ranks="results/{dataset}/popularity/ranks.parquet",
-        manifest="results/{dataset}/popularity/manifest.json",
-    params:
-        target="popularity",
-        evaluate=settings("evaluate"),
+        **layout.model_outputs(layout.POPULARITY),
     log:
-        "results/{dataset}/logs/popularity.log",
+        layout.log("popularity"),
     benchmark:
-        "results/{dataset}/logs/popularity.benchmark.tsv"
+        layout.benchmark("popularity")
+    conda:
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         try_number=retry_unless_bad_input("popularity"),
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
         eval_batch_size=512,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        target="popularity",
+        evaluate=settings("evaluate"),
     script:
         "../workflow_scripts/popularity.py"

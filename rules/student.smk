@@ -5,26 +5,22 @@
 
 rule teacher_states:
     input:
-        teacher="results/{dataset}/{teacher}/trainable.safetensors",
-        teacher_config="results/{dataset}/{teacher}/config.json",
-        splits="results/{dataset}/data/splits.parquet",
-        negatives="results/{dataset}/data/negatives.parquet",
-        stats="results/{dataset}/data/stats.json",
-        item_embeddings="results/{dataset}/sasrec/item_embeddings.safetensors",
+        **layout.data_inputs(),
+        teacher=layout.model_file("{teacher}", "model"),
+        teacher_config=layout.model_file("{teacher}", "config"),
+        item_embeddings=layout.item_embeddings(),
         backbone=backbone_dir,
     output:
-        states="results/{dataset}/{teacher}/states.safetensors",
-        manifest="results/{dataset}/{teacher}/states.manifest.json",
+        states=layout.states("{teacher}"),
+        manifest=layout.states("{teacher}", "manifest"),
+    log:
+        layout.log("{teacher}.states"),
+    benchmark:
+        layout.benchmark("{teacher}.states")
     wildcard_constraints:
         teacher=targets.TEACHER_PATTERN,
-    params:
-        samples=states_samples,
-        distill=states_distill,
-        backbone=settings("backbone", keys=("precision",)),
-    log:
-        "results/{dataset}/logs/{teacher}.states.log",
-    benchmark:
-        "results/{dataset}/logs/{teacher}.states.benchmark.tsv"
+    conda:
+        "../envs/cuda.yaml"
     threads: 1
     resources:
         try_number=retry_unless_bad_input("teacher_states"),
@@ -32,8 +28,10 @@ rule teacher_states:
         runtime=120,
         gpu=1,
         eval_batch_size=512,
-    conda:
-        "../envs/cuda.yaml"
+    params:
+        samples=states_samples,
+        distill=states_distill,
+        backbone=settings("backbone", keys=("precision",)),
     script:
         "../workflow_scripts/teacher_states.py"
 
@@ -41,33 +39,19 @@ rule teacher_states:
 rule student:
     input:
         unpack(student_teacher_states),
-        splits="results/{dataset}/data/splits.parquet",
-        negatives="results/{dataset}/data/negatives.parquet",
-        stats="results/{dataset}/data/stats.json",
-        item_embeddings="results/{dataset}/sasrec/item_embeddings.safetensors",
+        **layout.data_inputs(),
+        item_embeddings=layout.item_embeddings(),
         backbone=backbone_dir,
     output:
-        model="results/{dataset}/{student}/trainable.safetensors",
-        config="results/{dataset}/{student}/config.json",
-        metrics="results/{dataset}/{student}/metrics.json",
-        ranks="results/{dataset}/{student}/ranks.parquet",
-        train_log="results/{dataset}/{student}/train_log.csv",
-        manifest="results/{dataset}/{student}/manifest.json",
+        **layout.model_outputs("{student}"),
+    log:
+        layout.log("{student}"),
+    benchmark:
+        layout.benchmark("{student}")
     wildcard_constraints:
         student=targets.STUDENT_PATTERN,
-    params:
-        target=lambda wildcards: wildcards.student,
-        student=settings("student"),
-        distill=student_distill,
-        teacher=online_teacher,
-        backbone=backbone_loading,
-        prompt=settings("prompt"),
-        evaluate=settings("evaluate"),
-        checkpoints=checkpoints,
-    log:
-        "results/{dataset}/logs/{student}.log",
-    benchmark:
-        "results/{dataset}/logs/{student}.benchmark.tsv"
+    conda:
+        "../envs/cuda.yaml"
     # One CPU thread per job: the accelerator does the work, and on a CPU-only box parallel jobs
     # (e.g. the ablation variants) use the cores better than threads inside one small model.
     threads: 1
@@ -78,8 +62,15 @@ rule student:
         gpu=1,
         eval_batch_size=512,
         per_device_batch_size=0,
-    conda:
-        "../envs/cuda.yaml"
+    params:
+        target=lambda wildcards: wildcards.student,
+        student=settings("student"),
+        distill=student_distill,
+        teacher=online_teacher,
+        backbone=backbone_loading,
+        prompt=settings("prompt"),
+        evaluate=settings("evaluate"),
+        checkpoints=checkpoints,
     script:
         "../workflow_scripts/student.py"
 
@@ -89,21 +80,21 @@ rule ablation:
         unpack(ablation_rows),
     output:
         table=report(
-            "results/{dataset}/ablation/metrics.json",
+            layout.ablation(),
             category="Results",
             labels={"dataset": "{dataset}", "table": "ablation (Table 4)"},
         ),
-        manifest="results/{dataset}/ablation/manifest.json",
+        manifest=layout.ablation("manifest"),
     log:
-        "results/{dataset}/logs/ablation.log",
+        layout.log("ablation"),
     benchmark:
-        "results/{dataset}/logs/ablation.benchmark.tsv"
+        layout.benchmark("ablation")
+    conda:
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         try_number=retry_unless_bad_input("ablation"),
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=5,
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/ablation.py"

@@ -13,12 +13,13 @@ from typing import Any
 
 import polars as pl
 
+from slmrec import layout, markdown
 from slmrec.errors import CompareError
 from slmrec.evaluate import read_ranks
 from slmrec.io import read_artifact, read_json
-from slmrec.metrics import METRIC_NAMES
+from slmrec.metrics import METRIC_NAMES, SPLITS
 from slmrec.provenance import Link, flatten, trace
-from slmrec.report import TABLE_METRICS, setting_text
+from slmrec.report import setting_text
 from slmrec.stats import compare_ranks, comparison_table, verdict
 
 VARIANT_METRICS = ("NDCG@10", "MRR")  # the variants' per-user differences, one row per model
@@ -27,14 +28,18 @@ VARIANT_METRICS = ("NDCG@10", "MRR")  # the variants' per-user differences, one 
 def _anonymous(value: Any, dataset: str) -> Any:
     """A recorded value with the dataset's own paths made generic, so that they do not count as settings that
     differ (each dataset's checkpoints live under its own results/<dataset>/)."""
-    return value.replace(f"results/{dataset}/", "results/{dataset}/") if isinstance(value, str) else value
+    return (
+        value.replace(layout.dataset_dir(dataset) + "/", layout.dataset_dir() + "/")
+        if isinstance(value, str)
+        else value
+    )
 
 
 def recorded_settings(dataset: str, root: Path) -> dict[str, dict[str, Any]]:
     """Each manifest behind `root/<dataset>/metrics.json` (by its path under `root/<dataset>/`): its stage's
     settings as dotted keys, less the dataset's name (the metrics rule's `dataset`). Manifests outside the
     dataset (a shared backbone) are left out."""
-    target = root / dataset / "metrics.json"
+    target = Path(layout.table("metrics", dataset, root))
     link = trace(target, root)
     if link.record is None:
         raise CompareError(
@@ -75,31 +80,30 @@ def compare(datasets: list[str], root: str | Path = "results") -> str:
     root = Path(root)
     tables = {}
     for dataset in datasets:
-        path = root / dataset / "metrics.json"
+        path = Path(layout.table("metrics", dataset, root))
         if not path.is_file():
             raise CompareError(f"{path} does not exist; make it first: snakemake --cores 2 {path.as_posix()}")
         tables[dataset] = read_artifact(path, read_json)
     order = list(dict.fromkeys(row["target"] for table in tables.values() for row in table["rows"]))
+    rows = [
+        [row["model"], dataset, *(f"{row['test'][m]:.2f}" for m in METRIC_NAMES), f"{row['valid']['MRR']:.2f}"]
+        for target in order
+        for dataset, table in tables.items()
+        for row in table["rows"]
+        if row["target"] == target
+    ]
     lines = [
         f"## Test metrics (%) of {', '.join(datasets)}",
         "",
-        "| Model | Dataset | " + " | ".join(TABLE_METRICS) + " | valid MRR |",
-        "|---|---|" + "---:|" * (len(TABLE_METRICS) + 1),
+        markdown.table(["Model", "Dataset", *METRIC_NAMES, "valid MRR"], rows, text_columns=2),
+        "## Settings that differ (as recorded in the manifests behind each metrics.json)",
+        "",
     ]
-    for target in order:
-        for dataset, table in tables.items():
-            row = next((r for r in table["rows"] if r["target"] == target), None)
-            if row is not None:
-                scores = " | ".join(f"{row['test'][m]:.2f}" for m in TABLE_METRICS)
-                lines.append(f"| {row['model']} | {dataset} | {scores} | {row['valid']['MRR']:.2f} |")
     differing = differing_settings(datasets, root)
-    lines += ["", "## Settings that differ (as recorded in the manifests behind each metrics.json)", ""]
     if differing:
-        lines += ["| Setting | " + " | ".join(datasets) + " | Recorded in |", "|---|" + "---|" * (len(datasets) + 1)]
-        lines += [
-            f"| `{key}` | " + " | ".join(f"`{v}`" for v in shown) + f" | {', '.join(places)} |"
-            for key, shown, places in differing
-        ]
+        settings = [[f"`{key}`", *(f"`{v}`" for v in shown), ", ".join(places)] for key, shown, places in differing]
+        header = ["Setting", *datasets, "Recorded in"]
+        lines.append(markdown.table(header, settings, text_columns=len(header)))
     else:
         lines.append("None: every recorded setting is the same.")
     if len(datasets) > 1:
@@ -108,10 +112,11 @@ def compare(datasets: list[str], root: str | Path = "results") -> str:
 
 
 def ranks_of(root: Path, dataset: str, target: str) -> pl.DataFrame:
-    path = root / dataset / target / "ranks.parquet"
+    path = Path(layout.model_file(target, "ranks", dataset, root))
     if not path.is_file():
         raise CompareError(
-            f"{path} does not exist; make it first: snakemake --cores 2 {(path.parent / 'metrics.json').as_posix()}"
+            f"{path} does not exist; make it first: snakemake --cores 2 "
+            + layout.model_file(target, "metrics", dataset, root)
         )
     return read_ranks(path)
 
@@ -122,7 +127,7 @@ def variant_differences(datasets: list[str], order: list[str], root: Path) -> st
     base, compared, skipped = datasets[0], [], []
     for target in order:
         for other in datasets[1:]:
-            if not all((root / d / target / "ranks.parquet").is_file() for d in (base, other)):
+            if not all(Path(layout.model_file(target, "ranks", d, root)).is_file() for d in (base, other)):
                 continue
             try:
                 diffs = compare_ranks([ranks_of(root, other, target)], [ranks_of(root, base, target)], VARIANT_METRICS)
@@ -150,10 +155,14 @@ def paired(datasets: list[str], a: str, b: str, root: str | Path = "results", co
         "Points of each metric: the mean over users of A − B (a user's value averaged over the seeds first), "
         "its 95% paired-bootstrap interval and the sign-flip randomization p-value.",
         "",
-        "| Metric | valid | test | A beats B |",
-        "|---|---:|---:|---|",
     ]
-    for metric in METRIC_NAMES:
-        valid, test = diffs["valid"][metric], diffs["test"][metric]
-        lines.append(f"| {metric} | {valid.text()} | {test.text()} | {verdict(valid, test)} |")
-    return "\n".join(lines) + "\n"
+    rows = [
+        [
+            metric,
+            diffs["valid"][metric].text(),
+            diffs["test"][metric].text(),
+            verdict(*(diffs[s][metric] for s in SPLITS)),
+        ]
+        for metric in METRIC_NAMES
+    ]
+    return "\n".join(lines) + "\n" + markdown.table(["Metric", "valid", "test", "A beats B"], rows)

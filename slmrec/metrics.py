@@ -28,7 +28,8 @@ from slmrec.errors import MetricsRowError
 from slmrec.io import read_artifact, read_json, write_json
 from slmrec.models.recommender import Recommender
 
-METRIC_NAMES = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+SPLITS = ("valid", "test")  # the evaluation splits: validation, where choices are made, then test
+METRIC_NAMES = ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")  # every table's columns, in this order
 
 ArrayLike = Tensor | np.ndarray
 

@@ -12,15 +12,16 @@ from typing import Any
 
 import polars as pl
 
+from slmrec import markdown
 from slmrec.io import atomic_path, read_artifact, read_json
-from slmrec.metrics import MetricsRow
+from slmrec.metrics import METRIC_NAMES, MetricsRow
 from slmrec.targets import CE_LOG_KEY, LOSS_TERMS, TEACHER, TEACHER_CE_LOG_KEY, variant_label
 
-TABLE_METRICS = ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")
 SWEEP_METRICS = ("HR@10", "NDCG@10", "MRR")
 
 # The settings section of a report: (dotted key, what it is). A key the dataset does not have (the data
 # seed of a downloaded source) is left out.
+PAPER_SPEEDUP = {"train": 6.6, "inference": 8.0, "teacher_layers": 32}  # Table 5: SLMRec 4 over E4SRec_32
 REPORTED_SETTINGS = (
     ("distill.cos_weight", "λ1, weight of the cosine alignment term"),
     ("distill.l2_weight", "λ2, weight of the L2 alignment term"),
@@ -62,29 +63,33 @@ def metrics_table(
             "student": student["model"],
             "train": teacher["train_seconds"] / max(student["train_seconds"], 1e-9),
             "inference": teacher["inference_seconds"] / max(student["inference_seconds"], 1e-9),
-            "paper_reference": {"train": 6.6, "inference": 8.0, "teacher_layers": 32},
+            "paper_reference": PAPER_SPEEDUP,
         }
     return {"dataset": dataset, "stats": read_artifact(stats_path, read_json), "rows": table_rows, "speedup": speedup}
 
 
 def _accuracy_markdown(rows: list[dict[str, Any]], split: str) -> str:
-    header = "| Model | " + " | ".join(TABLE_METRICS) + " |\n|---|" + "---:|" * len(TABLE_METRICS) + "\n"
-    lines = [f"| {r['model']} | " + " | ".join(f"{r[split][m]:.2f}" for m in TABLE_METRICS) + " |" for r in rows]
-    return header + "\n".join(lines) + "\n"
+    lines = [[r["model"], *(f"{r[split][m]:.2f}" for m in METRIC_NAMES)] for r in rows]
+    return markdown.table(["Model", *METRIC_NAMES], lines)
 
 
 def _efficiency_markdown(rows: list[dict[str, Any]]) -> str:
-    header = "| Model | Layers | Params (total) | Trainable | At inference | Train time (s) | Inference time (s) |\n"
-    header += "|---|---:|---:|---:|---:|---:|---:|\n"
+    header = ["Model", "Layers", "Params (total)", "Trainable", "At inference", "Train time (s)", "Inference time (s)"]
     lines = [
-        f"| {r['model']} | {r.get('layers') or '-'} | {r['params']['total']:,} | {r['params']['trainable']:,} | "
-        f"{r['params']['inference']:,} | {r['train_seconds']:.1f} | {r['inference_seconds']:.2f} |"
+        [
+            r["model"],
+            str(r.get("layers") or "-"),
+            *(f"{r['params'][k]:,}" for k in ("total", "trainable", "inference")),
+            f"{r['train_seconds']:.1f}",
+            f"{r['inference_seconds']:.2f}",
+        ]
         for r in rows
     ]
+    text = markdown.table(header, lines)
     paths = [f"- {r['model']}: {', '.join(r['details']['speedups'])}" for r in rows if r["details"].get("speedups")]
     if paths:
-        lines.append("\nTimes are measured on the optimised paths:\n\n" + "\n".join(paths))
-    return header + "\n".join(lines) + "\n"
+        text += "\nTimes are measured on the optimised paths:\n\n" + "\n".join(paths) + "\n"
+    return text
 
 
 def setting_text(value: Any) -> str:
@@ -100,12 +105,12 @@ def setting_text(value: Any) -> str:
 
 def _settings_markdown(settings: dict[str, dict[str, Any]]) -> str:
     """The settings the figures were made with, by their config.yaml keys."""
-    lines = ["| Setting | Key | Value |", "|---|---|---|"]
+    lines = []
     for key, meaning in REPORTED_SETTINGS:
         section, name = key.split(".")
         if name in settings.get(section, {}):
-            lines.append(f"| {meaning} | `{key}` | `{setting_text(settings[section][name])}` |")
-    return "\n".join(lines) + "\n"
+            lines.append([meaning, f"`{key}`", f"`{setting_text(settings[section][name])}`"])
+    return markdown.table(["Setting", "Key", "Value"], lines, text_columns=3)
 
 
 def _figure(**options: Any) -> tuple[Any, Any]:
@@ -250,18 +255,21 @@ def plot_layer_sweep(
     _save(layer_sweep_figure(points, student, direct), path)
 
 
-def _direct_markdown(points: dict[int, dict[str, float]], direct: dict[str, Any]) -> str:
-    """Figure 2's numbers: each depth trained as E4SRec_l, and read out of the deep teacher untrained."""
+def figure2_table(trained: dict[int, dict[str, float]], direct: dict[int, dict[str, float]]) -> str:
+    """Figure 2's numbers, test metrics by depth: each depth trained as its own E4SRec_l, and the deep teacher
+    read directly at that layer (through its final norm and output projection, nothing retrained)."""
+    metrics = ("NDCG@10", "MRR")
     lines = [
-        f"| Layers | E4SRec_l trained (test NDCG@10) | direct from {direct['teacher']} (test NDCG@10) |",
-        "|---:|---:|---:|",
+        [str(k), *(f"{source[k][m]:.2f}" if k in source else "-" for source in (trained, direct) for m in metrics)]
+        for k in sorted(set(trained) | set(direct))
     ]
-    for k in sorted(set(points) | {int(k) for k in direct["layers"]}):
-        trained = f"{points[k]['NDCG@10']:.2f}" if k in points else "-"
-        read = direct["layers"].get(str(k))
-        untrained = f"{read['test']['NDCG@10']:.2f}" if read else "-"
-        lines.append(f"| {k} | {trained} | {untrained} |")
-    return "\n".join(lines) + "\n"
+    header = ["Layers", *(f"{kind} {m}" for kind in ("trained", "direct") for m in metrics)]
+    return markdown.table(header, lines)
+
+
+def direct_points(direct: dict[str, Any]) -> dict[int, dict[str, float]]:
+    """Test metrics by depth of a `direct_inference.json`."""
+    return {int(k): v["test"] for k, v in direct["layers"].items()}
 
 
 def layer_sweep_points(table: dict[str, Any], sweep: list[str | Path]) -> dict[int, dict[str, float]]:
@@ -321,7 +329,8 @@ def write_report(
         parts.append(
             f"Student speed-up over the teacher ({speedup['student']} vs {speedup['teacher']}): "
             f"**{speedup['train']:.1f}x** training, **{speedup['inference']:.1f}x** inference "
-            "(the paper reports 6.6x and 8.0x against a 32-layer LLaMA-7B teacher on an A100).\n"
+            f"(the paper reports {PAPER_SPEEDUP['train']}x and {PAPER_SPEEDUP['inference']}x against a "
+            f"{PAPER_SPEEDUP['teacher_layers']}-layer LLaMA-7B teacher on an A100).\n"
         )
     if ablation:
         parts.append("## Ablation (Table 4 layout, test %)\n\n" + _accuracy_markdown(ablation["rows"], "test"))
@@ -338,13 +347,13 @@ def write_report(
         parts.append(
             "Direct inference reads the trained deep teacher after its first k layers (through its final norm "
             "and output projection, nothing retrained), beside E4SRec_l trained at each depth (Figure 2):\n\n"
-            + _direct_markdown(*layers)
+            + figure2_table(layers[0], direct_points(layers[1]))
         )
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(parts))
 
 
-def ablation_table(rows: dict[str, str | Path]) -> dict[str, Any]:
+def gather_ablation(rows: dict[str, str | Path]) -> dict[str, Any]:
     """The Table 4 variants side by side (variant -> metrics path; `all` is the offline student's row)."""
     out = []
     for variant, path in rows.items():

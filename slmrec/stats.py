@@ -19,7 +19,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from slmrec.metrics import METRIC_NAMES, per_user_metrics
+from slmrec import markdown
+from slmrec.metrics import METRIC_NAMES, SPLITS, per_user_metrics
 
 CONFIDENCE = 0.95
 RESAMPLES = 9999
@@ -125,7 +126,7 @@ def compare_ranks(
 ) -> dict[str, dict[str, PairedDifference]]:
     """A minus B by split (valid, test) and metric, from one ranks table per seed for each model."""
     result: dict[str, dict[str, PairedDifference]] = {}
-    for split in ("valid", "test"):
+    for split in SPLITS:
         a, b = paired_ranks(frames_a, frames_b, split, column)
         result[split] = {metric: paired_difference(a, b, metric) for metric in metrics}
     return result
@@ -136,11 +137,10 @@ def comparison_table(
 ) -> str:
     """Markdown: one row per comparison ("A − B", `compare_ranks`' result), each metric's difference with its
     interval and p-value on validation and test, and the verdict on the first metric."""
-    header = ["A − B", "seeds × users", *(f"{split} {m}" for m in metrics for split in ("valid", "test")), "verdict"]
+    header = ["A − B", "seeds × users", *(f"{split} {m}" for m in metrics for split in SPLITS), "verdict"]
     lines = []
     for label, diffs in compared:
         first = diffs["test"][metrics[0]]
-        cells = [diffs[split][m].text() for m in metrics for split in ("valid", "test")]
+        cells = [diffs[split][m].text() for m in metrics for split in SPLITS]
         lines.append([label, f"{first.seeds} × {first.users}", *cells, verdict(diffs["valid"][metrics[0]], first)])
-    head = "| " + " | ".join(header) + " |\n|---|---:|" + "---:|" * (len(header) - 3) + "---|\n"
-    return head + "".join("| " + " | ".join(line) + " |\n" for line in lines)
+    return markdown.table(header, lines)

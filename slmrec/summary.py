@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from slmrec import stats
+from slmrec import layout, markdown, stats
 from slmrec.errors import ArtifactError
 from slmrec.evaluate import read_ranks
 from slmrec.io import atomic_path, read_artifact, read_json
-from slmrec.metrics import MetricsRow
+from slmrec.metrics import METRIC_NAMES, SPLITS, MetricsRow
+from slmrec.report import direct_points, figure2_table
 from slmrec.targets import (
     ABLATION,
     ABLATION_VARIANTS,
@@ -36,9 +37,6 @@ from slmrec.targets import (
     teacher_name,
     variant_label,
 )
-
-PAPER_METRICS = ("HR@1", "HR@5", "NDCG@5", "MRR")  # the paper's Tables 2 and 4
-EXTRA_METRICS = ("HR@10", "NDCG@10")
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ class Row:
 
 def read_row(results: Path, dataset: str, target: str) -> MetricsRow | None:
     """The metrics row of one target, or None when that target was not (yet) trained for the dataset."""
-    path = results / dataset / target / "metrics.json"
+    path = Path(layout.model_file(target, "metrics", dataset, results))
     return MetricsRow.read(path) if path.exists() else None
 
 
@@ -77,14 +75,9 @@ def mean_std(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def _table(header: Sequence[str], lines: list[list[str]]) -> str:
-    head = "| " + " | ".join(header) + " |\n|---|" + "---:|" * (len(header) - 1) + "\n"
-    return head + "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
-
-
 def accuracy_table(results: Path, rows: Sequence[Row], split: str = "test") -> str:
     """Table 2's layout: each row's metrics as mean ± sd over the seeds that have it, and how many."""
-    metrics = (*PAPER_METRICS, *EXTRA_METRICS)
+    metrics = METRIC_NAMES
     lines = []
     for row in rows:
         found = seed_rows(results, row.arm, row.target)
@@ -93,7 +86,7 @@ def accuracy_table(results: Path, rows: Sequence[Row], split: str = "test") -> s
         label = row.label.format(model=next(iter(found.values())).model)
         cells = [mean_std([r.__dict__[split][m] for r in found.values()]) for m in metrics]
         lines.append([label, *cells, str(len(found))])
-    return _table(["Model", *metrics, "seeds"], lines)
+    return markdown.table(["Model", *metrics, "seeds"], lines)
 
 
 def ablation_table(results: Path, arm: Arm) -> str:
@@ -107,7 +100,7 @@ def validation_curves(results: Path, rows: Sequence[Row]) -> str:
     curves = []
     for row in rows:
         for dataset, found in seed_rows(results, row.arm, row.target).items():
-            path = results / dataset / row.target / "train_log.csv"
+            path = Path(layout.model_file(row.target, "train_log", dataset, results))
             if not path.exists():
                 raise ValueError(f"{path}: no training log; validation curves are for the LLM stages, which log one")
             log = read_artifact(path, pl.read_csv)
@@ -118,24 +111,14 @@ def validation_curves(results: Path, rows: Sequence[Row]) -> str:
         [label, *("-" if s not in curve else f"**{curve[s]:.2f}**" if s == best else f"{curve[s]:.2f}" for s in steps)]
         for label, curve, best in curves
     ]
-    return _table(["Model (dataset)", *(str(s) for s in steps)], lines)
+    return markdown.table(["Model (dataset)", *(str(s) for s in steps)], lines)
 
 
 def layer_table(results: Path, dataset: str, sweep: Sequence[str], direct: Path) -> str:
-    """Figure 2's numbers: each depth trained as its own E4SRec_l, and read directly out of the trained
-    deep teacher's intermediate layers (test NDCG@10 and MRR)."""
+    """Figure 2's numbers for one dataset: its trained E4SRec_l rows and its deep teacher's direct inference."""
     trained = {row.layers: row.test for t in sweep if (row := read_row(results, dataset, t)) is not None}
-    read = {}
-    if direct.exists():
-        read = {int(k): v["test"] for k, v in read_artifact(direct, read_json)["layers"].items()}
-    lines = []
-    for k in sorted(set(trained) | set(read)):
-        cells = [
-            f"{source[k][m]:.2f}" if k in source else "-" for source in (trained, read) for m in ("NDCG@10", "MRR")
-        ]
-        lines.append([str(k), *cells])
-    header = ["Layers", "trained NDCG@10", "trained MRR", "direct NDCG@10", "direct MRR"]
-    return _table(header, lines)
+    read = direct_points(read_artifact(direct, read_json)) if direct.exists() else {}
+    return figure2_table(trained, read)
 
 
 def efficiency_table(results: Path, dataset: str, targets: Sequence[str]) -> str:
@@ -156,12 +139,12 @@ def efficiency_table(results: Path, dataset: str, targets: Sequence[str]) -> str
             ]
         )
     header = ["Model", "Layers", "Tr params (M)", "Inf params (M)", "Tr time (min)", "Inf time, test (s)"]
-    return _table(header, lines)
+    return markdown.table(header, lines)
 
 
 def model_ranks(results: Path, dataset: str, target: str) -> pl.DataFrame | None:
     """A model's per-user ranks, or None where it was not trained (or was made before ranks were written)."""
-    path = results / dataset / target / "ranks.parquet"
+    path = Path(layout.model_file(target, "ranks", dataset, results))
     return read_ranks(path) if path.exists() else None
 
 
@@ -199,7 +182,7 @@ def loss_balance(results: Path, dataset: str, target: str = STUDENT) -> str:
     """Each distillation term raw and weighted at the first and the last logged step, and its share of
     the weighted total: whether a term can steer training depends on the share, not on its weight."""
     row = read_row(results, dataset, target)
-    log_path = results / dataset / target / "train_log.csv"
+    log_path = Path(layout.model_file(target, "train_log", dataset, results))
     if row is None or not log_path.exists():
         return "not run yet\n"
     log = pl.read_csv(log_path)
@@ -213,7 +196,7 @@ def loss_balance(results: Path, dataset: str, target: str = STUDENT) -> str:
             raw = log[key][position]
             share = 100 * weighted[key] / total
             lines.append([f"{name}: {label}", f"{raw:.3f}", f"{weight:g}", f"{weighted[key]:.3f}", f"{share:.0f}%"])
-    return _table(["Step: term", "raw", "λ", "λ · raw", "share of total"], lines)
+    return markdown.table(["Step: term", "raw", "λ", "λ · raw", "share of total"], lines)
 
 
 def alignment_table(path: Path) -> str:
@@ -233,7 +216,7 @@ def alignment_table(path: Path) -> str:
             against = f"{teacher_name(measured['teacher_layers'])} ({layers})"
             lines.append([row["model"], against, cos, f"{total_cos:.3f}", l2, f"{total_l2:.1f}"])
     header = ["Student", "against (layers s→t)", "1 − cos per block", "Σ", "L2 per block (of ‖h_t‖)", "Σ"]
-    return _table(header, lines)
+    return markdown.table(header, lines)
 
 
 def benchmark_times(root: Path) -> pl.DataFrame:
@@ -257,7 +240,7 @@ def wall_times(results: Path, datasets: Sequence[str]) -> str:
     """Wall-clock seconds of every job, summed per dataset and per rule kind."""
     lines = []
     for dataset in datasets:
-        jobs = benchmark_times(results / dataset / "logs")
+        jobs = benchmark_times(layout.logs_dir(dataset, results))
         if jobs.is_empty():
             continue
         kinds: dict[str, float] = {}
@@ -266,7 +249,7 @@ def wall_times(results: Path, datasets: Sequence[str]) -> str:
             kinds[kind] = kinds.get(kind, 0.0) + s
         detail = ", ".join(f"{k} {v / 60:.0f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
         lines.append([dataset, f"{jobs['wall_s'].sum() / 3600:.2f}", detail])
-    return _table(["Dataset", "Jobs' wall time (h)", "By kind (min)"], lines)
+    return markdown.table(["Dataset", "Jobs' wall time (h)", "By kind (min)"], lines)
 
 
 def _job_kind(job: str) -> str:
@@ -290,11 +273,6 @@ class PrecisionArms:
         return [(f"{self.float32}{s}", f"{self.bf16}{s}") for s in self.seeds]
 
 
-def ranks_path(results: Path, dataset: str, target: str) -> Path:
-    """Where `experiments/precision.py` keeps a model's per-user ranks (`user`, `valid`, `test`)."""
-    return results / "per_user_ranks" / dataset / f"{target.replace('/', '_')}.parquet"
-
-
 PRECISION_TOLERANCE = 0.5  # points of NDCG@10: bf16 is acceptable if the interval lies within it (or holds 0)
 
 
@@ -308,19 +286,19 @@ def precision_table(results: Path, arms: PrecisionArms, metrics: Sequence[str] =
         if None in rows:
             lines.append([seed, "not run yet", "", "", "", ""])
             continue
-        minutes = [benchmark_minutes(results / d / "logs", arms.target) for d in pair]
+        minutes = [benchmark_minutes(layout.logs_dir(d, results), arms.target) for d in pair]
         cells = [f"{row.valid['NDCG@10']:.2f} / {row.test['NDCG@10']:.2f}" for row in rows]
         lines.append([seed, *cells, *(f"{m:.0f}" for m in minutes), f"{minutes[0] / minutes[1]:.2f}x"])
-        files = [ranks_path(results, d, arms.target) for d in pair]
+        files = [Path(layout.rescored_ranks(d, arms.target, results)) for d in pair]
         if all(f.exists() for f in files):
             for name, file in zip(("float32", "bf16"), files, strict=True):
                 ranks[name].append(read_artifact(file, pl.read_parquet))
     header = ["Seed", "float32 NDCG@10 valid / test", "bf16", "float32 min", "bf16 min", "speed-up"]
-    table = _table(header, lines)
+    table = markdown.table(header, lines)
     if not ranks["float32"]:
         return table + "\nPer-user comparison: no per-user ranks yet (`experiments/precision.py` computes them).\n"
     diffs = []
-    for split in ("valid", "test"):
+    for split in SPLITS:
         a = np.stack([frame[split].to_numpy() for frame in ranks["bf16"]])
         b = np.stack([frame[split].to_numpy() for frame in ranks["float32"]])
         for metric in metrics:
@@ -329,7 +307,7 @@ def precision_table(results: Path, arms: PrecisionArms, metrics: Sequence[str] =
             verdict = "acceptable" if within or not d.excludes_zero else "not acceptable"
             diffs.append([split, metric, d.text(), str(d.seeds), str(d.users), verdict])
     header = ["Split", "Metric", "bf16 − float32 [95% CI], p", "Seeds", "Users", "Verdict"]
-    return table + "\n" + _table(header, diffs)
+    return table + "\n" + markdown.table(header, diffs)
 
 
 @dataclass(frozen=True)
@@ -382,7 +360,7 @@ def gate_table(results: Path, pairs: Sequence[DistillPair]) -> str:
         outcome = "goes on" if gate_passed(results, pair) else "stops: the interval is not above zero"
         lines.append([pair.name, *cells, difference.text(), outcome])
     header = ["Pair", f"teacher, valid {GATE_METRIC}", f"E4SRec_m, valid {GATE_METRIC}", "teacher − E4SRec_m", "gate"]
-    return _table(header, lines)
+    return markdown.table(header, lines)
 
 
 def pair_comparisons(results: Path, pairs: Sequence[DistillPair], metrics: Sequence[str] = ("NDCG@10", "MRR")) -> str:
@@ -394,7 +372,7 @@ def pair_comparisons(results: Path, pairs: Sequence[DistillPair], metrics: Seque
         if not seeds:
             continue
         ranks = {t: [model_ranks(results, d, t) for d in seeds] for t in pair.targets()}
-        names = {t: MetricsRow.read(results / seeds[0] / t / "metrics.json").model for t in pair.targets()}
+        names = {t: MetricsRow.read(layout.model_file(t, "metrics", seeds[0], results)).model for t in pair.targets()}
         names[pair.twin] += " (CE only)"
         for a, b in ((pair.student, pair.twin), (pair.student, pair.teacher), (pair.teacher, pair.twin)):
             compared.append((f"{names[a]} − {names[b]}", stats.compare_ranks(ranks[a], ranks[b], metrics)))

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from filelock import FileLock
 
+from slmrec import layout
 from slmrec.config import deep_merge
 from slmrec.models.presets import GGUF_PRESETS
 from slmrec.workflow import copy_workflow as copy_from_checkout
@@ -83,7 +84,7 @@ datasets:
     report: {ablation: true}
 negatives: {num_negatives: 99}
 """
-TARGETS = ("results/demo/metrics.json", "results/demo/report.md")
+TARGETS = (layout.table("metrics", "demo"), layout.table("report", "demo"))
 
 
 def write_tiny_config(workdir: Path, changes: dict | None = None) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from slmrec import layout
 from slmrec.call import StageCall
 from slmrec.config import schema_defaults
 from slmrec.data.negatives import draw_negatives
@@ -31,7 +32,12 @@ def data_inputs(data: SimpleNamespace) -> dict[str, str]:
     return {"splits": data.splits, "negatives": data.negatives, "stats": data.stats}
 
 
-SASREC_OUTPUTS = ("model", "item_embeddings", "metrics", "ranks", "train_log", "manifest")
+def model_dir_files(target: str) -> dict[str, str]:
+    """A model directory's files by output name, the manifest included (`slmrec.layout`)."""
+    return {**layout.model_files(target), "manifest": layout.MANIFEST}
+
+
+SASREC_OUTPUTS = tuple(model_dir_files("sasrec"))
 
 
 def make_dataset(
@@ -65,10 +71,20 @@ def make_dataset(
 
 def sasrec_outputs(directory: Path) -> SimpleNamespace:
     """The `output` object `slmrec.stages.sasrec.run` expects, with every file under `directory`."""
-    names = ("model.safetensors", "item_embeddings.safetensors", "metrics.json", "ranks.parquet", "train_log.csv")
-    return SimpleNamespace(
-        **{key: str(directory / name) for key, name in zip(SASREC_OUTPUTS, (*names, "manifest.json"), strict=True)}
-    )
+    return SimpleNamespace(**{key: str(directory / name) for key, name in model_dir_files("sasrec").items()})
+
+
+def sasrec_params(
+    checkpoints: Path, cfg: dict[str, Any] | None = None, full_ranking: bool = False, authors: bool = False
+) -> dict[str, Any]:
+    """The params the `sasrec` rule gives its stage (the `sasrec_authors` rule's, with `authors`)."""
+    return {
+        "target": "sasrec_authors" if authors else "sasrec",
+        "sasrec": cfg or sasrec_config(),
+        "authors_protocol": authors,
+        "evaluate": {"full_ranking": full_ranking},
+        "checkpoints": str(checkpoints),
+    }
 
 
 def sasrec_config(**overrides: Any) -> dict[str, Any]:
@@ -79,14 +95,7 @@ def sasrec_config(**overrides: Any) -> dict[str, Any]:
 
 # --- the LLM stages (teacher, student) ---------------------------------------------------------
 
-LLM_OUTPUTS = {
-    "model": "trainable.safetensors",
-    "config": "config.json",
-    "metrics": "metrics.json",
-    "ranks": "ranks.parquet",
-    "train_log": "train_log.csv",
-    "manifest": "manifest.json",
-}
+LLM_OUTPUTS = model_dir_files("teacher")
 
 
 def make_backbone(directory: Path, seed: int = 0) -> str:

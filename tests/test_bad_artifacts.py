@@ -20,6 +20,7 @@ from helpers_data import (
     prompt_settings,
     sasrec_config,
     sasrec_outputs,
+    sasrec_params,
     stage_call,
 )
 
@@ -42,12 +43,7 @@ def made(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("made")
     data = make_dataset(root / "data", users=80, items=80, num_negatives=20, min_length=6, max_length=15)
     sasrec = sasrec_outputs(root / "sasrec")
-    params = {
-        "target": "sasrec",
-        "sasrec": sasrec_config(epochs=1),
-        "evaluate": EVAL,
-        "checkpoints": str(root / "checkpoints"),
-    }
+    params = sasrec_params(root / "checkpoints", sasrec_config(epochs=1))
     call_stage(stage_call("sasrec", data_inputs(data), sasrec, params))
     return SimpleNamespace(data=data, sasrec=sasrec)
 
@@ -76,8 +72,7 @@ def assert_stops_and_writes_nothing(call: StageCall, broken: str) -> None:
 
 
 def sasrec_call(inputs: dict[str, str], out: Path) -> StageCall:
-    params = {"target": "sasrec", "sasrec": sasrec_config(), "evaluate": EVAL, "checkpoints": str(out / "ckpt")}
-    return stage_call("sasrec", inputs, sasrec_outputs(out), params)
+    return stage_call("sasrec", inputs, sasrec_outputs(out), sasrec_params(out / "ckpt"))
 
 
 # --- stages --------------------------------------------------------------------------------------

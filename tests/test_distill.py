@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import logging
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -467,6 +468,20 @@ def test_teacher_states_are_the_live_teachers_and_leave_it_bit_identical(stage_e
     assert manifest["stage"] == "teacher_states"
     assert str(stage_env.teacher / "trainable.safetensors") in manifest["inputs"]
     assert manifest["config"]["distill"]["blocks"] == 2
+
+
+def test_teacher_states_rebuild_the_teacher_on_the_rules_backbone_input(stage_env, tmp_path):
+    """The stage builds on its `backbone` input, not on the path recorded when the teacher was trained: a teacher
+    whose recorded backbone is gone gives the same states on a copy of the backbone elsewhere."""
+    moved = tmp_path / "elsewhere" / "backbone"
+    shutil.copytree(stage_env.backbone, moved)
+    teacher = tmp_path / "teacher"
+    shutil.copytree(stage_env.teacher, teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps({**config, "backbone": str(tmp_path / "gone")}))
+    env = SimpleNamespace(**{**vars(stage_env), "backbone": str(moved), "root": tmp_path})
+    states = run_states(env, teacher)
+    assert torch.equal(TeacherStates.load(states).states, TeacherStates.load(stage_env.states).states)
 
 
 def test_teacher_states_are_stored_at_the_precision_they_were_computed_in(stage_env):

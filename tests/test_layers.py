@@ -10,7 +10,16 @@ from conftest import ROOT
 
 # From the ground up. A module may import its own layer and the layers before it.
 LAYERS = (
-    ("slmrec", "slmrec.errors", "slmrec.io", "slmrec.batching", "slmrec.precision", "slmrec.targets"),
+    (
+        "slmrec",
+        "slmrec.errors",
+        "slmrec.io",
+        "slmrec.batching",
+        "slmrec.precision",
+        "slmrec.targets",
+        "slmrec.layout",
+        "slmrec.markdown",
+    ),
     ("slmrec.data",),
     ("slmrec.metrics", "slmrec.stats", "slmrec.evaluate", "slmrec.models"),
     (

@@ -403,11 +403,17 @@ def test_the_dag_names_the_rules():
     assert named <= rules, f"the README's DAG names {sorted(named - rules)}, which are no rules"
 
 
-def test_the_code_layout_lists_files_that_exist():
+def test_the_code_layout_lists_every_module_and_only_files_that_exist():
+    listed = set()
     for line in text_block("Code layout").lines:
         if not line.strip() or line.startswith(" "):
             continue  # a continued description
         names = line.split("  ")[0]
         for name in names.split(","):
             pattern = re.sub(r"<[^>]+>", "*", name.strip())
-            assert list(ROOT.glob(pattern)), f"README.md, Code layout: {name.strip()} matches no file"
+            found = list(ROOT.glob(pattern))
+            assert found, f"README.md, Code layout: {name.strip()} matches no file"
+            listed |= {path for match in found for path in ([*match.rglob("*.py")] if match.is_dir() else [match])}
+    modules = {path for path in (ROOT / "slmrec").rglob("*.py") if path.name != "__init__.py"}
+    missing = sorted(str(path.relative_to(ROOT)) for path in modules - listed)
+    assert not missing, f"README.md, Code layout: no line for {missing}"

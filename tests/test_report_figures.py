@@ -5,9 +5,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from slmrec.report import TABLE_METRICS, layer_sweep_figure, training_curves_figure, write_report
+from slmrec.metrics import METRIC_NAMES
+from slmrec.report import layer_sweep_figure, training_curves_figure, write_report
 
-SCORES = {metric: 10.0 for metric in TABLE_METRICS}
+SCORES = {metric: 10.0 for metric in METRIC_NAMES}
 SETTINGS = {
     "source": {"seed": 7},
     "negatives": {"num_negatives": 99, "seed": 2025},

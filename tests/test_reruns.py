@@ -15,7 +15,11 @@ import time
 
 import psutil
 import pytest
+import torch
 from conftest import SNAKEMAKE, TARGETS, run_snakemake, write_tiny_config
+
+from slmrec import layout
+from slmrec.models.distill import TeacherStates
 
 pytestmark = pytest.mark.e2e
 
@@ -171,3 +175,17 @@ def test_a_killed_snakemake_leaves_a_lock_and_after_unlock_the_change_is_still_p
     assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr
     run_snakemake(edited_demo, "--unlock")
     assert planned_jobs(edited_demo) == change
+
+
+@pytest.mark.e2e
+def test_a_copied_results_directory_reruns_a_downstream_stage_in_its_new_place(finished_demo, tmp_path):
+    """The finished demo copied elsewhere is self-contained: the teacher-state pass reruns there from the copy's
+    own declared inputs (its backbone among them) and gives the same states."""
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(finished_demo, moved, symlinks=True)
+    states = layout.states("teacher", dataset="demo")
+    before = TeacherStates.load(moved / states).states
+    (moved / states).unlink()
+    run_snakemake(moved, states, "--configfile", "tiny.yaml")
+    assert torch.equal(TeacherStates.load(moved / states).states, before)
+    assert TeacherStates.load(finished_demo / states).states.shape == before.shape  # the original is untouched

@@ -14,7 +14,15 @@ import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_data import SASREC_OUTPUTS, data_inputs, make_dataset, sasrec_config, sasrec_outputs, stage_call
+from helpers_data import (
+    SASREC_OUTPUTS,
+    data_inputs,
+    make_dataset,
+    sasrec_config,
+    sasrec_outputs,
+    sasrec_params,
+    stage_call,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -294,13 +302,7 @@ def tiny(tmp_path_factory):
 def sasrec_call(data, out_dir: Path, cfg=None, full_ranking=False, stats=None, negatives=None, authors=False):
     """The call the `sasrec` rule makes (the `sasrec_authors` rule's, with `authors`)."""
     inputs = {"splits": data.splits, "negatives": negatives or data.negatives, "stats": stats or data.stats}
-    params = {
-        "target": "sasrec_authors" if authors else "sasrec",
-        "sasrec": cfg or sasrec_config(),
-        "authors_protocol": authors,
-        "evaluate": {"full_ranking": full_ranking},
-        "checkpoints": str(out_dir / "checkpoints"),
-    }
+    params = sasrec_params(out_dir / "checkpoints", cfg, full_ranking, authors)
     return stage_call("sasrec", inputs, sasrec_outputs(out_dir), params)
 
 

@@ -12,10 +12,11 @@ import polars as pl
 import pytest
 from helpers_data import INTERVAL
 
+from slmrec import layout
 from slmrec.errors import ArtifactError
 from slmrec.evaluate import RANK_SCHEMA
 from slmrec.io import write_parquet
-from slmrec.metrics import MetricsRow
+from slmrec.metrics import METRIC_NAMES, MetricsRow
 from slmrec.summary import (
     Arm,
     PrecisionArms,
@@ -30,7 +31,6 @@ from slmrec.summary import (
     mean_std,
     paired_difference,
     precision_table,
-    ranks_path,
     replace_generated,
     validation_curves,
     wall_times,
@@ -67,7 +67,7 @@ def test_seeds_are_mean_and_sample_sd_and_missing_seeds_are_counted(tmp_path):
     write_row(tmp_path, "a", "teacher_l2", "E4SRec_2", 5.0)  # one seed only
     table = accuracy_table(tmp_path, [Row(arm, "teacher"), Row(arm, "teacher_l2", "{model}, shallow"), Row(arm, "x")])
     lines = table.splitlines()
-    assert lines[0] == "| Model | HR@1 | HR@5 | NDCG@5 | MRR | HR@10 | NDCG@10 | seeds |"
+    assert lines[0] == "| Model | " + " | ".join(METRIC_NAMES) + " | seeds |"
     sd = statistics.stdev([10.0, 12.0, 17.0])
     assert lines[2].startswith(f"| E4SRec_8 | 13.00 ± {sd:.2f} |") and lines[2].endswith("| 3 |")
     assert lines[3].startswith("| E4SRec_2, shallow | 5.00 |") and lines[3].endswith("| 1 |")
@@ -245,7 +245,8 @@ def test_the_precision_table_pairs_each_seed_per_user_and_judges_against_the_tol
         for arm, ranks in (("ml100k_fp32", base), ("ml100k_bf16", base.copy())):
             write_row(tmp_path, f"{arm}{seed}", "teacher_l8", "E4SRec_8", 20.0)
             write_parquet(
-                ranks_path(tmp_path, f"{arm}{seed}", "teacher_l8"), pl.DataFrame({"valid": ranks, "test": ranks})
+                Path(layout.rescored_ranks(f"{arm}{seed}", "teacher_l8", tmp_path)),
+                pl.DataFrame({"valid": ranks, "test": ranks}),
             )
             logs = tmp_path / f"{arm}{seed}" / "logs"
             logs.mkdir(parents=True)

@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig, DynamicCache, PreTrainedModel
 
-from slmrec.errors import BackboneError
+from slmrec import layout
+from slmrec.errors import ArtifactError, BackboneError
 from slmrec.io import atomic_path, read_artifact, read_json, write_json
 from slmrec.models.presets import check_backbone
 from slmrec.precision import autocast, resolve
@@ -63,10 +64,16 @@ class LLMRecConfig:
     prompt_prefix: str
     prompt_suffix: str
     gradient_checkpointing: bool
+    max_len: int  # the history length it was trained with, and is scored with
     precision: str = "float32"  # backbone.precision; a model saved before that setting computed in float32
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LLMRecConfig:
+        missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING]
+        if missing:
+            raise ArtifactError(
+                f"a saved model's config lacks {missing}: it predates them; rerun the stage that made it"
+            )
         return cls(**{**data, "lora": LoraSettings(**data["lora"])})
 
     @classmethod
@@ -92,6 +99,7 @@ class LLMRecConfig:
             prompt_prefix=prompt["prefix"],
             prompt_suffix=prompt["suffix"],
             gradient_checkpointing=training["gradient_checkpointing"],
+            max_len=training["max_len"],
             precision=backbone["precision"],
         )
 
@@ -380,15 +388,21 @@ def build_llmrec(config: LLMRecConfig, item_table: Tensor, seed: int | None = No
     return model.to(next(backbone.parameters()).device)
 
 
-def load_llmrec(directory: str | Path, item_table: Tensor, **overrides: Any) -> LLMRec:
-    """Rebuild a saved model: backbone from its checkpoint, trained weights from `trainable.safetensors`.
+def load_llmrec(
+    directory: str | Path, item_table: Tensor, backbone: str | Path | None = None, **overrides: Any
+) -> LLMRec:
+    """Rebuild a saved model (`layout.LLM_FILES` of `directory`): the backbone, then its trained weights.
 
+    `backbone` is the checkpoint to build on: a stage passes its rule's `backbone` input, so that it reads what
+    Snakemake knows it reads, wherever `results/` lies; by default the path recorded when the model was trained.
     `overrides` change how the backbone is loaded (e.g. `quantization="4bit"` for a frozen teacher).
     """
     directory = Path(directory)
-    config = LLMRecConfig.from_dict({**read_artifact(directory / "config.json", read_json), **overrides})
+    saved = read_artifact(directory / layout.LLM_FILES["config"], read_json)
+    located = {"backbone": str(backbone)} if backbone is not None else {}
+    config = LLMRecConfig.from_dict({**saved, **located, **overrides})
     model = build_llmrec(config, item_table)
-    state = read_artifact(str(directory / "trainable.safetensors"), load_file)
+    state = read_artifact(str(directory / layout.LLM_FILES["model"]), load_file)
     missing = set(model.trainable_state_dict()) - set(state)
     unexpected = set(state) - set(model.trainable_state_dict())
     if missing or unexpected:

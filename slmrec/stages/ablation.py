@@ -6,11 +6,11 @@ from typing import Any
 
 from slmrec.call import StageCall
 from slmrec.io import write_json
-from slmrec.report import ablation_table
+from slmrec.report import gather_ablation
 
 
 def run(call: StageCall) -> dict[str, Any]:
-    table = ablation_table(call.input)
+    table = gather_ablation(call.input)
     write_json(call.output["table"], table)
     call.write_manifest()
     return table

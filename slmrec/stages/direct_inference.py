@@ -27,9 +27,13 @@ logger = logging.getLogger(__name__)
 def run(call: StageCall) -> dict[str, Any]:
     data = load_training_data(call.input["splits"], call.input["negatives"], call.input["stats"])
     table = load_item_embeddings(call.input["item_embeddings"], data.num_items)
-    teacher = load_llmrec(Path(call.input["teacher"]).parent, table, precision=call.params["backbone"]["precision"])
-    teacher.eval()
-    max_len, full_ranking = call.params["teacher"]["max_len"], call.params["evaluate"]["full_ranking"]
+    teacher = load_llmrec(
+        Path(call.input["teacher"]).parent,
+        table,
+        backbone=call.input["backbone"],
+        precision=call.params["backbone"]["precision"],
+    ).eval()
+    max_len, full_ranking = teacher.config.max_len, call.params["evaluate"]["full_ranking"]
     layers: dict[str, dict[str, dict[str, float]]] = {}
     ranks = []
     for k in call.params["layers"]:

@@ -21,6 +21,7 @@ def run(call: StageCall) -> TeacherStates:
     teacher = load_llmrec(
         Path(call.input["teacher"]).parent,
         table,
+        backbone=call.input["backbone"],
         quantization=distill["teacher_quantization"],
         precision=call.params["backbone"]["precision"],
     )
