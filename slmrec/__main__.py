@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.paired:
                 column = "full_rank" if args.full else "rank"
-                print(paired(args.datasets, *args.paired, root=args.root, column=column), end="")
+                a, b = args.paired
+                print(paired(args.datasets, a, b, root=args.root, column=column), end="")
             else:
                 print(compare(args.datasets, args.root), end="")
         except ValueError as err:  # CompareError, a bad ranks file (ArtifactError), ranks that do not pair

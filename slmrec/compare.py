@@ -50,7 +50,7 @@ def recorded_settings(dataset: str, root: Path) -> dict[str, dict[str, Any]]:
     while stack:
         node = stack.pop()
         stack.extend(node.inputs)
-        if node.manifest is None or root / dataset not in node.manifest.parents:
+        if node.manifest is None or node.record is None or root / dataset not in node.manifest.parents:
             continue
         place = node.manifest.relative_to(root / dataset).as_posix()
         config = flatten(node.record.get("config", {}))

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +288,7 @@ def with_variants(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "datasets": {name: resolve(name, (name,)) for name in datasets}}
 
 
-def load_config(paths: list[str | os.PathLike], schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
+def load_config(paths: Sequence[str | os.PathLike], schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
     """The config Snakemake builds from these files (later ones deep-merged over earlier ones, as
     `--configfile` does), prepared as the Snakefile prepares it and with the schema's defaults filled in."""
     from snakemake.utils import validate

@@ -170,7 +170,7 @@ def trace(target: str | Path, root: str | Path = "results", config: dict[str, An
                     "the file was made by hand"
                 )
                 link.refresh.append(key)
-        if record is None:
+        if record is None or manifest is None:
             return link
         foreign = misplaced(manifest, record, base)
         if foreign:

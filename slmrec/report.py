@@ -275,7 +275,7 @@ def direct_points(direct: dict[str, Any]) -> dict[int, dict[str, float]]:
 def layer_sweep_points(table: dict[str, Any], sweep: list[str | Path]) -> dict[int, dict[str, float]]:
     """Test metrics by layer count: the sweep's E4SRec_l teachers and the table's teacher."""
     rows = [MetricsRow.read(path) for path in sweep]
-    points = {row.layers: row.test for row in rows}
+    points = {row.layers: row.test for row in rows if row.layers is not None}
     for row in table["rows"]:
         if row["target"] == TEACHER:
             points.setdefault(row["layers"], row["test"])

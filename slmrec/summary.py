@@ -116,7 +116,8 @@ def validation_curves(results: Path, rows: Sequence[Row]) -> str:
 
 def layer_table(results: Path, dataset: str, sweep: Sequence[str], direct: Path) -> str:
     """Figure 2's numbers for one dataset: its trained E4SRec_l rows and its deep teacher's direct inference."""
-    trained = {row.layers: row.test for t in sweep if (row := read_row(results, dataset, t)) is not None}
+    rows = [row for t in sweep if (row := read_row(results, dataset, t)) is not None]
+    trained = {row.layers: row.test for row in rows if row.layers is not None}
     read = direct_points(read_artifact(direct, read_json)) if direct.exists() else {}
     return figure2_table(trained, read)
 
@@ -168,10 +169,11 @@ def paired_difference(results: Path, first: Row, second: Row, metrics: Sequence[
         row.label.format(model=model.model) for row, model in zip((first, second), pairs[0], strict=True)
     )
     seeds = f"{len(pairs)} seed{'s' if len(pairs) > 1 else ''}"
-    if any(a is None or b is None for a, b in ranked):
+    complete = [(a, b) for a, b in ranked if a is not None and b is not None]
+    if len(complete) < len(ranked):
         cells = [f"{m} {mean_std([a.test[m] - b.test[m] for a, b in pairs])}" for m in metrics]
         return f"{names}: " + ", ".join(cells) + f" (test, {seeds}; no per-user ranks: made before they were written)"
-    diffs = stats.compare_ranks([a for a, _ in ranked], [b for _, b in ranked], metrics)
+    diffs = stats.compare_ranks([a for a, _ in complete], [b for _, b in complete], metrics)
     cells = [f"{m} valid {diffs['valid'][m].text()}, test {diffs['test'][m].text()}" for m in metrics]
     users = diffs["test"][metrics[0]].users
     verdict = stats.verdict(diffs["valid"][metrics[0]], diffs["test"][metrics[0]])
@@ -279,11 +281,12 @@ PRECISION_TOLERANCE = 0.5  # points of NDCG@10: bf16 is acceptable if the interv
 def precision_table(results: Path, arms: PrecisionArms, metrics: Sequence[str] = ("NDCG@10", "MRR")) -> str:
     """Each seed's float32 and bf16 model (validation and test metrics, training wall time), then bf16 − float32
     per user over the seeds whose per-user ranks exist, with the paired interval, p-value and verdict."""
-    lines, ranks = [], {"float32": [], "bf16": []}
+    lines: list[list[str]] = []
+    ranks: dict[str, list[pl.DataFrame]] = {"float32": [], "bf16": []}
     for pair in arms.pairs():
         seed = pair[0].removeprefix(arms.float32).removeprefix("_s") or "1"
-        rows = [read_row(results, d, arms.target) for d in pair]
-        if None in rows:
+        rows = [row for d in pair if (row := read_row(results, d, arms.target)) is not None]
+        if len(rows) < len(pair):
             lines.append([seed, "not run yet", "", "", "", ""])
             continue
         minutes = [benchmark_minutes(layout.logs_dir(d, results), arms.target) for d in pair]
@@ -334,10 +337,10 @@ GATE_METRIC = "NDCG@10"
 
 def gate(results: Path, pair: DistillPair) -> stats.PairedDifference | None:
     """Teacher − E4SRec_m (the student's depth) per user on validation `GATE_METRIC`; None until both ran."""
-    found = [model_ranks(results, pair.gate_dataset, t) for t in (pair.teacher, pair.shallow)]
-    if any(f is None for f in found):
+    teacher, shallow = (model_ranks(results, pair.gate_dataset, t) for t in (pair.teacher, pair.shallow))
+    if teacher is None or shallow is None:
         return None
-    return stats.paired_difference(*stats.paired_ranks([found[0]], [found[1]], "valid"), GATE_METRIC)
+    return stats.paired_difference(*stats.paired_ranks([teacher], [shallow], "valid"), GATE_METRIC)
 
 
 def gate_passed(results: Path, pair: DistillPair) -> bool:
@@ -351,9 +354,9 @@ def gate_table(results: Path, pairs: Sequence[DistillPair]) -> str:
     the pair goes on."""
     lines = []
     for pair in pairs:
-        rows = [read_row(results, pair.gate_dataset, t) for t in (pair.teacher, pair.shallow)]
+        rows = [row for t in (pair.teacher, pair.shallow) if (row := read_row(results, pair.gate_dataset, t))]
         difference = gate(results, pair)
-        if difference is None or None in rows:
+        if difference is None or len(rows) < 2:
             lines.append([pair.name, "not run yet", "", "", ""])
             continue
         cells = [f"{row.model} {row.valid[GATE_METRIC]:.2f}" for row in rows]
@@ -371,7 +374,7 @@ def pair_comparisons(results: Path, pairs: Sequence[DistillPair], metrics: Seque
         seeds = [d for d in pair.arm.datasets if all(model_ranks(results, d, t) is not None for t in pair.targets())]
         if not seeds:
             continue
-        ranks = {t: [model_ranks(results, d, t) for d in seeds] for t in pair.targets()}
+        ranks = {t: [read_ranks(layout.model_file(t, "ranks", d, results)) for d in seeds] for t in pair.targets()}
         names = {t: MetricsRow.read(layout.model_file(t, "metrics", seeds[0], results)).model for t in pair.targets()}
         names[pair.twin] += " (CE only)"
         for a, b in ((pair.student, pair.twin), (pair.student, pair.teacher), (pair.teacher, pair.twin)):

@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import torch
@@ -120,7 +120,7 @@ class RankingTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         # Checkpoint only what trains (LoRA, projections): a 7B backbone is never rewritten.
         if state_dict is None and hasattr(self.model, "trainable_state_dict"):
-            state_dict = self.model.trainable_state_dict()
+            state_dict = cast(Any, self.model).trainable_state_dict()
         super()._save(output_dir, state_dict=state_dict)
 
     def _issue_warnings_after_load(self, load_result: Any) -> None:
@@ -129,7 +129,7 @@ class RankingTrainer(Trainer):
             logger.warning("checkpoint holds unexpected weights: %s", load_result.unexpected_keys[:5])
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        model = self.model
+        model = cast(nn.Module, self.model)
         was_training = model.training
         model.eval()
         try:
@@ -195,7 +195,8 @@ class TrainLog(TrainerCallback):
         )
 
     def rows(self, log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
-        rows, pending = [], {}
+        rows: list[dict[str, float]] = []
+        pending: dict[str, list[float]] = {}
         for entry in log_history:
             for key, value in entry.items():
                 if key.startswith("loss"):
@@ -361,6 +362,7 @@ def resume_point(checkpoint_dir: Path, identity: RunIdentity, is_main: bool, dis
     """
     stamp, finished = checkpoint_dir / IDENTITY_FILE, checkpoint_dir / FINISHED_FILE
     if is_main and any(checkpoint_dir.glob("checkpoint-*")):
+        reason: str | None
         if finished.exists():
             reason = "they belong to a run that finished"
         elif not stamp.is_file():
@@ -396,7 +398,7 @@ def fit_and_save(
     `trained` is the module whose loss trains the recommender when they differ (the distiller around a
     student). Only the main process writes; the others return None.
     """
-    checkpoint_dir = Path(fit.args.output_dir)
+    checkpoint_dir = Path(cast(str, fit.args.output_dir))
     log = TrainLog()
     trainer = RankingTrainer(
         model=trained if trained is not None else recommender,

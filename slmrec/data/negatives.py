@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
@@ -56,7 +58,7 @@ def fewest_eligible(splits: pl.DataFrame, num_items: int) -> int:
     if splits.height == 0:
         return num_items
     seen = splits.select(pl.concat_list("train", "valid", "test").list.n_unique()).to_series()
-    return num_items - int(seen.max())
+    return num_items - cast(int, seen.max())
 
 
 def _check_enough_items(

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -61,11 +61,11 @@ class Preprocessed:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _open_binary(path: Path, member: str | None = None) -> BinaryIO:
+def _open_binary(path: Path, member: str | None = None) -> io.BufferedIOBase:
     """The file's bytes, gunzipped if it is a gzip file, or those of one `member` of a zip archive."""
     if member is not None:
         with zipfile.ZipFile(path) as archive:  # the member keeps the file open until it is closed
-            return archive.open(member)
+            return cast(io.BufferedIOBase, archive.open(member))  # a ZipExtFile
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
@@ -80,7 +80,7 @@ class _Cut(Exception):
     """The compressed stream ended early or is damaged; the lines before the cut have been yielded."""
 
 
-def _read_block(handle: BinaryIO, size: int) -> tuple[bytes, BaseException | None]:
+def _read_block(handle: io.BufferedIOBase, size: int) -> tuple[bytes, BaseException | None]:
     """Up to `size` bytes, and the error that cut the stream short, if any, with the bytes before it.
 
     Reads go through `read1`, so that a damaged gzip stream loses nothing decompressed before the damage.
@@ -111,7 +111,7 @@ def _line_blocks(path: Path, member: str | None = None) -> Iterator[bytes]:
         _open_binary(path, member) as handle,
         tqdm(total=total, unit="B", unit_scale=True, desc=f"reading {path.name}", mininterval=2) as bar,
     ):
-        on_disk = handle.fileobj if isinstance(handle, gzip.GzipFile) else handle
+        on_disk = cast(io.IOBase, handle.fileobj if isinstance(handle, gzip.GzipFile) else handle)
         carry = b""
         while True:
             block, cut_by = _read_block(handle, BLOCK_BYTES)
@@ -481,7 +481,9 @@ def _read_csv_rows(path: Path, names: list[str], header: bool) -> pl.DataFrame:
     rows, line = 0, 1
     with (
         _open_binary(path) as binary,
-        io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="") as text,
+        io.TextIOWrapper(
+            cast(io.BufferedReader, binary), encoding="utf-8", errors="surrogateescape", newline=""
+        ) as text,
     ):
         reader = csv.reader(text)
         try:
@@ -490,7 +492,7 @@ def _read_csv_rows(path: Path, names: list[str], header: bool) -> pl.DataFrame:
                 if not any(value.strip() for value in record) or (header and start == 1):
                     continue
                 rows += 1
-                problem = None
+                problem: str | None = None
                 if len(record) != len(names):
                     problem = f"{len(record)} fields, not {len(names)}"
                 else:
@@ -503,8 +505,9 @@ def _read_csv_rows(path: Path, names: list[str], header: bool) -> pl.DataFrame:
                             break
                 values["line"].append(start)
                 values["problem"].append(problem)
-                for name, value in zip(names, record if problem is None else [None] * len(names), strict=True):
-                    values[name].append(value or None)
+                fields: list[str | None] = [*record] if problem is None else [None] * len(names)
+                for column, field in zip(names, fields, strict=True):
+                    values[column].append(field or None)
                 if len(values["line"]) >= CSV_CHUNK_ROWS:
                     frames.append(_csv_chunk(values))
         except (EOFError, zlib.error, gzip.BadGzipFile) as err:
@@ -753,9 +756,9 @@ def _sort_by_user_time_line(frame: pl.DataFrame) -> pl.DataFrame:
     three-column sort, and stability orders timestamp ties by line. The three-column sort remains
     for timestamps too far apart to pack.
     """
-    low, high = frame["timestamp"].min(), frame["timestamp"].max()
+    low, high = cast(int, frame["timestamp"].min()), cast(int, frame["timestamp"].max())
     span = high - low + 1
-    if (frame["user"].max() + 1) * span >= 2**63:
+    if (cast(int, frame["user"].max()) + 1) * span >= 2**63:
         return frame.sort("user", "timestamp", "line")
     return frame.sort(pl.col("user").cast(pl.Int64) * span + (pl.col("timestamp") - low), maintain_order=True)
 

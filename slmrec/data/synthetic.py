@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def write_synthetic_reviews(
     items: int,
     seed: int,
     low_rating_prob: float,
-    **sequence_options: float,
+    **sequence_options: Any,
 ) -> int:
     """Write the gzipped JSON-lines file atomically; return the number of reviews.
 
@@ -80,7 +81,7 @@ def write_synthetic_reviews(
     sequences = user_sequences(users, items, seed, **sequence_options)
     rng = np.random.default_rng([seed, 1])
     user_ids, item_ids = _ids(rng, "A", users), _ids(rng, "B", items)
-    records = []
+    records: list[dict[str, Any]] = []
     for user, seq in enumerate(sequences):
         time = START_TIME + int(rng.integers(0, 365)) * DAY
         for item in seq:

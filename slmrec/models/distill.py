@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +117,7 @@ class Distiller(nn.Module):
         s_states = [student["layer_states"][:, s - 1] for _, s in self.boundaries]  # n x [B, H]
         if self.weights.needs_teacher or self.online:
             if self.online:
+                assert self.teacher is not None  # an online Distiller is always built with its teacher
                 teacher = self.teacher(input_ids, labels, output_layer_states=True)
                 unweighted[TEACHER_CE_LOG_KEY] = teacher["loss"]
                 teacher_states = teacher["layer_states"][:, [t - 1 for t, _ in self.boundaries]]
@@ -128,13 +130,13 @@ class Distiller(nn.Module):
             t_states = teacher_states.float().unbind(1)  # n x [B, H]
             pairs = list(zip(s_states, t_states, strict=True))
             if self.weights.cos > 0:
-                weighted["cos"] = sum(cosine_distance(s, t).mean() for s, t in pairs)
+                weighted["cos"] = cast(Tensor, sum(cosine_distance(s, t).mean() for s, t in pairs))
             if self.weights.l2 > 0:
-                weighted["l2"] = sum(l2_distance(s, t).mean() for s, t in pairs)
+                weighted["l2"] = cast(Tensor, sum(l2_distance(s, t).mean() for s, t in pairs))
         if self.weights.multi_supervision > 0:
             heads = zip(self.adapters, s_states[:-1], strict=True)
             weighted["multi_supervision"] = (
-                sum(F.cross_entropy(self.student.scores(adapter(h)), labels) for adapter, h in heads)
+                cast(Tensor, sum(F.cross_entropy(self.student.scores(adapter(h)), labels) for adapter, h in heads))
                 if self.adapters
                 else student["loss"].new_zeros(())
             )

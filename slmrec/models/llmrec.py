@@ -196,6 +196,13 @@ def add_lora(backbone: PreTrainedModel, settings: LoraSettings, gradient_checkpo
 
 
 class LLMRec(nn.Module):
+    # Buffers: the frozen item table [items + 1, d] and the prompt's token ids around the items.
+    item_table: Tensor
+    prompt_ids: Tensor
+    suffix_ids: Tensor
+    # The truncated decoder with LoRA (a peft model around a transformers one): typed by neither library.
+    backbone: Any
+
     def __init__(
         self, config: LLMRecConfig, backbone: nn.Module, item_table: Tensor, prompt_ids: Tensor, suffix_ids: Tensor
     ) -> None:
@@ -206,7 +213,7 @@ class LLMRec(nn.Module):
             )
         self.config = config
         self.backbone = backbone
-        hidden = backbone.config.hidden_size
+        hidden = self.backbone.config.hidden_size
         self.register_buffer("item_table", item_table.detach().float().clone(), persistent=False)
         self.register_buffer("prompt_ids", prompt_ids.long(), persistent=False)
         self.register_buffer("suffix_ids", suffix_ids.long(), persistent=False)
@@ -380,10 +387,10 @@ def build_llmrec(config: LLMRecConfig, item_table: Tensor, seed: int | None = No
     """Load the truncated backbone, attach LoRA and fresh projections."""
     if seed is not None:
         torch.manual_seed(seed)
-    backbone = load_backbone(config.backbone, config.layers, config.dtype, config.quantization)
+    decoder = load_backbone(config.backbone, config.layers, config.dtype, config.quantization)
     tokenizer = AutoTokenizer.from_pretrained(config.backbone, trust_remote_code=False)
     prompt_ids, suffix_ids = tokenize_prompt(tokenizer, config.prompt_prefix, config.prompt_suffix)
-    backbone = add_lora(backbone, config.lora, config.gradient_checkpointing)
+    backbone = add_lora(decoder, config.lora, config.gradient_checkpointing)
     model = LLMRec(config, backbone, item_table, prompt_ids, suffix_ids)
     return model.to(next(backbone.parameters()).device)
 

@@ -12,6 +12,8 @@ from torch import Tensor, nn
 
 
 class Popularity(nn.Module):
+    counts: Tensor  # buffer [items + 1, 1]: each item's training interactions
+
     def __init__(self, train_sequences: list[list[int]], num_items: int) -> None:
         super().__init__()
         flat = np.fromiter((item for seq in train_sequences for item in seq), dtype=np.int64)

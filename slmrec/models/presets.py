@@ -126,7 +126,7 @@ def preset_gguf(preset: str) -> Path:
         ) from None
     for file in distribution.files or []:
         if file.name == spec["file"]:
-            return Path(distribution.locate_file(file))
+            return Path(str(distribution.locate_file(file)))
     raise BackboneError(f"the installed {spec['distribution']} has no {spec['file']}; reinstall: {spec['install']}")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
@@ -25,6 +25,10 @@ class Recommender(Protocol):
 
     def parameter_counts(self) -> dict[str, int]:
         """`total`, `trainable` and `inference` (what scoring needs) parameters."""
+        ...
+
+    def eval(self) -> Any:
+        """Scoring mode (every model is a torch module)."""
         ...
 
     def save_artifacts(self, output: dict[str, str]) -> None:

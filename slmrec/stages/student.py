@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from slmrec.call import StageCall
-from slmrec.data.samples import load_training_data
+from slmrec.data.samples import NextItemDataset, load_training_data
 from slmrec.metrics import MetricsRow
 from slmrec.models.distill import Distiller, DistillWeights, TeacherStates
 from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec
@@ -48,8 +48,9 @@ def run(call: StageCall) -> MetricsRow | None:
             raise ValueError("offline distillation with cosine or L2 terms needs the teacher_states rule's artifact")
         cached = TeacherStates.load(call.input["teacher_states"])
         model = Distiller(student, None, distill["blocks"], weights, teacher_layers=cached.teacher_layers)
-        cached.check(call.input["teacher_states"], fit.dataset.input_ids, fit.dataset.labels, model.boundaries)
-        fit.dataset.teacher_states = cached.states
+        samples = cast(NextItemDataset, fit.dataset)  # the LLM stages train on next-item samples (llm_fit)
+        cached.check(call.input["teacher_states"], samples.input_ids, samples.labels, model.boundaries)
+        samples.teacher_states = cached.states
     else:
         model = Distiller(student, None, distill["blocks"], weights)
     teacher_layers = teacher.num_layers if teacher else cached.teacher_layers if cached else None
