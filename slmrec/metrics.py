@@ -201,6 +201,13 @@ class MetricsRow:
             details=details or {},
         )
 
+    def __post_init__(self) -> None:
+        """Every ranking metric is a percentage: a value outside [0, 100] is a bug or another file's."""
+        for split, values in (("valid", self.valid), ("test", self.test)):
+            for name, value in values.items():
+                if name != "seconds" and not 0 <= value <= 100:
+                    raise MetricsRowError(f"the row of {self.model}: {split} {name} = {value} is not a percentage")
+
     def write(self, path: str | os.PathLike) -> None:
         missing = [name for name in METRIC_NAMES for split in (self.valid, self.test) if name not in split]
         if missing:

@@ -28,6 +28,7 @@ from helpers_data import (
     stage_call,
     write_item_table,
 )
+from helpers_training import Killed, kill_at
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaModel
 
@@ -36,7 +37,6 @@ from slmrec.batching import pad_left
 from slmrec.config import schema_defaults
 from slmrec.data.samples import NextItemDataset, load_training_data
 from slmrec.errors import ArtifactError
-from slmrec.metrics import METRIC_NAMES
 from slmrec.models import llmrec
 from slmrec.models.distill import (
     DistillConfigError,
@@ -493,8 +493,7 @@ def test_teacher_states_are_stored_at_the_precision_they_were_computed_in(stage_
     manifest = json.loads((stage_env.root / "states_bf16" / "manifest.json").read_text())
     assert (manifest["precision"], manifest["states_dtype"]) == ("bf16", "bfloat16")
     assert (F.cosine_similarity(states.states.float(), full.states, dim=-1) > 0.99).all()
-    metrics = run_student(stage_env, "student_bf16_states", distill_settings(), path)
-    assert all(0 <= metrics["test"][m] <= 100 for m in METRIC_NAMES)
+    run_student(stage_env, "student_bf16_states", distill_settings(), path)  # its row is checked as written
 
 
 def test_states_refuse_other_samples_or_another_block_map(stage_env):
@@ -549,8 +548,6 @@ def test_offline_stage_reads_cached_states_and_never_loads_the_teacher(stage_env
     assert [tuple(b) for b in details["boundaries"]] == [(2, 1), (4, 2)]
     assert details["teacher_params"]["total"] > metrics["params"]["total"]
     assert details["distill"]["online"] is False and details["teacher_states"] == "cached"
-    for split in ("valid", "test"):
-        assert all(0 <= metrics[split][m] <= 100 for m in METRIC_NAMES)
     # The saved student is a plain 2-layer LLMRec (no teacher, no adapters), loadable on its own.
     weights = load_file(str(out / "trainable.safetensors"))
     assert not any(k.startswith(("teacher.", "adapters.")) for k in weights)
@@ -633,28 +630,18 @@ def test_teacher_states_from_a_quantized_teacher(stage_env, quantization):
     states, full = TeacherStates.load(path), TeacherStates.load(stage_env.states)
     assert torch.isfinite(states.states).all() and not torch.equal(states.states, full.states)
     assert (F.cosine_similarity(states.states, full.states, dim=-1) > 0.9).all()
-    metrics = run_student(stage_env, f"student_{quantization}", distill_settings(), path)
+    run_student(stage_env, f"student_{quantization}", distill_settings(), path)
     log = pl.read_csv(stage_env.root / f"student_{quantization}" / "train_log.csv")
     assert log["loss_cos"].is_finite().all() and log["loss_l2"].is_finite().all()
-    assert all(0 <= metrics["test"][m] <= 100 for m in METRIC_NAMES)
 
 
 # --- resume ---------------------------------------------------------------------------------------
 
 
-class Killed(Exception):
-    pass
-
-
 def run_killed(env, monkeypatch, target: str, states: Path, step: int = 3) -> None:
     """Run the offline student until it is killed after optimizer step `step` (a checkpoint exists at 2)."""
 
-    class Dying(training.TrainLog):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                raise Killed(f"killed after step {step}")
-
-    monkeypatch.setattr(training, "TrainLog", Dying)
+    kill_at(monkeypatch, step)
     with pytest.raises(Killed):
         run_student(env, target, distill_settings(), states)
     monkeypatch.setattr(training, "TrainLog", TrainLog)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import numpy as np
 import pytest
@@ -264,6 +264,19 @@ def _row() -> MetricsRow:
     return MetricsRow(
         "SASRec", "sasrec", 2, scores, scores, {"total": 1, "trainable": 1, "inference": 1}, 1.0, 0.5, 3, 10.0, {}
     )
+
+
+@pytest.mark.parametrize("value", [-0.5, 100.5])
+def test_a_metrics_row_holds_percentages_only(tmp_path, value):
+    """Every stage's row is checked once, here: a metric outside [0, 100] is refused, written or read."""
+    row = asdict(_row())
+    row["test"]["NDCG@10"] = value
+    with pytest.raises(MetricsRowError, match=rf"test NDCG@10 = {value} is not a percentage"):
+        MetricsRow(**row)
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(row))
+    with pytest.raises(MetricsRowError, match="is not a percentage"):
+        MetricsRow.read(path)
 
 
 def test_metrics_row_round_trips(tmp_path):

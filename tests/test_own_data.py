@@ -167,8 +167,6 @@ def test_an_entry_with_only_a_source_runs_to_metrics_on_the_tiny_preset(own_data
     rows = {row["target"]: row for row in table["rows"]}
     assert set(rows) == {"popularity", "sasrec", "teacher", "student"}
     assert rows["teacher"]["layers"] == 8 and rows["student"]["layers"] == 4  # the defaults, on the 8-layer tiny preset
-    for target, row in rows.items():
-        assert 0 <= row["test"]["MRR"] <= 100, target
     # 30 items, 8 kept per user: K = 999 is lowered to the 22 each user has left, saying so in the rule's log.
     log = (workdir / "results" / name / "logs" / "negatives.log").read_text()
     assert "negatives.num_negatives = 999, but some user has only 22 of the 30 items left" in log

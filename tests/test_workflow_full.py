@@ -51,9 +51,7 @@ def test_metrics_table(demo):
     rows = {row["target"]: row for row in table["rows"]}
     assert set(rows) == {"popularity", "sasrec", "teacher", "student"}
     for stage, row in rows.items():
-        for split in ("valid", "test"):
-            for name in METRIC_NAMES:
-                assert 0 <= row[split][name] <= 100, (stage, split, name)
+        assert MetricsRow(**row).test.keys() >= set(METRIC_NAMES), stage  # percentages, checked on construction
         assert set(row["params"]) >= {"total", "trainable", "inference"}, stage
         assert row["params"]["total"] >= row["params"]["trainable"] >= 0, stage
         assert row["params"]["inference"] > 0 or stage == "popularity", stage
@@ -106,7 +104,6 @@ def test_ablation_and_student_artifacts(demo):
         kept = set(ABLATION_VARIANTS[variant])
         for term in LOSS_TERMS:
             assert (row["distill"][term.weight_key] > 0) == (term.name in kept), (variant, term)
-        assert all(0 <= row["test"][m] <= 100 for m in METRIC_NAMES)
     # No model is trained twice: the variant with every term is the offline student's row.
     student = MetricsRow.read(results / "student" / "metrics.json")
     assert variants["all"]["test"] == student.test and variants["all"]["trained_as"] == student.model
