@@ -4,7 +4,7 @@
 import re
 from pathlib import Path
 
-from slmrec import layout, targets
+from slmrec import layout, rule_params, targets
 from slmrec.cluster import check_submission, mark_pending, retry_unless_bad_input
 from slmrec.models import presets
 from slmrec.models.blocks import block_boundaries
@@ -37,8 +37,8 @@ def settings(stage, keys=None, drop=()):
     (or without `drop`), so a stage is rerun only by the settings it reads."""
 
     def narrowed(wildcards):
-        chosen = dataset_settings(wildcards.dataset, stage)
-        return {k: v for k, v in chosen.items() if (keys is None or k in keys) and k not in drop}
+        dataset_settings(wildcards.dataset, stage)  # checked against the backbone and the other stages
+        return rule_params.section(config, SCHEMA, wildcards.dataset, stage, keys, drop)
 
     return narrowed
 
@@ -138,11 +138,12 @@ backbone_loading = settings("backbone", keys=("dtype", "quantization", "precisio
 
 
 def teacher_layers(wildcards):
-    return targets.teacher_layers(wildcards.teacher, dataset_settings(wildcards.dataset, "teacher")["layers"])
+    dataset_settings(wildcards.dataset, "teacher")
+    return rule_params.teacher_layers(config, SCHEMA, wildcards.dataset, wildcards.teacher)
 
 
 def student_distill(wildcards):
-    return targets.student_distill(wildcards.student, dataset_settings(wildcards.dataset, "distill"))
+    return rule_params.student_distill(config, SCHEMA, wildcards.dataset, wildcards.student)
 
 
 def online_teacher(wildcards):

@@ -19,7 +19,7 @@ rule synthesize:
     params:
         source=lambda wildcards: source(wildcards.dataset),
     script:
-        "../workflow_scripts/synthesize.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule download:
@@ -44,7 +44,7 @@ rule download:
         urls=lambda wildcards: source(wildcards.dataset)["urls"],
         sha256=lambda wildcards: source(wildcards.dataset).get("sha256"),
     script:
-        "../workflow_scripts/download.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule preprocess:
@@ -72,7 +72,7 @@ rule preprocess:
         preprocess=settings("preprocess"),
         source=parse_options,
     script:
-        "../workflow_scripts/preprocess.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule negatives:
@@ -97,4 +97,4 @@ rule negatives:
     params:
         negatives=settings("negatives"),
     script:
-        "../workflow_scripts/negatives.py"
+        "../workflow_scripts/run_stage.py"

@@ -22,7 +22,7 @@ rule backbone:
         seed=lambda wildcards: dataset_settings(wildcards.dataset, "backbone")["seed"],
         prompt=settings("prompt"),
     script:
-        "../workflow_scripts/backbone.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule convert_backbone:
@@ -47,7 +47,7 @@ rule convert_backbone:
         init=lambda wildcards: CONVERTED_BACKBONES[wildcards.backbone][1]["init"],
         seed=lambda wildcards: CONVERTED_BACKBONES[wildcards.backbone][1]["seed"],
     script:
-        "../workflow_scripts/convert_backbone.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule teacher:
@@ -85,7 +85,7 @@ rule teacher:
         evaluate=settings("evaluate"),
         checkpoints=checkpoints,
     script:
-        "../workflow_scripts/teacher.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule direct_inference:
@@ -115,4 +115,4 @@ rule direct_inference:
         evaluate=settings("evaluate"),
         backbone=settings("backbone", keys=("precision",)),
     script:
-        "../workflow_scripts/direct_inference.py"
+        "../workflow_scripts/run_stage.py"

@@ -27,7 +27,7 @@ rule metrics:
         dataset=lambda wildcards: wildcards.dataset,
         headline=headline_pair,
     script:
-        "../workflow_scripts/metrics.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule report:
@@ -68,4 +68,4 @@ rule report:
         comparisons=report_comparisons,
         ranked=compared_targets,
     script:
-        "../workflow_scripts/report.py"
+        "../workflow_scripts/run_stage.py"

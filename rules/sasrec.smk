@@ -22,7 +22,7 @@ rule sasrec:
         evaluate=settings("evaluate"),
         checkpoints=checkpoints,
     script:
-        "../workflow_scripts/sasrec.py"
+        "../workflow_scripts/run_stage.py"
 
 
 # The SLMRec authors' SASRec (report.sasrec_authors): their settings, one target per user; its own row.
@@ -64,4 +64,4 @@ rule popularity:
         target="popularity",
         evaluate=settings("evaluate"),
     script:
-        "../workflow_scripts/popularity.py"
+        "../workflow_scripts/run_stage.py"

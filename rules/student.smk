@@ -33,7 +33,7 @@ rule teacher_states:
         distill=states_distill,
         backbone=settings("backbone", keys=("precision",)),
     script:
-        "../workflow_scripts/teacher_states.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule student:
@@ -72,7 +72,7 @@ rule student:
         evaluate=settings("evaluate"),
         checkpoints=checkpoints,
     script:
-        "../workflow_scripts/student.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule ablation:
@@ -97,4 +97,4 @@ rule ablation:
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=5,
     script:
-        "../workflow_scripts/ablation.py"
+        "../workflow_scripts/run_stage.py"

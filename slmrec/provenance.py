@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slmrec import targets
-from slmrec.config import SCHEMA_PATH, canonical, load_schema, stage_config
+from slmrec import rule_params
+from slmrec.config import SCHEMA_PATH, load_schema
 from slmrec.errors import ConfigError
 from slmrec.io import sha256_file
 
@@ -47,22 +47,6 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def _current(config: dict[str, Any], schema: dict[str, Any], dataset: str, stage: str, param: str, target: Any) -> Any:
-    """What the current config gives a rule param that holds settings (None for the others: paths, names).
-
-    A param named after a config section holds that section narrowed to what the stage reads; a student's
-    `distill` is what its target trains with (an ablation variant switches terms off), a teacher's `layers`
-    the depth its target names."""
-    if param == "source":
-        return canonical(config["datasets"][dataset]["source"])
-    if stage == "teacher" and param == "layers":
-        return targets.teacher_layers(target, stage_config(config, schema, dataset, "teacher")["layers"])
-    if param not in schema["$defs"] or param not in schema["properties"]:
-        return None
-    current = stage_config(config, schema, dataset, param)
-    return targets.student_distill(target, current) if stage == "student" and param == "distill" else current
-
-
 def config_changes(
     manifest: Path, record: dict[str, Any], root: Path, config: dict[str, Any], schema: dict[str, Any]
 ) -> list[str]:
@@ -77,7 +61,7 @@ def config_changes(
     changes = []
     for param, value in recorded.items():
         try:
-            current = _current(config, schema, dataset, record["stage"], param, recorded.get("target"))
+            current = rule_params.current(config, schema, dataset, record["stage"], param, recorded.get("target"))
         except (ConfigError, ValueError) as err:
             return [f"the current config cannot be compared: {err}"]
         if current is None:

@@ -21,6 +21,8 @@ from slmrec.cluster import BAD_INPUT_EXIT_CODE, record_bad_input
 from slmrec.errors import BAD_INPUT_ERRORS
 from slmrec.launch import launch
 
+# Rules that run another rule's stage with their own settings (the stage reads which from its params).
+SHARED_STAGES = {"sasrec_authors": "sasrec"}
 # How often the watchdog looks for Snakemake, and how long the stage's children get to exit on SIGTERM.
 WATCH_INTERVAL_S = 2.0
 STOP_GRACE_S = 10.0
@@ -132,13 +134,18 @@ def detach_stdin() -> None:
     sys.stdin = open(os.devnull)  # a fresh object: the old one may hold input it read ahead from the pipe
 
 
-def run_stage(snakemake: Any, stage: str) -> Any:
-    """A rule's whole script: call `slmrec.stages.<stage>.run` with the rule's inputs, outputs, params and
-    resources, logging into the rule's log; a rule with `gpu: N > 1` runs it as N data-parallel workers. The stage
-    has no stdin, and stops (with its workers) if Snakemake is killed. Bad input exits with BAD_INPUT_EXIT_CODE and
-    leaves a record that keeps Snakemake from retrying the job."""
+def stage_of(rule: str) -> str:
+    """The stage a rule runs: the one named after it, or the stage it shares with another rule."""
+    return SHARED_STAGES.get(rule, rule)
+
+
+def run_stage(snakemake: Any) -> Any:
+    """Every rule's whole script: call `slmrec.stages.<stage>.run` (the rule's stage, `stage_of`) with the rule's
+    inputs, outputs, params and resources, logging into the rule's log; a rule with `gpu: N > 1` runs it as N
+    data-parallel workers. The stage has no stdin, and stops (with its workers) if Snakemake is killed. Bad input
+    exits with BAD_INPUT_EXIT_CODE and leaves a record that keeps Snakemake from retrying the job."""
     detach_stdin()
-    call = StageCall.from_snakemake(snakemake, stage)
+    call = StageCall.from_snakemake(snakemake, stage_of(snakemake.rule))
     try:
         with rule_logging(snakemake.log[0]):
             watch_snakemake()

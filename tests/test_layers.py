@@ -24,6 +24,7 @@ LAYERS = (
     ("slmrec.metrics", "slmrec.stats", "slmrec.evaluate", "slmrec.models"),
     (
         "slmrec.config",
+        "slmrec.rule_params",
         "slmrec.call",
         "slmrec.launch",
         "slmrec.cluster",

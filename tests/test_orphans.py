@@ -12,6 +12,7 @@ from typing import TypeVar
 import psutil
 import pytest
 from conftest import SNAKEMAKE, copy_workflow, write_tiny_config
+from helpers_training import job_writing
 
 from slmrec.workflow import is_snakemake
 
@@ -33,18 +34,6 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
     pytest.fail(f"no {what} after {timeout:.0f} s")
 
 
-def sasrec_script(snakemake: psutil.Process) -> psutil.Process | None:
-    """The Python process running the rule's script (`python .snakemake/scripts/tmpXXXX.sasrec.py`)."""
-    for process in snakemake.children(recursive=True):
-        try:
-            cmdline = process.cmdline()
-        except psutil.Error:
-            continue
-        if len(cmdline) > 1 and cmdline[1].endswith("sasrec.py"):
-            return process
-    return None
-
-
 def test_killing_snakemake_stops_the_training_script(tmp_path: Path):
     workdir = copy_workflow(tmp_path)
     write_tiny_config(workdir, ENDLESS_SASREC)
@@ -55,7 +44,7 @@ def test_killing_snakemake_stops_the_training_script(tmp_path: Path):
     parent = psutil.Process(snakemake.pid)
     started: list[psutil.Process] = []
     try:
-        script = wait_for(lambda: sasrec_script(parent), 120, "sasrec script process")
+        script = wait_for(lambda: job_writing(parent, log), 120, "the sasrec job's process")
         started += parent.children(recursive=True)
         watching = f"watching snakemake (pid {snakemake.pid})"
         wait_for(lambda: log.is_file() and watching in log.read_text(), 60, f"'{watching}' in {log}")

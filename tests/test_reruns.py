@@ -7,16 +7,17 @@ completes the change rather than keep the stale results.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 import torch
 from conftest import SNAKEMAKE, TARGETS, run_snakemake, write_tiny_config
+from helpers_training import job_writing
 
 from slmrec import layout
 from slmrec.models.distill import TeacherStates
@@ -119,17 +120,15 @@ def test_kcore_reruns_everything_from_preprocess(edited_demo):
     assert "synthesize" not in jobs and "backbone" not in jobs
 
 
-def job_process(snakemake: subprocess.Popen[str], script: str, timeout: float = 300) -> psutil.Process:
-    """The process of the Snakemake job that runs `workflow_scripts/<script>` (Snakemake copies it to
-    `.snakemake/scripts/tmp*.<script>`), once it has started."""
+def job_process(snakemake: subprocess.Popen[str], log: Path, timeout: float = 300) -> psutil.Process:
+    """The process of the Snakemake job that writes the rule log `log` (every rule runs the same script, so the
+    log it holds open tells the jobs apart), once it has started."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and snakemake.poll() is None:
-        for child in psutil.Process(snakemake.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                if any(arg.endswith(f".{script}") for arg in child.cmdline()):
-                    return child
+        if job := job_writing(psutil.Process(snakemake.pid), log):
+            return job
         time.sleep(0.2)
-    pytest.fail(f"no job running {script} appeared (snakemake exit code {snakemake.poll()})")
+    pytest.fail(f"no job writing {log} appeared (snakemake exit code {snakemake.poll()})")
 
 
 def start_teacher_change(workdir) -> tuple[dict[str, int], subprocess.Popen[str], psutil.Process]:
@@ -140,7 +139,7 @@ def start_teacher_change(workdir) -> tuple[dict[str, int], subprocess.Popen[str]
     assert {"teacher", "teacher_states", "student", "metrics", "report"} <= set(change)
     cmd = [SNAKEMAKE, "--cores", "2", *TARGETS, "--configfile", "tiny.yaml"]
     snakemake = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return change, snakemake, job_process(snakemake, "teacher.py")
+    return change, snakemake, job_process(snakemake, workdir / layout.log("teacher", "demo"))
 
 
 def test_a_change_whose_job_was_killed_is_completed_by_the_next_run(edited_demo):
