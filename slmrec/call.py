@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slmrec import layout
 from slmrec.config import canonical
 from slmrec.io import read_json, sha256_file, utc_now, write_json, write_manifest
 
@@ -116,8 +117,8 @@ class StageCall:
     def write_directory_manifest(self, directory: str) -> dict[str, Any]:
         """The manifest of a directory artifact, inside it once it is in place (made under a temporary name, its
         files would otherwise be recorded where they no longer are)."""
-        outputs = sorted(str(p) for p in Path(directory).iterdir() if p.is_file() and p.name != "manifest.json")
-        return self.write_manifest(path=str(Path(directory) / "manifest.json"), outputs=outputs)
+        outputs = sorted(str(p) for p in Path(directory).iterdir() if p.is_file() and p.name != layout.MANIFEST)
+        return self.write_manifest(path=str(Path(directory) / layout.MANIFEST), outputs=outputs)
 
     def write_manifest(
         self, path: str | None = None, outputs: list[str] | None = None, extra: dict[str, Any] | None = None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slmrec import rule_params
+from slmrec import layout, rule_params
 from slmrec.config import SCHEMA_PATH, load_schema
 from slmrec.errors import ConfigError
 from slmrec.io import sha256_file
@@ -145,7 +145,7 @@ def trace(target: str | Path, root: str | Path = "results", config: dict[str, An
         link = Link(key, manifest, record)
         seen[key] = link
         if record is None and inside(key, base) and Path(key).exists():  # a missing one is flagged by its reader
-            beside = Path(key).parent / "manifest.json"
+            beside = Path(key).parent / layout.MANIFEST
             foreign = misplaced(beside, read_manifest(beside), base) if beside.is_file() else None
             if foreign or read_by:  # a report or a log is read by no stage, and has no manifest of its own
                 link.problems.append(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from conftest import ROOT
 
+from slmrec import layout
+
 # From the ground up. A module may import its own layer and the layers before it.
 LAYERS = (
     (
@@ -102,3 +104,31 @@ def test_no_import_circle():
 
     for module in graph:
         visit(module)
+
+
+# Names that are also other tools' files: a Hugging Face checkpoint's own config.json, read by the presets.
+FOREIGN_NAMES = {"config.json"}
+
+
+def test_no_artifact_file_is_named_outside_the_layout():
+    """slmrec/layout.py alone spells the artifacts' file names: any other module takes them from it (docstrings
+    and messages aside)."""
+    names = {*layout.SASREC_FILES.values(), *layout.LLM_FILES.values(), *layout.DATA_FILES.values()}
+    names |= {layout.MANIFEST, layout.NEGATIVES, Path(layout.states("t")).name, Path(layout.table("report")).name}
+    names -= FOREIGN_NAMES
+    spelled = []
+    for path in (ROOT / "slmrec").rglob("*.py"):
+        if path.name == "layout.py":
+            continue
+        tree = ast.parse(path.read_text())
+        documented = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node) is not None
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in documented:
+                path_like = " " not in node.value  # a message may name a file; a path holds no spaces
+                if path_like and any(node.value == name or node.value.endswith("/" + name) for name in names):
+                    spelled.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert not spelled, "\n".join(spelled)
