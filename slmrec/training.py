@@ -29,7 +29,7 @@ from typing import Any, cast
 import polars as pl
 import torch
 from safetensors import SafetensorError, safe_open
-from torch import nn
+from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -39,6 +39,7 @@ from slmrec.errors import DiskFullError, NonFiniteLossError
 from slmrec.evaluate import evaluate, score_recommender
 from slmrec.io import atomic_path
 from slmrec.metrics import MetricsRow
+from slmrec.models.llmrec import LLMRec, load_llmrec
 from slmrec.models.recommender import Recommender
 
 logger = logging.getLogger(__name__)
@@ -441,6 +442,14 @@ def fit_and_save(
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     logger.info("%s test: %s", name, {k: round(v, 3) for k, v in row.test.items()})
     return row
+
+
+def load_input_teacher(call: StageCall, item_table: Tensor, **overrides: Any) -> LLMRec:
+    """The trained teacher a stage reads: its rule's `teacher` weights on its `backbone` input (never the path
+    recorded at training), computing in the precision of the stage's `backbone` params."""
+    teacher_dir = Path(call.input["teacher"]).parent
+    precision = call.params["backbone"]["precision"]
+    return load_llmrec(teacher_dir, item_table, backbone=call.input["backbone"], precision=precision, **overrides)
 
 
 def llm_fit(call: StageCall, cfg: dict[str, Any], data: TrainingData) -> Fit:

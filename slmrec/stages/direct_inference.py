@@ -8,7 +8,6 @@ deep model's accuracy its first layers already hold: the paper's evidence that d
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -17,9 +16,9 @@ from slmrec.call import StageCall
 from slmrec.data.samples import load_training_data
 from slmrec.evaluate import score_recommender
 from slmrec.io import write_json, write_parquet
-from slmrec.models.llmrec import load_llmrec
 from slmrec.models.sasrec import load_item_embeddings
 from slmrec.targets import teacher_name
+from slmrec.training import load_input_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +26,7 @@ logger = logging.getLogger(__name__)
 def run(call: StageCall) -> dict[str, Any]:
     data = load_training_data(call.input["splits"], call.input["negatives"], call.input["stats"])
     table = load_item_embeddings(call.input["item_embeddings"], data.num_items)
-    teacher = load_llmrec(
-        Path(call.input["teacher"]).parent,
-        table,
-        backbone=call.input["backbone"],
-        precision=call.params["backbone"]["precision"],
-    ).eval()
+    teacher = load_input_teacher(call, table).eval()
     max_len, full_ranking = teacher.config.max_len, call.params["evaluate"]["full_ranking"]
     layers: dict[str, dict[str, dict[str, float]]] = {}
     ranks = []

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from slmrec.call import StageCall
 from slmrec.data.samples import NextItemDataset, load_training_data
 from slmrec.models.distill import TeacherStates
-from slmrec.models.llmrec import load_llmrec
 from slmrec.models.sasrec import load_item_embeddings
+from slmrec.training import load_input_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -18,13 +17,7 @@ def run(call: StageCall) -> TeacherStates:
     samples, distill = call.params["samples"], call.params["distill"]
     data = load_training_data(call.input["splits"], call.input["negatives"], call.input["stats"])
     table = load_item_embeddings(call.input["item_embeddings"], data.num_items)
-    teacher = load_llmrec(
-        Path(call.input["teacher"]).parent,
-        table,
-        backbone=call.input["backbone"],
-        quantization=distill["teacher_quantization"],
-        precision=call.params["backbone"]["precision"],
-    )
+    teacher = load_input_teacher(call, table, quantization=distill["teacher_quantization"])
     # The very samples every student trains on (the student's max_len and targets_per_user).
     dataset = NextItemDataset(data.sequences, samples["max_len"], samples["targets_per_user"])
     precision = teacher.precision
