@@ -110,7 +110,7 @@ workflow.launch = launch
 snakemake = SimpleNamespace(
     input={}, output={}, params={}, resources={}, log=["stage.log"], rule="convert_backbone", wildcards={}
 )
-workflow.run_stage(snakemake, "convert_backbone")
+workflow.run_stage(snakemake)
 """
     proc = subprocess.run(
         [sys.executable, "-c", script], input="y\ny\n", capture_output=True, text=True, cwd=tmp_path, timeout=300

@@ -72,7 +72,7 @@ def test_a_stage_failing_on_bad_input_exits_65_and_leaves_the_record_that_stops_
         wildcards=Wildcards(dataset="d"),
     )
     with pytest.raises(SystemExit) as exited:
-        workflow.run_stage(job, "teacher")
+        workflow.run_stage(job)
     assert exited.value.code == cluster.BAD_INPUT_EXIT_CODE
     with pytest.raises(cluster.NotRetried, match=type(error).__name__):
         cluster.retry_unless_bad_input("teacher")(Wildcards(dataset="d"), 2)
