@@ -151,6 +151,19 @@ def test_truncated_llmrec_files_name_themselves(made, tmp_path, backbone, name):
     assert_names_the_artifact(err.value, broken)
 
 
+def test_a_model_saved_before_max_len_was_recorded_says_to_retrain_it(tmp_path, backbone):
+    """A model directory from an older revision lacks `max_len` in its config: loading it names what is missing and
+    what to rerun, rather than failing inside the dataclass."""
+    table = torch.randn(11, 16, generator=torch.Generator().manual_seed(0))
+    config = LLMRecConfig.from_settings(backbone, backbone_settings(), prompt_settings(), llm_config(), 2, table)
+    build_llmrec(config, table, seed=0).save_artifacts(vars(llm_outputs(tmp_path)))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "max_len"}))
+    with pytest.raises(ArtifactError, match=r"lacks \['max_len'\].*rerun the stage that made it"):
+        load_llmrec(tmp_path, table)
+    assert load_llmrec(tmp_path, table, max_len=20).config.max_len == 20  # what a caller that knows it may pass
+
+
 def test_truncated_teacher_states_name_themselves(tmp_path):
     path = tmp_path / "teacher" / "states.safetensors"
     path.parent.mkdir()

@@ -290,6 +290,21 @@ def test_snakemake_dry_run_of_the_shipped_config_succeeds(tmp_path, config):
     assert "synthesize" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("switch", [False, True])
+def test_the_authors_sasrec_row_joins_the_table_only_when_asked(tmp_path, config, switch):
+    """`report.sasrec_authors` adds SASRec trained by the authors' protocol as a row of its own; the LLM stages
+    keep reading the project's SASRec table either way."""
+    config["datasets"]["demo"]["report"] = {"sasrec_authors": switch}
+    proc = dry_run(copy_workflow(tmp_path), config, "results/demo/metrics.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    planned = re.findall(r"^(?:local)?rule (\w+):", proc.stdout, re.M)
+    assert ("sasrec_authors" in planned) is switch
+    if switch:
+        assert "results/demo/sasrec_authors/metrics.json" in proc.stdout
+    teacher = proc.stdout[proc.stdout.index("rule teacher:") :].split("\n\n")[0]
+    assert "results/demo/sasrec/item_embeddings.safetensors" in teacher and "sasrec_authors" not in teacher
+
+
 def test_snakemake_refuses_a_wrong_type_before_any_job(tmp_path, config):
     config["preprocess"]["kcore"] = "x"
     proc = dry_run(copy_workflow(tmp_path), config)
