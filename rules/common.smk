@@ -151,17 +151,24 @@ def online_teacher(wildcards):
     return dataset_settings(wildcards.dataset, "teacher") if student_distill(wildcards)["online"] else {}
 
 
-def student_teacher_states(wildcards):
-    """The cached states of the trained teacher an offline student learns from; a variant that compares
-    nothing with the teacher does not wait for one."""
-    if not targets.needs_offline_teacher(student_distill(wildcards)):
-        return {}
+def student_teacher_inputs(wildcards):
+    """What a student reads of its trained teacher: its cached states, when a term compares the two, and its
+    weights and config, to start from them or for the output projection of the score terms. A student that reads
+    nothing of the teacher does not wait for one."""
+    chosen = student_distill(wildcards)
     teacher = targets.student_teacher(wildcards.student)
-    if teacher != targets.TEACHER:  # the block map of a student_t{l} target, checked as the DAG is built
-        layers = targets.teacher_layers(teacher, dataset_settings(wildcards.dataset, "teacher")["layers"])
-        student = dataset_settings(wildcards.dataset, "student")["layers"]
-        block_boundaries(layers, student, dataset_settings(wildcards.dataset, "distill")["blocks"])
-    return {"teacher_states": layout.states(teacher, dataset=wildcards.dataset)}
+    inputs = {}
+    if targets.needs_offline_teacher(chosen):
+        if teacher != targets.TEACHER and not targets.is_sasrec_student(wildcards.student):
+            # The block map of a student_t{l} target, checked as the DAG is built.
+            layers = targets.teacher_layers(teacher, dataset_settings(wildcards.dataset, "teacher")["layers"])
+            student = dataset_settings(wildcards.dataset, "student")["layers"]
+            block_boundaries(layers, student, dataset_settings(wildcards.dataset, "distill")["blocks"])
+        inputs["teacher_states"] = layout.states(teacher, dataset=wildcards.dataset)
+    if targets.needs_teacher_weights(chosen):
+        inputs["teacher_weights"] = layout.model_file(teacher, "model", wildcards.dataset)
+        inputs["teacher_config"] = layout.model_file(teacher, "config", wildcards.dataset)
+    return inputs
 
 
 def states_samples(wildcards):
@@ -224,24 +231,44 @@ def report_direct(wildcards):
     return {"direct": layout.direct_inference("table", targets.TEACHER, wildcards.dataset)}
 
 
+def ablation_variants(dataset):
+    """The ablation's rows: the paper's Table 4, then with `report.kd_ablation` the score-distillation rows."""
+    chosen = dataset_settings(dataset, "report")
+    rows = [
+        *(targets.PAPER_VARIANTS if chosen["ablation"] else ()),
+        *(targets.KD_ROWS if chosen["kd_ablation"] else ()),
+    ]
+    return list(dict.fromkeys(rows))
+
+
 def ablation_rows(wildcards):
-    """Table 4's variants by name; the variant with every term is the offline student, never trained twice."""
-    variants = targets.ABLATION_VARIANTS
+    """The ablation's variants by name; `all` is the offline student and `sasrec` plain SASRec, never trained twice."""
+    variants = ablation_variants(wildcards.dataset)
     return {v: layout.model_file(targets.ablation_target(v), "metrics", wildcards.dataset) for v in variants}
 
 
 def report_ablation(wildcards):
-    if not dataset_settings(wildcards.dataset, "report")["ablation"]:
+    if not ablation_variants(wildcards.dataset):
         return {}
     return {"ablation": layout.ablation(dataset=wildcards.dataset)}
 
 
 def report_comparisons(wildcards):
-    """(A, B) targets the report compares user by user: each reported student against its own teacher and, with
-    the ablation, against its CE-only twin (the same student without the distillation terms)."""
-    twin = [targets.ablation_target("ce")] if dataset_settings(wildcards.dataset, "report")["ablation"] else []
-    students = reported_students(wildcards.dataset)
-    return [[s, other] for s in students for other in [*twin, targets.student_teacher(s)]]
+    """(A, B) targets the report compares user by user: each reported student against its own teacher and its
+    CE-only twin (the same model without the teacher: for an LLM student the ablation's `ce`, when run; for
+    SASRec, plain SASRec), and each score-distillation row of the ablation against its twin."""
+    chosen = dataset_settings(wildcards.dataset, "report")
+
+    def twins(student):
+        if targets.is_sasrec_student(student):
+            return [targets.SASREC]
+        return [targets.ablation_target("ce")] if chosen["ablation"] or chosen["kd_ablation"] else []
+
+    pairs = [
+        [s, other] for s in reported_students(wildcards.dataset) for other in [*twins(s), targets.student_teacher(s)]
+    ]
+    kd = [v for v in ablation_variants(wildcards.dataset) if v in targets.KD_TWINS]
+    return pairs + [[targets.ablation_target(v), targets.ablation_target(targets.KD_TWINS[v])] for v in kd]
 
 
 def compared_targets(wildcards):

@@ -38,7 +38,7 @@ rule teacher_states:
 
 rule student:
     input:
-        unpack(student_teacher_states),
+        unpack(student_teacher_inputs),
         **layout.data_inputs(),
         item_embeddings=layout.item_embeddings(),
         backbone=backbone_dir,
@@ -49,7 +49,7 @@ rule student:
     benchmark:
         layout.benchmark("{student}")
     wildcard_constraints:
-        student=targets.STUDENT_PATTERN,
+        student=targets.LLM_STUDENT_PATTERN,
     conda:
         "../envs/cuda.yaml"
     # One CPU thread per job: the accelerator does the work, and on a CPU-only box parallel jobs
@@ -69,6 +69,37 @@ rule student:
         teacher=online_teacher,
         backbone=backbone_loading,
         prompt=settings("prompt"),
+        evaluate=settings("evaluate"),
+        checkpoints=checkpoints,
+    script:
+        "../workflow_scripts/run_stage.py"
+
+
+# SASRec as a student of an LLM teacher (beyond the paper): trained as the sasrec rule trains it, plus the score
+# terms from the teacher's cached states and output projection; the LLM is never loaded.
+rule sasrec_student:
+    input:
+        unpack(student_teacher_inputs),
+        **layout.data_inputs(),
+        item_embeddings=layout.item_embeddings(),
+    output:
+        **layout.model_outputs("{student}", files=layout.SASREC_FILES),
+    log:
+        layout.log("{student}"),
+    benchmark:
+        layout.benchmark("{student}")
+    wildcard_constraints:
+        student=targets.SASREC_STUDENT_PATTERN,
+    conda:
+        "../envs/cuda.yaml"
+    threads: 2
+    resources:
+        **sasrec_resources("sasrec_student"),
+    params:
+        target=lambda wildcards: wildcards.student,
+        sasrec=settings("sasrec", drop=("authors_protocol",)),
+        samples=states_samples,
+        distill=student_distill,
         evaluate=settings("evaluate"),
         checkpoints=checkpoints,
     script:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slmrec.targets import is_sasrec_student
+
 RESULTS = "results"
 DATASET = "{dataset}"
 BACKBONES = "backbones"  # results/backbones/: converted checkpoints shared by every dataset
@@ -60,8 +62,9 @@ def data_inputs(dataset: str = DATASET, root: str | Path = RESULTS) -> dict[str,
 
 
 def model_files(target: str) -> dict[str, str]:
-    """A model directory's files by output name: SASRec's, the popularity reference's, or an LLM model's."""
-    if target in SASREC_TARGETS:
+    """A model directory's files by output name: SASRec's (SASRec students' too), the popularity reference's, or an
+    LLM model's."""
+    if target in SASREC_TARGETS or is_sasrec_student(target):
         return SASREC_FILES
     return SCORED if target == POPULARITY else LLM_FILES
 
@@ -72,9 +75,12 @@ def model_file(target: str, name: str, dataset: str = DATASET, root: str | Path 
     return f"{dataset_dir(dataset, root)}/{target}/{file}"
 
 
-def model_outputs(target: str, dataset: str = DATASET) -> dict[str, str]:
-    """Every output of the rule that trains (or scores) `target`, its manifest last."""
-    return {name: model_file(target, name, dataset) for name in [*model_files(target), "manifest"]}
+def model_outputs(target: str, dataset: str = DATASET, files: dict[str, str] | None = None) -> dict[str, str]:
+    """Every output of the rule that trains (or scores) `target`, its manifest last; `files` for a wildcard target
+    whose kind its name does not tell (`{student}` of the SASRec students' rule)."""
+    files = files or model_files(target)
+    directory = f"{dataset_dir(dataset)}/{target}"
+    return {name: f"{directory}/{file}" for name, file in {**files, "manifest": MANIFEST}.items()}
 
 
 def item_embeddings(dataset: str = DATASET, root: str | Path = RESULTS) -> str:

@@ -22,42 +22,96 @@ TEACHER = "teacher"
 STUDENT = "student"
 STUDENT_ONLINE = "student_online"
 STUDENTS = (STUDENT, STUDENT_ONLINE)
+SASREC = "sasrec"
+SASREC_STUDENT = "sasrec_student"
 ABLATION = "ablation"
 
 
 @dataclass(frozen=True)
 class LossTerm:
-    """A weighted distillation term: its config key, its key in the training log and its short name."""
+    """A weighted distillation term: its config key, its key in the training log, its short name, and the other
+    `distill` keys it reads (only when it is on, so that they rerun only the students that use it)."""
 
     name: str
     weight_key: str
     log_key: str
     label: str
+    settings: tuple[str, ...] = ()
 
 
-LOSS_TERMS = (
+# SLMRec's terms, on the block-boundary hidden states (they need student and teacher of the same width).
+HIDDEN_TERMS = (
     LossTerm("cos", "cos_weight", "loss_cos", "cos"),
     LossTerm("l2", "l2_weight", "loss_l2", "L2"),
     LossTerm("multi_supervision", "multi_supervision_weight", "loss_ms", "MS"),
 )
+# Beyond the paper, on the teacher's scores over the items (any student: an LLM or SASRec).
+SCORE_TERMS = (
+    LossTerm("kd_logits", "kd_logits_weight", "loss_kd_logits", "logits KD", ("kd_temperature",)),
+    LossTerm(
+        "kd_rank",
+        "kd_rank_weight",
+        "loss_kd_rank",
+        "rank KD",
+        ("kd_rank_k", "kd_rank_gamma_position", "kd_rank_gamma_confidence", "kd_rank_gamma_consistency"),
+    ),
+)
+LOSS_TERMS = HIDDEN_TERMS + SCORE_TERMS
 CE_LOG_KEY = "loss_ce"
 TEACHER_CE_LOG_KEY = "loss_teacher"
 ALIGNMENT_TERMS = ("cos", "l2")  # the terms that compare student and teacher states
+SCORE_TERM_NAMES = tuple(term.name for term in SCORE_TERMS)
+TEACHER_TERMS = ALIGNMENT_TERMS + SCORE_TERM_NAMES  # the terms that read the trained teacher
 
-# Which weighted terms each Table 4 variant keeps (cross-entropy is always on).
-ABLATION_VARIANTS: dict[str, tuple[str, ...]] = {
-    "ce": (),
-    "ce_cos": ("cos",),
-    "ce_cos_l2": ("cos", "l2"),
-    "ce_cos_ms": ("cos", "multi_supervision"),
-    "all": tuple(term.name for term in LOSS_TERMS),
+
+@dataclass(frozen=True)
+class Variant:
+    """A Table 4 row: the weighted terms a student keeps (cross-entropy is always on), whether it starts from its
+    teacher's trained weights, and whether the student is SASRec rather than a small LLM."""
+
+    terms: tuple[str, ...]
+    init_from_teacher: bool = False
+    sasrec: bool = False
+
+
+# The paper's Table 4; `all` is the offline student itself.
+PAPER_VARIANTS = {
+    "ce": Variant(()),
+    "ce_cos": Variant(("cos",)),
+    "ce_cos_l2": Variant(("cos", "l2")),
+    "ce_cos_ms": Variant(("cos", "multi_supervision")),
+    "all": Variant(tuple(term.name for term in HIDDEN_TERMS)),
 }
+# Beyond the paper (`report.kd_ablation`): each score term alone, on the LLM student with and without its teacher's
+# initialisation, and on SASRec; `sasrec` is the plain SASRec run itself, the SASRec students' twin.
+KD_VARIANTS = {
+    "ce_logits": Variant(("kd_logits",)),
+    "ce_rank": Variant(("kd_rank",)),
+    "init_ce": Variant((), init_from_teacher=True),
+    "init_logits": Variant(("kd_logits",), init_from_teacher=True),
+    "init_rank": Variant(("kd_rank",), init_from_teacher=True),
+    SASREC: Variant((), sasrec=True),
+    "sasrec_logits": Variant(("kd_logits",), sasrec=True),
+    "sasrec_rank": Variant(("kd_rank",), sasrec=True),
+}
+ABLATION_VARIANTS = {**PAPER_VARIANTS, **KD_VARIANTS}
+KD_ROWS = ("ce", *KD_VARIANTS)  # the score-distillation block of the ablation, with the LLM students' CE-only twin
 FULL_VARIANT = "all"  # the offline student itself
-TRAINED_VARIANTS = tuple(v for v in ABLATION_VARIANTS if v != FULL_VARIANT)
+UNTRAINED_VARIANTS = {FULL_VARIANT: STUDENT, SASREC: SASREC}  # rows that are another target's run, never trained twice
+TRAINED_VARIANTS = tuple(v for v in ABLATION_VARIANTS if v not in UNTRAINED_VARIANTS)
+# The CE-only twin each KD variant is compared with: the same model without the teacher's terms or weights.
+KD_TWINS = {v: SASREC if spec.sasrec else "ce" for v, spec in KD_VARIANTS.items() if v not in ("ce", SASREC)}
 
 TEACHER_PATTERN = r"teacher(_l[0-9]+)?"
 STUDENT_OF_PATTERN = r"student_t([0-9]+)"  # an offline student of the E4SRec_l teacher teacher_l{l}
-STUDENT_PATTERN = "|".join([*STUDENTS, STUDENT_OF_PATTERN, *(f"{ABLATION}/{v}" for v in TRAINED_VARIANTS)])
+OF_TEACHER = r"_t([0-9]+)$"  # the suffix of a student of teacher_l{l}: student_t8, sasrec_student_t2
+LLM_STUDENT_PATTERN = "|".join(
+    [*STUDENTS, STUDENT_OF_PATTERN, *(f"{ABLATION}/{v}" for v in TRAINED_VARIANTS if not ABLATION_VARIANTS[v].sasrec)]
+)
+SASREC_STUDENT_PATTERN = "|".join(
+    [f"{SASREC_STUDENT}(_t[0-9]+)?", *(f"{ABLATION}/{v}" for v in TRAINED_VARIANTS if ABLATION_VARIANTS[v].sasrec)]
+)
+STUDENT_PATTERN = f"{LLM_STUDENT_PATTERN}|{SASREC_STUDENT_PATTERN}"
 
 
 def sweep_teacher(layers: int) -> str:
@@ -79,39 +133,77 @@ def student_of(layers: int) -> str:
 
 
 def student_teacher(target: str) -> str:
-    """The teacher target an offline student learns from: `teacher`, or `teacher_l{n}` for `student_t{n}`."""
-    match = re.fullmatch(STUDENT_OF_PATTERN, target)
-    return sweep_teacher(int(match.group(1))) if match else TEACHER
+    """The teacher target a student learns from: `teacher_l{n}` for `student_t{n}` or `sasrec_student_t{n}`, else
+    `teacher`."""
+    match = re.search(OF_TEACHER, target)
+    return sweep_teacher(int(match.group(1))) if match and re.fullmatch(STUDENT_PATTERN, target) else TEACHER
+
+
+def sasrec_student_of(layers: int) -> str:
+    """SASRec distilled from the E4SRec_l teacher with `layers` layers."""
+    return f"{SASREC_STUDENT}_t{layers}"
 
 
 def ablation_target(variant: str) -> str:
-    """Where a Table 4 variant's metrics live: the `all` variant is the offline student."""
+    """Where a Table 4 variant's metrics live: `all` is the offline student, `sasrec` the plain SASRec run."""
     if variant not in ABLATION_VARIANTS:
         raise ValueError(f"unknown ablation variant {variant!r}; known: {', '.join(ABLATION_VARIANTS)}")
-    return STUDENT if variant == FULL_VARIANT else f"{ABLATION}/{variant}"
+    return UNTRAINED_VARIANTS.get(variant, f"{ABLATION}/{variant}")
+
+
+def is_sasrec_student(target: str) -> bool:
+    return re.fullmatch(SASREC_STUDENT_PATTERN, target) is not None
+
+
+def student_variant(target: str, distill: dict[str, Any]) -> Variant:
+    """What a student target trains: an ablation variant's own terms, or for SLMRec's students the hidden-state
+    terms plus `distill.kd_terms` (and `distill.student_init`), or for SASRec's both score terms."""
+    if not re.fullmatch(STUDENT_PATTERN, target):
+        raise ValueError(f"{target!r} is not a student target ({STUDENT_PATTERN})")
+    if target.startswith(f"{ABLATION}/"):
+        return ABLATION_VARIANTS[target.removeprefix(f"{ABLATION}/")]
+    if is_sasrec_student(target):
+        return Variant(SCORE_TERM_NAMES, sasrec=True)
+    terms = tuple(term.name for term in HIDDEN_TERMS) + tuple(distill["kd_terms"])
+    return Variant(terms, init_from_teacher=distill["student_init"] == TEACHER)
 
 
 def student_distill(target: str, distill: dict[str, Any]) -> dict[str, Any]:
-    """The distill settings one student target trains with: its mode, and the weights its variant keeps.
+    """The distill settings one student target trains with: its mode, the weights its variant keeps (the others 0),
+    and the settings of the score terms it keeps.
 
-    Only what the target reads is returned, so editing a weight a variant switches off reruns nothing.
+    Only what the target reads is returned, so editing a weight, or a setting of a term, that a variant switches
+    off reruns nothing.
     """
-    if not re.fullmatch(STUDENT_PATTERN, target):
-        raise ValueError(f"{target!r} is not a student target ({STUDENT_PATTERN})")
+    variant = student_variant(target, distill)
+    kept = [term for term in LOSS_TERMS if term.name in variant.terms and distill[term.weight_key] > 0]
+    applicable = SCORE_TERMS if variant.sasrec else LOSS_TERMS  # the hidden-state terms need an LLM student
+    settings: dict[str, Any] = {t.weight_key: distill[t.weight_key] if t in kept else 0.0 for t in applicable}
+    settings |= {key: distill[key] for term in kept for key in term.settings}
+    if variant.sasrec:
+        return settings
     online = target == STUDENT_ONLINE
-    kept = ABLATION_VARIANTS[target.removeprefix(f"{ABLATION}/")] if target.startswith(ABLATION) else None
-    weights = {
-        term.weight_key: distill[term.weight_key] if kept is None or term.name in kept else 0.0 for term in LOSS_TERMS
-    }
-    settings = {"online": online, "blocks": distill["blocks"], **weights}
+    if online and variant.init_from_teacher:
+        raise ValueError(
+            "distill.student_init: teacher starts a student from its trained teacher; student_online trains its "
+            "teacher alongside, from scratch (use an offline student, or student_init: fresh)"
+        )
+    settings |= {"online": online, "blocks": distill["blocks"], "init_from_teacher": variant.init_from_teacher}
     if online:
         settings["online_teacher_gradients"] = distill["online_teacher_gradients"]
     return settings
 
 
 def needs_offline_teacher(settings: dict[str, Any]) -> bool:
-    """An offline student reads the trained teacher only when a term compares it with the teacher."""
-    return not settings["online"] and any(settings[f"{name}_weight"] > 0 for name in ALIGNMENT_TERMS)
+    """An offline student reads the trained teacher's cached states when a term compares it with the teacher."""
+    return not settings.get("online") and any(settings.get(f"{name}_weight", 0) > 0 for name in TEACHER_TERMS)
+
+
+def needs_teacher_weights(settings: dict[str, Any]) -> bool:
+    """An offline student reads the trained teacher's weights to start from them, or for its output projection,
+    which turns the cached final states into the teacher's scores."""
+    scored = any(settings.get(f"{name}_weight", 0) > 0 for name in SCORE_TERM_NAMES)
+    return not settings.get("online") and (settings.get("init_from_teacher", False) or scored)
 
 
 def student_name(target: str, student_layers: int, teacher_layers: int | None) -> str:
@@ -125,10 +217,24 @@ def student_name(target: str, student_layers: int, teacher_layers: int | None) -
     return f"{base} {student_layers}←{teacher_layers}" if teacher_layers else f"{base} {student_layers}"
 
 
-def variant_label(variant: str) -> str:
-    """Table 4's row label of an ablation variant, e.g. `CE + cos + MS`."""
+def sasrec_student_name(teacher_layers: int | None, terms: tuple[str, ...]) -> str:
+    """`SASRec ← E4SRec_2 (rank KD)`; with no score term on, plain `SASRec`."""
+    return f"SASRec ← {teacher_name(teacher_layers)} ({terms_label(terms)})" if terms and teacher_layers else "SASRec"
+
+
+def terms_label(terms: tuple[str, ...]) -> str:
     labels = {term.name: term.label for term in LOSS_TERMS}
-    return " + ".join(["CE", *(labels[name] for name in ABLATION_VARIANTS[variant])])
+    return " + ".join(labels[name] for name in terms)
+
+
+def variant_label(variant: str) -> str:
+    """Table 4's row label of an ablation variant, e.g. `CE + cos + MS`, `teacher init + CE + rank KD`,
+    `SASRec: CE + logits KD`."""
+    spec = ABLATION_VARIANTS[variant]
+    label = " + ".join(["CE", *([terms_label(spec.terms)] if spec.terms else [])])
+    if spec.init_from_teacher:
+        label = f"teacher init + {label}"
+    return f"SASRec: {label}" if spec.sasrec else label
 
 
 def teacher_name(layers: int) -> str:

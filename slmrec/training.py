@@ -30,7 +30,7 @@ import polars as pl
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from slmrec.call import RunIdentity, StageCall
@@ -462,4 +462,30 @@ def llm_fit(call: StageCall, cfg: dict[str, Any], data: TrainingData) -> Fit:
         cfg["max_len"],
         call.resources["eval_batch_size"],
         call.params["evaluate"]["full_ranking"],
+    )
+
+
+def sasrec_fit(call: StageCall, cfg: dict[str, Any], data: TrainingData, dataset: torch.utils.data.Dataset) -> Fit:
+    """How every SASRec trains: epochs of Adam at a constant rate, early-stopped on validation MRR."""
+    args = base_arguments(
+        call.params["checkpoints"],
+        cfg["seed"],
+        learning_rate=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
+        adam_beta2=0.98,
+        lr_scheduler_type="constant",
+        per_device_train_batch_size=cfg["batch_size"],
+        num_train_epochs=cfg["epochs"],
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+    )
+    return Fit(
+        args,
+        dataset,
+        data.splits,
+        cfg["max_len"],
+        call.resources["eval_batch_size"],
+        call.params["evaluate"]["full_ranking"],
+        [EarlyStoppingCallback(early_stopping_patience=cfg["patience"])],
     )

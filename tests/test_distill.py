@@ -51,7 +51,14 @@ from slmrec.models.distill import (
 from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec, load_llmrec
 from slmrec.stages import student as student_stage
 from slmrec.stages import teacher_states as states_stage
-from slmrec.targets import ABLATION_VARIANTS, LOSS_TERMS, STUDENT_ONLINE, ablation_target, student_distill
+from slmrec.targets import (
+    ABLATION_VARIANTS,
+    HIDDEN_TERMS,
+    LOSS_TERMS,
+    STUDENT_ONLINE,
+    ablation_target,
+    student_distill,
+)
 from slmrec.training import TrainLog
 
 NUM_ITEMS = 40
@@ -60,7 +67,8 @@ HISTORIES = [[3, 7, 1, 9, 4], [12, 5], [8], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20,
 LABELS = torch.tensor([11, 6, 9, 24])
 ITEMS = pad_left(HISTORIES, 12)
 TERM_OF = {term.name: term.log_key for term in LOSS_TERMS}
-PAPER_WEIGHTS = DistillWeights.from_settings(schema_defaults("distill"))  # λ1 = 1, λ2 = 0.1, λ3 = 1
+DISTILL = schema_defaults("distill")
+PAPER_WEIGHTS = DistillWeights(**{t.name: DISTILL[t.weight_key] for t in HIDDEN_TERMS})  # λ1 = 1, λ2 = 0.1, λ3 = 1
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +115,7 @@ def distiller(
         weights or PAPER_WEIGHTS,
         online=online,
         teacher_gradients=teacher_gradients,
+        settings=DISTILL,
     )
 
 
@@ -168,7 +177,7 @@ def test_distiller_checks_blocks_and_teacher(pair):
     with pytest.raises(DistillConfigError, match="does not divide"):
         distiller(pair, blocks=4)  # a 2-layer student cannot be cut into 4 blocks
     without = Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(1.0, 0.0, 0.0), teacher_layers=4)
-    with pytest.raises(DistillConfigError, match="need the teacher's states or the teacher"):
+    with pytest.raises(DistillConfigError, match="read the teacher need its states or the teacher"):
         without(ITEMS, LABELS)  # neither cached states in the batch nor a live teacher
     with pytest.raises(DistillConfigError, match="online distillation .* needs the teacher"):
         Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(0.0, 0.0, 0.0), online=True)
@@ -218,7 +227,7 @@ def test_terms_are_what_the_paper_defines(pair):
 
 @pytest.mark.parametrize("term", list(TERM_OF))
 def test_zero_weight_removes_exactly_its_term(pair, term):
-    weights = DistillWeights(cos=1.0, l2=0.1, multi_supervision=0.1)
+    weights = DistillWeights(cos=1.0, l2=0.1, multi_supervision=0.1, kd_logits=1.0, kd_rank=0.8)
     model = distiller(pair, weights).eval()
     with torch.no_grad():
         full = model(ITEMS, LABELS)
@@ -348,20 +357,50 @@ def test_student_targets_read_exactly_the_weights_they_keep():
         "ce_cos_l2": {"cos", "l2"},
         "ce_cos_ms": {"cos", "multi_supervision"},
         "all": {"cos", "l2", "multi_supervision"},
+        "ce_logits": {"kd_logits"},
+        "ce_rank": {"kd_rank"},
+        "init_ce": set(),
+        "init_logits": {"kd_logits"},
+        "init_rank": {"kd_rank"},
+        "sasrec_logits": {"kd_logits"},
+        "sasrec_rank": {"kd_rank"},
     }
-    assert set(ABLATION_VARIANTS) == set(kept)
+    assert set(ABLATION_VARIANTS) == set(kept) | {"sasrec"}
     for variant, terms in kept.items():
         settings = student_distill(ablation_target(variant), base)
+        sasrec = variant.startswith("sasrec")
         for term in LOSS_TERMS:
+            if sasrec and term.name in ("cos", "l2", "multi_supervision"):
+                assert term.weight_key not in settings, (variant, term)  # not applicable to SASRec
+                continue
             expected = base[term.weight_key] if term.name in terms else 0.0
             assert settings[term.weight_key] == expected, (variant, term)
-        assert settings["online"] is False and settings["blocks"] == base["blocks"]
+            # A score term's own settings are read only where it is on: they rerun only the students that use it.
+            assert all((key in settings) == (term.name in terms) for key in term.settings), (variant, term)
+        if not sasrec:
+            assert settings["online"] is False and settings["blocks"] == base["blocks"]
+            assert settings["init_from_teacher"] is variant.startswith("init")
         # How the frozen teacher is loaded is the teacher_states rule's business: no student reruns for it.
         assert "teacher_quantization" not in settings
     assert ablation_target("all") == "student"  # the full variant is the student, never trained twice
+    assert ablation_target("sasrec") == "sasrec"  # plain SASRec is the sasrec run itself
     assert student_distill(STUDENT_ONLINE, base)["online"] is True
     with pytest.raises(ValueError, match="unknown ablation variant 'ce_l2'"):
         ablation_target("ce_l2")
+
+
+def test_slmrec_students_add_the_score_terms_named_by_kd_terms_and_start_as_configured():
+    base = schema_defaults("distill")
+    plain = student_distill("student_t8", base)
+    assert plain["kd_logits_weight"] == plain["kd_rank_weight"] == 0.0 and "kd_temperature" not in plain
+    assert plain["init_from_teacher"] is False
+    combined = student_distill("student", {**base, "kd_terms": ["kd_rank"], "student_init": "teacher"})
+    assert combined["kd_rank_weight"] == base["kd_rank_weight"] and combined["kd_rank_k"] == base["kd_rank_k"]
+    assert combined["kd_logits_weight"] == 0.0 and combined["init_from_teacher"] is True
+    sasrec = student_distill("sasrec_student_t2", base)
+    assert sasrec["kd_logits_weight"] == base["kd_logits_weight"] and sasrec["kd_rank_weight"] == base["kd_rank_weight"]
+    with pytest.raises(ValueError, match="student_online trains its teacher alongside"):
+        student_distill(STUDENT_ONLINE, {**base, "student_init": "teacher"})
 
 
 # --- the stages -----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from slmrec import training
 from slmrec.batching import pad_left
-from slmrec.data.samples import SequenceDataset, load_eval_splits, training_sequences
+from slmrec.data.samples import SequenceDataset, load_eval_splits, training_sequences, windows
 from slmrec.errors import DataError
 from slmrec.evaluate import evaluate
 from slmrec.io import write_json
@@ -223,7 +223,7 @@ def test_windows_make_every_item_after_the_first_a_target_once():
     max_len = 4
     for length in (2, 3, 5, 6, 9, 10, 14):
         seq = list(range(1, length + 1))
-        rows = stage.windows([seq], max_len)
+        rows = [seq[w.start : w.end] for w in windows([seq], max_len)]
         assert rows[0] == seq[-max_len - 1 :]  # the newest window is the row a single-window user gets
         dataset = SequenceDataset(rows, max_len)
         targets = []
@@ -236,7 +236,7 @@ def test_windows_make_every_item_after_the_first_a_target_once():
                     assert real == seq[label - 1 - len(real) : label - 1], (length, row, col)
                     targets.append(label)
         assert sorted(targets) == seq[1:], length
-    assert stage.windows([[7]], max_len) == []  # a single item has nothing to predict
+    assert windows([[7]], max_len) == []  # a single item has nothing to predict
 
 
 def test_weights_start_small_and_normal():

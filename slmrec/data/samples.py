@@ -90,12 +90,59 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.labels = pad_left([seq[1:] for seq in sequences], max_len)  # [U, max_len], 0 = no target
         if last_only:
             self.labels[:, :-1] = 0
+        # [U, max_len]: at each position, the teacher's sample with the same history and target (-1: none)
+        self.teacher_index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[index], "labels": self.labels[index]}
+        sample = {"input_ids": self.input_ids[index], "labels": self.labels[index]}
+        if self.teacher_index is not None:
+            sample["teacher_index"] = self.teacher_index[index]
+        return sample
+
+
+@dataclass(frozen=True)
+class Window:
+    """`sequences[user][start:end]`: one training row of SASRec."""
+
+    user: int
+    start: int
+    end: int
+
+
+def windows(sequences: list[list[int]], max_len: int) -> list[Window]:
+    """Each sequence cut, from its newest item back, into windows of at most `max_len` targets.
+
+    A row of `SequenceDataset` reads only the newest `max_len` inputs, so without this the older part of a
+    long history (two fifths of MovieLens-100K's training targets) would never be a target. Windows
+    overlap by one item, the older window's last target being the newer one's first input, so every
+    target is trained on exactly once.
+    """
+    return [
+        Window(user, max(0, end - max_len - 1), end)
+        for user, seq in enumerate(sequences)
+        for end in range(len(seq), 1, -max_len)
+    ]
+
+
+def window_rows(sequences: list[list[int]], max_len: int) -> tuple[list[Window], SequenceDataset]:
+    """Every position of every window of the training sequences (`windows`), as rows of a `SequenceDataset`."""
+    rows = windows(sequences, max_len)
+    return rows, SequenceDataset([sequences[w.user][w.start : w.end] for w in rows], max_len)
+
+
+def window_teacher_index(rows: list[Window], origins: list[tuple[int, int]], max_len: int) -> torch.Tensor:
+    """For each row and position of a `SequenceDataset` of `rows`, the index of the teacher's training sample
+    (`NextItemDataset.origins`: user and history length) that has the same history and target, or -1."""
+    sample_of = {origin: i for i, origin in enumerate(origins)}
+    index = torch.full((len(rows), max_len), -1, dtype=torch.long)  # [rows, max_len]
+    for r, row in enumerate(rows):
+        targets = row.end - row.start - 1  # right-aligned: position max_len - targets + k predicts start + 1 + k
+        for k in range(targets):
+            index[r, max_len - targets + k] = sample_of.get((row.user, row.start + 1 + k), -1)
+    return index
 
 
 class NextItemDataset(torch.utils.data.Dataset):
@@ -105,10 +152,12 @@ class NextItemDataset(torch.utils.data.Dataset):
 
     def __init__(self, sequences: list[list[int]], max_len: int, targets_per_user: int) -> None:
         histories, labels = [], []
-        for seq in sequences:
+        self.origins: list[tuple[int, int]] = []  # (user, history length) of each sample
+        for user, seq in enumerate(sequences):
             for end in range(max(1, len(seq) - targets_per_user), len(seq)):
                 histories.append(seq[:end])
                 labels.append(seq[end])
+                self.origins.append((user, end))
         if not labels:
             raise ValueError("no training samples: every user has fewer than two training items")
         self.input_ids = pad_left(histories, max_len)  # [N, max_len]

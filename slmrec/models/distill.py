@@ -14,6 +14,15 @@ teacher gives the same states and remains possible. Online, the teacher trains a
 CE; by default the alignment terms' gradients reach it too (as in the authors' code), and with
 `teacher_gradients=False` its states are fixed targets (detached), so it is not pulled towards the
 student.
+
+Beyond the paper, two terms distil the teacher's scores over the items instead of its states (`score_terms`):
+
+    kd_logits = T^2 KL(softmax(t / T) || softmax(s / T))                      (Hinton et al., 2015)
+    kd_rank   = sum_k w_k CE(s, top_k(t)),  w = normalised(γp w_rank + γc w_conf + γo w_agree)   (DLLM2Rec)
+
+The teacher's last boundary state is what its output projection reads, so its scores follow from the cached states
+and that projection (`TeacherHead`): score distillation never runs the teacher either, and serves any student,
+SASRec included (`slmrec.models.sasrec_student`).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,25 +45,163 @@ from slmrec.errors import ArtifactError, DistillConfigError
 from slmrec.io import atomic_path, read_artifact
 from slmrec.models.blocks import block_boundaries
 from slmrec.models.llmrec import DTYPES, LLMRec
-from slmrec.targets import ALIGNMENT_TERMS, CE_LOG_KEY, LOSS_TERMS, TEACHER_CE_LOG_KEY
+from slmrec.targets import CE_LOG_KEY, LOSS_TERMS, SCORE_TERM_NAMES, TEACHER_CE_LOG_KEY, TEACHER_TERMS
+
+RANK_DECAY = 1.0  # w_rank = exp(-rank / RANK_DECAY): DLLM2Rec's fixed lambda, after Tang and Wang (2018)
 
 
 @dataclass
 class DistillWeights:
-    """λ1 (cos), λ2 (l2) and λ3 (multi_supervision), named as `slmrec.targets.LOSS_TERMS`."""
+    """λ1 (cos), λ2 (l2), λ3 (multi_supervision) and the score terms' weights, named as `slmrec.targets.LOSS_TERMS`."""
 
     cos: float
     l2: float
     multi_supervision: float
+    kd_logits: float = 0.0
+    kd_rank: float = 0.0
 
     @classmethod
     def from_settings(cls, distill: dict[str, float]) -> DistillWeights:
-        """From a distill section's `<term>_weight` keys."""
-        return cls(**{term.name: distill[term.weight_key] for term in LOSS_TERMS})
+        """From a student's `<term>_weight` keys; a term they do not name (the hidden-state terms of a SASRec
+        student, to which they do not apply) is off."""
+        return cls(**{term.name: float(distill.get(term.weight_key, 0.0)) for term in LOSS_TERMS})
 
     @property
     def needs_teacher(self) -> bool:
-        return any(getattr(self, name) > 0 for name in ALIGNMENT_TERMS)
+        return any(getattr(self, name) > 0 for name in TEACHER_TERMS)
+
+    @property
+    def needs_scores(self) -> bool:
+        return any(getattr(self, name) > 0 for name in SCORE_TERM_NAMES)
+
+
+OUTPUT_WEIGHT, OUTPUT_BIAS = "output_proj.weight", "output_proj.bias"  # in a trained LLMRec's weights file
+
+
+class TeacherHead(nn.Module):
+    """What turns a trained teacher's final states into its scores over the items: its output projection and the
+    item table it scores against, read from its weights file (the teacher itself is never built). Frozen buffers:
+    they move with the student, and are never saved with it."""
+
+    weight: Tensor  # [d, H]
+    bias: Tensor  # [d]
+    item_table: Tensor  # [items + 1, d]
+
+    def __init__(self, weight: Tensor, bias: Tensor, item_table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().float().clone(), persistent=False)
+        self.register_buffer("bias", bias.detach().float().clone(), persistent=False)
+        self.register_buffer("item_table", item_table.detach().float().clone(), persistent=False)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, item_table: Tensor) -> TeacherHead:
+        def read(file: str) -> tuple[Tensor, Tensor]:
+            with safe_open(file, "pt") as handle:
+                missing = {OUTPUT_WEIGHT, OUTPUT_BIAS} - set(handle.keys())
+                if missing:
+                    raise ValueError(f"it holds no {sorted(missing)}: not a trained LLM recommender's weights")
+                return handle.get_tensor(OUTPUT_WEIGHT), handle.get_tensor(OUTPUT_BIAS)
+
+        weight, bias = read_artifact(str(path), read)
+        if weight.shape[0] != item_table.shape[1]:
+            raise ArtifactError(
+                f"{path}: the teacher projects onto {weight.shape[0]} dimensions, but the item table has "
+                f"{item_table.shape[1]}: it was trained on another SASRec table"
+            )
+        return cls(weight, bias, item_table)
+
+    @torch.no_grad()
+    def forward(self, final_states: Tensor) -> Tensor:
+        """[B, H] final states -> [B, items + 1] float32 scores, the padding item at -inf (as `LLMRec.scores`)."""
+        with torch.autocast(final_states.device.type, enabled=False):
+            user = F.linear(final_states.float(), self.weight, self.bias)  # [B, d]
+            logits = user @ self.item_table.T  # [B, items + 1]
+        logits[:, 0] = float("-inf")
+        return logits
+
+
+def logits_kd(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """T² KL(p_t || p_s) of the tempered softmaxes over all items, averaged over samples ([B, items + 1] each).
+
+    Over all items, not sampled candidates: the students train on CE over all items too, the teacher's scores are
+    one small product away, and a KL over a sample would depend on the sample. The padding column is left out.
+    """
+    s = F.log_softmax(student[:, 1:] / temperature, dim=-1)
+    t = F.log_softmax(teacher[:, 1:] / temperature, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+def rank_weights(student: Tensor, teacher: Tensor, k: int, gammas: tuple[float, float, float]) -> tuple[Tensor, Tensor]:
+    """DLLM2Rec's importance weights of the teacher's top-K items: (items [B, K], weights [B, K], rows summing to 1).
+
+    w_rank = exp(-rank) over ranks 1..K; w_conf = the teacher's softmax probability, normalised over its K (our
+    teacher's confidence; DLLM2Rec's BIGRec teacher has a distance instead); w_agree = 1 where the student's own
+    top-K holds the item. Each of the first two sums to 1, and the mix is normalised again.
+    """
+    top = teacher.topk(k, dim=1)  # values, indices: [B, K]
+    ranks = torch.arange(1, k + 1, dtype=torch.float32, device=teacher.device)
+    w_rank = torch.softmax(-ranks / RANK_DECAY, dim=0).expand(len(teacher), k)  # [B, K]
+    w_conf = torch.softmax(top.values, dim=1)  # [B, K]: p_t(item) / sum of p_t over the K
+    own = student.detach().topk(k, dim=1).indices  # [B, K]
+    w_agree = (top.indices[:, :, None] == own[:, None, :]).any(-1).float()  # [B, K]
+    gamma_position, gamma_confidence, gamma_consistency = gammas
+    mixed = gamma_position * w_rank + gamma_confidence * w_conf + gamma_consistency * w_agree + 1e-8
+    return top.indices, mixed / mixed.sum(1, keepdim=True)
+
+
+def rank_kd(student: Tensor, teacher: Tensor, k: int, gammas: tuple[float, float, float]) -> Tensor:
+    """The teacher's top-K items as extra positives of the student's own loss, CE over all items (DLLM2Rec trains
+    its BCE students with BCE against a sampled negative; ours train on CE): Σ_k w_k CE(s, item_k), batch mean."""
+    items, weights = rank_weights(student, teacher, min(k, student.shape[1] - 1), gammas)
+    nll = -F.log_softmax(student, dim=-1).gather(1, items)  # [B, K]
+    return (weights * nll).sum(1).mean()
+
+
+def score_terms(
+    student: Tensor, teacher: Tensor, weights: DistillWeights, settings: dict[str, Any]
+) -> dict[str, Tensor]:
+    """The score terms that are on, unweighted, by `LossTerm.name`: the student's and the (detached) teacher's
+    logits over the items, [B, items + 1] each; `settings` are the student's `distill` settings."""
+    teacher = teacher.detach()
+    terms: dict[str, Tensor] = {}
+    if weights.kd_logits > 0:
+        terms["kd_logits"] = logits_kd(student, teacher, settings["kd_temperature"])
+    if weights.kd_rank > 0:
+        gammas = tuple(settings[f"kd_rank_gamma_{g}"] for g in ("position", "confidence", "consistency"))
+        if not sum(gammas) > 0:
+            raise DistillConfigError("kd_rank: the three kd_rank_gamma_* weights are all 0; one must be positive")
+        terms["kd_rank"] = rank_kd(student, teacher, settings["kd_rank_k"], cast(tuple[float, float, float], gammas))
+    return terms
+
+
+def weighted_loss(
+    unweighted: dict[str, Tensor], weighted: dict[str, Tensor], weights: DistillWeights
+) -> dict[str, Tensor | dict[str, Tensor]]:
+    """The total loss and its logged terms: `unweighted` by log key (CE), `weighted` by `LossTerm.name`."""
+    loss = sum(unweighted.values()) + sum(getattr(weights, name) * v for name, v in weighted.items())
+    log_keys = {term.name: term.log_key for term in LOSS_TERMS}
+    terms = {**unweighted, **{log_keys[name]: value for name, value in weighted.items()}}
+    return {"loss": cast(Tensor, loss), "terms": {k: v.detach() for k, v in terms.items()}}
+
+
+def start_from_teacher(student: LLMRec, teacher: dict[str, Tensor], source: str) -> int:
+    """Load the teacher's trained projections, and the LoRA of the layers the two share, into the student (whose
+    layers are the teacher's first ones); returns how many tensors were copied. Only the multiple-supervision
+    heads, which the teacher has not, start fresh."""
+    own = student.trainable_state_dict()
+    missing = sorted(set(own) - set(teacher))
+    if missing:
+        raise DistillConfigError(
+            f"{source}: the teacher has no {missing[:3]}: its LoRA targets differ from the student's"
+        )
+    for key, value in own.items():
+        if teacher[key].shape != value.shape:
+            raise DistillConfigError(
+                f"{source}: {key} is {tuple(teacher[key].shape)} in the teacher and {tuple(value.shape)} in the "
+                "student: their LoRA settings (r, target modules) must agree to start one from the other"
+            )
+    student.load_state_dict({key: teacher[key] for key in own}, strict=False)
+    return len(own)
 
 
 class Distiller(nn.Module):
@@ -69,10 +216,13 @@ class Distiller(nn.Module):
         online: bool = False,
         teacher_layers: int | None = None,
         teacher_gradients: bool = True,
+        head: TeacherHead | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         """`teacher` is the live teacher (online, or offline without cached states); offline students that
         read `TeacherStates` pass none, and `teacher_layers` places the block boundaries instead.
-        `teacher_gradients` (online only): whether the alignment terms also train the teacher."""
+        `teacher_gradients` (online only): whether the alignment terms also train the teacher. The score terms
+        read `head` (a live teacher's own by default) and the kd_* keys of `settings`."""
         super().__init__()
         if online and teacher is None:
             raise DistillConfigError("online distillation trains its teacher alongside: it needs the teacher")
@@ -81,6 +231,10 @@ class Distiller(nn.Module):
         self.weights = weights
         self.online = online
         self.teacher_gradients = online and teacher_gradients
+        self.head = head
+        self.settings = settings or {}
+        if weights.needs_scores and head is None and teacher is None:
+            raise DistillConfigError("the score terms need the teacher's output projection (its weights file)")
         hidden = student.backbone.config.hidden_size
         teacher_layers = teacher.num_layers if teacher is not None else teacher_layers or student.num_layers
         if teacher is not None and teacher.backbone.config.hidden_size != hidden:
@@ -115,6 +269,7 @@ class Distiller(nn.Module):
         unweighted: dict[str, Tensor] = {CE_LOG_KEY: student["loss"]}
         weighted: dict[str, Tensor] = {}  # by LossTerm.name
         s_states = [student["layer_states"][:, s - 1] for _, s in self.boundaries]  # n x [B, H]
+        t_states: tuple[Tensor, ...] = ()
         if self.weights.needs_teacher or self.online:
             if self.online:
                 assert self.teacher is not None  # an online Distiller is always built with its teacher
@@ -123,7 +278,7 @@ class Distiller(nn.Module):
                 teacher_states = teacher["layer_states"][:, [t - 1 for t, _ in self.boundaries]]
             elif teacher_states is None:
                 if self.teacher is None:
-                    raise DistillConfigError("the cosine and L2 terms need the teacher's states or the teacher")
+                    raise DistillConfigError("the terms that read the teacher need its states or the teacher")
                 teacher_states = teacher_boundary_states(self.teacher, input_ids, [t for t, _ in self.boundaries])
             if not self.teacher_gradients:
                 teacher_states = teacher_states.detach()
@@ -140,10 +295,20 @@ class Distiller(nn.Module):
                 if self.adapters
                 else student["loss"].new_zeros(())
             )
-        loss = sum(unweighted.values()) + sum(getattr(self.weights, name) * v for name, v in weighted.items())
-        log_keys = {term.name: term.log_key for term in LOSS_TERMS}
-        terms = {**unweighted, **{log_keys[name]: value for name, value in weighted.items()}}
-        return {"loss": loss, "terms": {k: v.detach() for k, v in terms.items()}, "user": student["user"]}
+        if self.weights.needs_scores:
+            student_logits = self.student.scores(student["user"])  # [B, items + 1]
+            teacher_logits = self._teacher_scores(t_states[-1])  # [B, items + 1], from the final state
+            weighted |= score_terms(student_logits, teacher_logits, self.weights, self.settings)
+        return {**weighted_loss(unweighted, weighted, self.weights), "user": student["user"]}
+
+    @torch.no_grad()
+    def _teacher_scores(self, final_states: Tensor) -> Tensor:
+        """The teacher's scores over the items from its final states [B, H]: through its head read from file
+        (cached states), or through the live teacher's own projection."""
+        if self.head is not None:
+            return self.head(final_states)
+        assert self.teacher is not None  # checked in __init__
+        return self.teacher.scores(self.teacher.output_proj(final_states.to(self.teacher.output_proj.weight.dtype)))
 
 
 def cosine_distance(student: Tensor, teacher: Tensor) -> Tensor:
@@ -244,6 +409,15 @@ class TeacherStates:
                 f"{path}: teacher states are at teacher layers {self.layers}, but the student's block map needs "
                 f"{layers}; rebuild them with the teacher_states rule"
             )
+        self.check_samples(path, input_ids, labels)
+
+    @property
+    def final(self) -> Tensor:
+        """[N, H]: the teacher's final-normed last state of each sample, what its output projection reads."""
+        return self.states[:, -1]
+
+    def check_samples(self, path: str | os.PathLike, input_ids: Tensor, labels: Tensor) -> None:
+        """Refuse states made for other training samples."""
         if self.samples != samples_digest(input_ids, labels):
             raise ArtifactError(
                 f"{path}: teacher states were computed for other training samples ({len(self.states)} of them; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,11 @@ class SASRecConfig:
     heads: int
     dropout: float
     max_len: int
+
+    @classmethod
+    def from_settings(cls, sasrec: dict[str, Any], num_items: int) -> SASRecConfig:
+        """From a `sasrec` section (with `authors_protocol`'s settings merged in, for that row)."""
+        return cls(num_items, sasrec["hidden"], sasrec["layers"], sasrec["heads"], sasrec["dropout"], sasrec["max_len"])
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
+from safetensors.torch import load_file
+
 from slmrec.call import StageCall
 from slmrec.data.samples import NextItemDataset, load_training_data
+from slmrec.io import read_artifact, read_json
 from slmrec.metrics import MetricsRow
-from slmrec.models.distill import Distiller, DistillWeights, TeacherStates
+from slmrec.models.distill import Distiller, DistillWeights, TeacherHead, TeacherStates, start_from_teacher
 from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec
 from slmrec.models.sasrec import load_item_embeddings
-from slmrec.targets import needs_offline_teacher, student_name
+from slmrec.targets import needs_offline_teacher, needs_teacher_weights, student_name
 from slmrec.training import fit_and_save, llm_fit
 
 logger = logging.getLogger(__name__)
@@ -31,7 +34,17 @@ def run(call: StageCall) -> MetricsRow | None:
     student = build(cfg)
     fit = llm_fit(call, cfg, data)
     weights = DistillWeights.from_settings(distill)
-    teacher, cached = None, None
+    teacher, cached, head = None, None, None
+    if needs_teacher_weights(distill):
+        if "teacher_weights" not in call.input:
+            raise ValueError(
+                "a student that starts from its teacher, or learns its scores, needs the teacher's weights"
+            )
+        path = call.input["teacher_weights"]
+        if distill["init_from_teacher"]:
+            copied = start_from_teacher(student, read_artifact(path, load_file), path)
+            logger.info("started from the teacher's trained weights: %d tensors of %s", copied, path)
+        head = TeacherHead.from_file(path, table) if weights.needs_scores else None
     if distill["online"]:
         teacher = build(call.params["teacher"])
         model = Distiller(
@@ -41,19 +54,30 @@ def run(call: StageCall) -> MetricsRow | None:
             weights,
             online=True,
             teacher_gradients=distill["online_teacher_gradients"],
+            settings=distill,
         )
     elif needs_offline_teacher(distill):
         # The frozen teacher's states come from the teacher_states rule: the teacher itself is never loaded.
         if "teacher_states" not in call.input:
-            raise ValueError("offline distillation with cosine or L2 terms needs the teacher_states rule's artifact")
+            raise ValueError("offline distillation from the teacher needs the teacher_states rule's artifact")
         cached = TeacherStates.load(call.input["teacher_states"])
-        model = Distiller(student, None, distill["blocks"], weights, teacher_layers=cached.teacher_layers)
+        model = Distiller(
+            student,
+            None,
+            distill["blocks"],
+            weights,
+            teacher_layers=cached.teacher_layers,
+            head=head,
+            settings=distill,
+        )
         samples = cast(NextItemDataset, fit.dataset)  # the LLM stages train on next-item samples (llm_fit)
         cached.check(call.input["teacher_states"], samples.input_ids, samples.labels, model.boundaries)
         samples.teacher_states = cached.states
     else:
         model = Distiller(student, None, distill["blocks"], weights)
     teacher_layers = teacher.num_layers if teacher else cached.teacher_layers if cached else None
+    if teacher_layers is None and "teacher_weights" in call.input:  # started from the teacher, with CE alone
+        teacher_layers = int(read_artifact(call.input["teacher_config"], read_json)["layers"])
     name = student_name(call.params["target"], student.num_layers, teacher_layers)
     mode = "online" if model.online else "offline, cached teacher states" if cached else "offline"
     logger.info("%s: blocks %s, weights %s, %s", name, model.boundaries, weights, mode)
@@ -63,6 +87,7 @@ def run(call: StageCall) -> MetricsRow | None:
         "teacher_params": teacher.parameter_counts() if teacher else cached.teacher_params if cached else None,
         "teacher_states": "cached" if cached else "live" if teacher else None,
         "speedups": student.speedups() + (["cached teacher states"] if cached else []),
+        "init_from_teacher": distill["init_from_teacher"],
         "precision": student.precision,
     }
     return fit_and_save(student, call, fit, name=name, trained=model, details=details)

@@ -1,0 +1,63 @@
+"""SASRec as a student of an LLM teacher: its own CE at every position, plus the score terms from the teacher.
+
+The teacher's scores come from its cached final states (`TeacherStates.final`) through its output projection
+(`TeacherHead`): the LLM is never loaded, so the student trains at close to SASRec's own cost. SASRec is trained
+on every position of every window, the teacher on the last `targets_per_user` prefixes of each user; a position
+whose history and target is one of the teacher's samples gets the score terms (`window_teacher_index`), the rest
+CE alone. The hidden-state terms do not apply: SASRec's width is not the LLM's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from slmrec.models.distill import DistillWeights, TeacherHead, score_terms, weighted_loss
+from slmrec.models.sasrec import SASRec
+from slmrec.targets import CE_LOG_KEY, SCORE_TERM_NAMES
+
+
+class SASRecDistiller(nn.Module):
+    """Wraps SASRec for `Trainer`: its loss is CE plus the weighted score terms, its scores SASRec's."""
+
+    final_states: Tensor  # [N, H]: the teacher's final state of each of its training samples
+
+    def __init__(
+        self,
+        student: SASRec,
+        weights: DistillWeights,
+        settings: dict[str, Any],
+        head: TeacherHead | None = None,
+        final_states: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if weights.needs_scores and (head is None or final_states is None):
+            raise ValueError("the score terms need the teacher's head and its cached final states")
+        self.student = student
+        self.weights = weights
+        self.settings = settings
+        self.head = head
+        self.register_buffer("final_states", final_states, persistent=False)
+
+    def forward(
+        self, input_ids: Tensor, labels: Tensor | None = None, teacher_index: Tensor | None = None
+    ) -> dict[str, Any]:
+        """`teacher_index` [B, L]: the teacher's sample at each position (-1: none), `SequenceDataset`'s."""
+        out = self.student(input_ids, labels)
+        if labels is None:
+            return out
+        weighted: dict[str, Tensor] = {}
+        if self.weights.needs_scores:
+            assert self.head is not None and teacher_index is not None  # checked in __init__; the dataset's
+            taught = teacher_index >= 0  # [B, L]
+            if taught.any():
+                hidden = out["hidden"][taught]  # [P, d]: the positions the teacher scored
+                student_logits = hidden @ self.student.item_table.T  # [P, items + 1]
+                student_logits[:, 0] = float("-inf")
+                teacher_logits = self.head(self.final_states[teacher_index[taught]])  # [P, items + 1]
+                weighted = score_terms(student_logits, teacher_logits, self.weights, self.settings)
+            else:  # a batch of old positions only: CE alone
+                zero = out["loss"].new_zeros(())
+                weighted = {name: zero for name in SCORE_TERM_NAMES if getattr(self.weights, name) > 0}
+        return {**weighted_loss({CE_LOG_KEY: out["loss"]}, weighted, self.weights), "hidden": out["hidden"]}
