@@ -41,7 +41,13 @@ from slmrec.models.distill import Distiller, DistillWeights, TeacherStates
 from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec
 from slmrec.models.presets import preset_gguf
 from slmrec.precision import bf16_capable, resolve
-from slmrec.targets import ABLATION_VARIANTS, STUDENT, needs_offline_teacher, student_distill, teacher_name
+from slmrec.targets import (
+    PAPER_VARIANTS,
+    ablation_target,
+    needs_offline_teacher,
+    student_distill,
+    teacher_name,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = {"train": 6.6, "inference": 8.0}  # Table 5: SLMRec 4 against E4SRec 32 on an A100
@@ -210,10 +216,8 @@ def table5(b: Bench) -> list[str]:
     )
     jobs = [
         v
-        for v in ABLATION_VARIANTS
-        if needs_offline_teacher(
-            student_distill(STUDENT if v == "all" else f"ablation/{v}", schema_defaults("distill"))
-        )
+        for v in PAPER_VARIANTS
+        if needs_offline_teacher(student_distill(ablation_target(v), schema_defaults("distill")))
     ]
     saved = train["student, live teacher"].value - train["student, cached teacher states"].value
     print(

@@ -28,9 +28,9 @@ from slmrec.metrics import METRIC_NAMES, SPLITS, MetricsRow
 from slmrec.report import direct_points, figure2_table
 from slmrec.targets import (
     ABLATION,
-    ABLATION_VARIANTS,
     CE_LOG_KEY,
     LOSS_TERMS,
+    PAPER_VARIANTS,
     STUDENT,
     TEACHER,
     ablation_target,
@@ -91,7 +91,7 @@ def accuracy_table(results: Path, rows: Sequence[Row], split: str = "test") -> s
 
 def ablation_table(results: Path, arm: Arm) -> str:
     """Table 4: the offline student with only some of its loss terms, mean ± sd over seeds."""
-    return accuracy_table(results, [Row(arm, ablation_target(v), variant_label(v)) for v in ABLATION_VARIANTS])
+    return accuracy_table(results, [Row(arm, ablation_target(v), variant_label(v)) for v in PAPER_VARIANTS])
 
 
 def validation_curves(results: Path, rows: Sequence[Row]) -> str:
@@ -189,7 +189,8 @@ def loss_balance(results: Path, dataset: str, target: str = STUDENT) -> str:
         return "not run yet\n"
     log = pl.read_csv(log_path)
     weights = row.details["distill"]
-    terms = [(CE_LOG_KEY, "CE", 1.0)] + [(t.log_key, t.label, weights[t.weight_key]) for t in LOSS_TERMS]
+    kept = [t for t in LOSS_TERMS if t.log_key in log.columns]  # the terms this student trained with
+    terms = [(CE_LOG_KEY, "CE", 1.0)] + [(t.log_key, t.label, weights[t.weight_key]) for t in kept]
     lines = []
     for position, name in ((0, "first"), (log.height - 1, f"last (step {log['step'][-1]})")):
         weighted = {key: log[key][position] * weight for key, _, weight in terms}

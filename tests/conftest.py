@@ -72,7 +72,8 @@ def workflow(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path)
 
 
-# A demo small enough to run the whole DAG (ablation included) in about two minutes on 2 cores.
+# A demo small enough to run the whole DAG (both ablations and the SASRec student included) in about two minutes on
+# 2 cores.
 TINY_CONFIG = """
 datasets:
   demo:
@@ -81,7 +82,7 @@ datasets:
     teacher: {layers: 4, batch_size: 32, max_steps: 4, eval_steps: 2, warmup_steps: 1}
     student: {layers: 2, max_steps: 4}
     distill: {blocks: 2}
-    report: {ablation: true}
+    report: {ablation: true, kd_ablation: true, students: [student, sasrec_student]}
 negatives: {num_negatives: 99}
 """
 TARGETS = (layout.table("metrics", "demo"), layout.table("report", "demo"))

@@ -10,7 +10,6 @@ import logging
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import polars as pl
 import pytest
@@ -18,16 +17,11 @@ import torch
 import torch.nn.functional as F
 from helpers_data import (
     LLM_OUTPUTS,
-    backbone_settings,
     data_inputs,
     distill_settings,
     llm_config,
-    llm_outputs,
-    make_dataset,
-    prompt_settings,
-    stage_call,
-    write_item_table,
 )
+from helpers_distill import ITEM_DIM, distill_env, llm_settings, make_llmrec, run_states, run_student
 from helpers_training import Killed, kill_at
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaModel
@@ -48,9 +42,8 @@ from slmrec.models.distill import (
     state_alignment,
     teacher_boundary_states,
 )
-from slmrec.models.llmrec import LLMRec, LLMRecConfig, build_llmrec, load_llmrec
+from slmrec.models.llmrec import LLMRec, load_llmrec
 from slmrec.stages import student as student_stage
-from slmrec.stages import teacher_states as states_stage
 from slmrec.targets import (
     ABLATION_VARIANTS,
     HIDDEN_TERMS,
@@ -62,7 +55,6 @@ from slmrec.targets import (
 from slmrec.training import TrainLog
 
 NUM_ITEMS = 40
-ITEM_DIM = 16
 HISTORIES = [[3, 7, 1, 9, 4], [12, 5], [8], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]]
 LABELS = torch.tensor([11, 6, 9, 24])
 ITEMS = pad_left(HISTORIES, 12)
@@ -74,26 +66,6 @@ PAPER_WEIGHTS = DistillWeights(**{t.name: DISTILL[t.weight_key] for t in HIDDEN_
 @pytest.fixture(scope="module")
 def table() -> torch.Tensor:
     return torch.randn(NUM_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(3))
-
-
-def perturb_lora(model: LLMRec, seed: int) -> None:
-    """A "trained" model: non-zero LoRA B, so the adapters matter."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
-
-
-def llm_settings(backbone: str, table: torch.Tensor, layers: int) -> LLMRecConfig:
-    # LoRA dropout 0: deterministic in train mode.
-    return LLMRecConfig.from_settings(backbone, backbone_settings(), prompt_settings(), llm_config(), layers, table)
-
-
-def make_llmrec(backbone: str, table: torch.Tensor, layers: int, seed: int) -> LLMRec:
-    model = build_llmrec(llm_settings(backbone, table, layers), table, seed=seed)
-    perturb_lora(model, seed)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -406,63 +378,9 @@ def test_slmrec_students_add_the_score_terms_named_by_kd_terms_and_start_as_conf
 # --- the stages -----------------------------------------------------------------------------------
 
 
-def states_params(precision: str = "float32", **distill: Any) -> dict[str, Any]:
-    """What the teacher_states rule passes: the students' sample settings, its part of `distill`, and the
-    compute precision."""
-    samples = {k: v for k, v in llm_config().items() if k in ("max_len", "targets_per_user")}
-    return {
-        "samples": samples,
-        "distill": {"blocks": 2, "teacher_quantization": "none", **distill},
-        "backbone": {"precision": precision},
-    }
-
-
-def run_states(env: SimpleNamespace, teacher_dir: Path, name: str = "states", **distill: Any) -> Path:
-    """Run the teacher_states stage as its rule does; return the states file."""
-    inputs = {
-        **data_inputs(env.data),
-        "item_embeddings": env.items,
-        "backbone": env.backbone,
-        "teacher": teacher_dir / "trainable.safetensors",
-        "teacher_config": teacher_dir / "config.json",
-    }
-    output = SimpleNamespace(states=env.root / name / "states.safetensors", manifest=env.root / name / "manifest.json")
-    states_stage.run(stage_call("teacher_states", inputs, output, states_params(**distill)))
-    return Path(output.states)
-
-
 @pytest.fixture(scope="module")
 def stage_env(tmp_path_factory, backbone) -> SimpleNamespace:
-    """A dataset, an item table, a saved 4-layer "teacher artifact" with non-trivial LoRA weights, and its
-    cached states."""
-    root = tmp_path_factory.mktemp("student")
-    data = make_dataset(root / "data", users=60, items=120, num_negatives=20)
-    items = write_item_table(root / "item_embeddings.safetensors", data.num_items, dim=ITEM_DIM)
-    table = load_file(items)["item_embeddings"]
-    teacher = make_llmrec(backbone, table, layers=4, seed=1)
-    teacher.save_artifacts({name: str(root / "teacher" / file) for name, file in LLM_OUTPUTS.items()})
-    env = SimpleNamespace(root=root, data=data, items=items, table=table, backbone=backbone, teacher=root / "teacher")
-    env.states = run_states(env, env.teacher)
-    return env
-
-
-def run_student(env: SimpleNamespace, target: str, distill: dict, states: Path | None) -> dict:
-    """Run the student stage as the rule calls it for `target`; return its metrics row as written."""
-    params = {
-        "target": target,
-        "student": llm_config(layers=2, max_steps=4, eval_steps=2),
-        "distill": distill,
-        "teacher": llm_config(layers=4) if distill["online"] else {},
-        "backbone": backbone_settings(),
-        "prompt": prompt_settings(),
-        "evaluate": {"full_ranking": False},
-        "checkpoints": str(env.root / "checkpoints" / target),
-    }
-    inputs = {**data_inputs(env.data), "item_embeddings": env.items, "backbone": env.backbone}
-    if states:
-        inputs["teacher_states"] = states
-    student_stage.run(stage_call("student", inputs, llm_outputs(env.root / target), params))
-    return json.loads((env.root / target / "metrics.json").read_text())
+    return distill_env(tmp_path_factory.mktemp("student"), backbone)
 
 
 @pytest.fixture

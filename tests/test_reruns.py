@@ -65,10 +65,18 @@ def test_a_distill_weight_reruns_only_the_students_that_use_it(edited_demo):
     assert jobs == {"student": 2, "ablation": 1, "metrics": 1, "report": 1}
 
 
+def test_a_score_term_setting_reruns_only_the_students_that_use_it(edited_demo):
+    write_tiny_config(edited_demo, {"distill": {"kd_temperature": 4.0}})
+    jobs = planned_jobs(edited_demo)
+    # ce_logits and init_logits; SASRec with logits KD and the SASRec student (both terms). Not the SLMRec student,
+    # nor any row without logits KD.
+    assert jobs == {"student": 2, "sasrec_student": 2, "ablation": 1, "metrics": 1, "report": 1}
+
+
 def test_a_student_only_setting_reruns_no_teacher(edited_demo):
     write_tiny_config(edited_demo, {"datasets": {"demo": {"student": {"learning_rate": 0.01}}}})
     jobs = planned_jobs(edited_demo)
-    assert jobs == {"student": 5, "ablation": 1, "metrics": 1, "report": 1}
+    assert jobs == {"student": 10, "ablation": 1, "metrics": 1, "report": 1}  # the LLM students, not SASRec's
 
 
 def test_a_teacher_setting_reruns_teacher_and_downstream_only(edited_demo):
@@ -76,7 +84,8 @@ def test_a_teacher_setting_reruns_teacher_and_downstream_only(edited_demo):
     write_tiny_config(edited_demo, {"datasets": {"demo": {"teacher": {"learning_rate": 0.01}}}})
     jobs = planned_jobs(edited_demo)
     assert jobs.get("teacher") == 1
-    assert jobs.get("student") == 5  # the student inherits the setting, so do the four trained variants
+    assert jobs.get("student") == 10  # the student inherits the setting, so do the nine trained variants
+    assert jobs.get("sasrec_student") == 3  # they read the new teacher's states and head
     assert {"metrics", "report", "ablation"} <= set(jobs)
     assert not {"preprocess", "negatives", "sasrec", "synthesize", "popularity"} & set(jobs)
 
@@ -98,7 +107,7 @@ def test_max_len_reruns_no_data_stage(edited_demo, edit, trained):
 
 
 def test_report_settings_rerun_no_training(edited_demo):
-    write_tiny_config(edited_demo, {"datasets": {"demo": {"report": {"ablation": False}}}})
+    write_tiny_config(edited_demo, {"datasets": {"demo": {"report": {"ablation": False, "kd_ablation": False}}}})
     assert planned_jobs(edited_demo) == {"report": 1}
 
 
@@ -110,7 +119,7 @@ def test_teacher_layers_rerun_no_layer_sweep_teacher(swept_demo, tmp_path):
     jobs = planned_jobs(workdir)
     # Only `teacher` (and what learns from it) reruns: teacher_l1 and teacher_l2 read their depth from the target.
     assert jobs.get("teacher") == 1
-    assert jobs.get("student") == 4  # ce reads no teacher
+    assert jobs.get("student") == 9  # ce reads no teacher; student_t2 learns from teacher_l2
 
 
 def test_kcore_reruns_everything_from_preprocess(edited_demo):

@@ -14,7 +14,7 @@ from helpers_data import INTERVAL, ranking_metrics
 
 from slmrec.evaluate import read_ranks, split_metrics
 from slmrec.metrics import METRIC_NAMES, MetricsRow
-from slmrec.targets import ABLATION_VARIANTS, LOSS_TERMS, TRAINED_VARIANTS, ablation_target
+from slmrec.targets import ABLATION_VARIANTS, KD_ROWS, LOSS_TERMS, PAPER_VARIANTS, TRAINED_VARIANTS, ablation_target
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,6 +31,7 @@ RULE_LOGS = (
     "ablation",
     "metrics",
     "report",
+    "sasrec_student",
     *(f"ablation/{variant}" for variant in TRAINED_VARIANTS),
 )
 
@@ -49,7 +50,8 @@ def test_metrics_table(demo):
     assert table["dataset"] == "demo"
     assert 200 < table["stats"]["users"] <= 300
     rows = {row["target"]: row for row in table["rows"]}
-    assert set(rows) == {"popularity", "sasrec", "teacher", "student"}
+    assert set(rows) == {"popularity", "sasrec", "teacher", "student", "sasrec_student"}
+    assert rows["sasrec_student"]["model"] == "SASRec ← E4SRec_4 (logits KD + rank KD)"
     for stage, row in rows.items():
         assert MetricsRow(**row).test.keys() >= set(METRIC_NAMES), stage  # percentages, checked on construction
         assert set(row["params"]) >= {"total", "trainable", "inference"}, stage
@@ -99,11 +101,21 @@ def test_ablation_and_student_artifacts(demo):
     results = workflow / "results" / "demo"
     ablation = json.loads((results / "ablation" / "metrics.json").read_text())
     variants = {row["variant"]: row for row in ablation["rows"]}
-    assert set(variants) == set(ABLATION_VARIANTS) and len(variants) == 5
+    assert list(variants) == [*PAPER_VARIANTS, *(v for v in KD_ROWS if v not in PAPER_VARIANTS)]
     for variant, row in variants.items():
-        kept = set(ABLATION_VARIANTS[variant])
+        if row["distill"] is None:  # plain SASRec: no distillation at all
+            assert variant == "sasrec"
+            continue
+        kept = set(ABLATION_VARIANTS[variant].terms)
         for term in LOSS_TERMS:
-            assert (row["distill"][term.weight_key] > 0) == (term.name in kept), (variant, term)
+            if term.weight_key in row["distill"]:  # SASRec's rows have no hidden-state terms
+                assert (row["distill"][term.weight_key] > 0) == (term.name in kept), (variant, term)
+    assert variants["sasrec"]["trained_as"] == "SASRec"  # plain SASRec is the sasrec run itself
+    for variant in ("sasrec_logits", "sasrec_rank"):
+        manifest = json.loads((results / "ablation" / variant / "manifest.json").read_text())
+        assert "results/demo/teacher/states.safetensors" in manifest["inputs"], variant
+        assert "results/demo/teacher/trainable.safetensors" in manifest["inputs"], variant  # its output projection
+        assert not any("backbone" in path for path in manifest["inputs"]), variant  # never the LLM
     # No model is trained twice: the variant with every term is the offline student's row.
     student = MetricsRow.read(results / "student" / "metrics.json")
     assert variants["all"]["test"] == student.test and variants["all"]["trained_as"] == student.model
@@ -151,7 +163,14 @@ def test_every_metrics_file_is_one_typed_row(demo):
     workflow, _ = demo
     results = workflow / "results" / "demo"
     table = json.loads((results / "metrics.json").read_text())
-    targets = ["popularity", "sasrec", "teacher", "student", *(ablation_target(v) for v in TRAINED_VARIANTS)]
+    targets = [
+        "popularity",
+        "sasrec",
+        "teacher",
+        "student",
+        "sasrec_student",
+        *(ablation_target(v) for v in TRAINED_VARIANTS),
+    ]
     for target in targets:
         row = MetricsRow.read(results / target / "metrics.json")
         assert row.target == target

@@ -99,7 +99,9 @@ class TeacherHead(nn.Module):
             with safe_open(file, "pt") as handle:
                 missing = {OUTPUT_WEIGHT, OUTPUT_BIAS} - set(handle.keys())
                 if missing:
-                    raise ValueError(f"it holds no {sorted(missing)}: not a trained LLM recommender's weights")
+                    raise ArtifactError(
+                        f"{file} holds no {sorted(missing)}: it is not a trained LLM recommender's weights"
+                    )
                 return handle.get_tensor(OUTPUT_WEIGHT), handle.get_tensor(OUTPUT_BIAS)
 
         weight, bias = read_artifact(str(path), read)
