@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/sasrec.py                   # the demo dataset and a ~50k-user one
     .venv/bin/python benchmarks/sasrec.py --users 2000      # the demo size only
     .venv/bin/python benchmarks/sasrec.py --ml100k          # quality and time on MovieLens-100K
+    .venv/bin/python benchmarks/sasrec.py --student         # the SASRec student against plain SASRec
 
 For each dataset (synthetic, the demo generator's shape) it builds the real artifacts (preprocess,
 negatives), then:
@@ -19,6 +20,13 @@ Both run in this process with the same torch thread count, so the ratio is fair 
 `data/ml-100k.inter`, fetched if absent, with the dataset's preprocess and negatives settings) with the
 default settings as the workflow merges them for dataset ml100k, in a fresh process as a Snakemake job
 would, and prints the test metrics, the training and wall seconds and PASS/FAIL against the targets.
+
+`--student` times the SASRec student (`slmrec.stages.sasrec_student`, both score terms) against plain SASRec
+(`slmrec.stages.sasrec`), both by their stages on the same demo-size data and epochs, alternating, the best of
+`--repeats` each. Its teacher is a stand-in with SmolLM2's width (576): cached final states for up to ten
+targets per user and an output projection, random, since only the student's cost is measured. PASS when the
+student's seconds per epoch are within `STUDENT_TARGET` of plain SASRec's: it reads the teacher's scores through
+one small product per taught position, and never runs the teacher.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Any
 import polars as pl
 import torch
 import yaml
+from safetensors.torch import save_file
 from snakemake.utils import validate
 
 from slmrec import layout
@@ -45,10 +54,14 @@ from slmrec.config import SCHEMA_PATH, load_schema, schema_defaults, stage_confi
 from slmrec.data.fetch import fetch_ml100k
 from slmrec.data.negatives import draw_negatives
 from slmrec.data.preprocess import Preprocessed, preprocess, read_amazon2018, read_reviews
+from slmrec.data.samples import NextItemDataset
 from slmrec.data.synthetic import write_synthetic_reviews
 from slmrec.io import write_json, write_parquet
+from slmrec.models.distill import OUTPUT_BIAS, OUTPUT_WEIGHT, TeacherStates, samples_digest
 from slmrec.models.sasrec import SASRec, SASRecConfig
 from slmrec.stages.sasrec import run as run_sasrec
+from slmrec.stages.sasrec_student import run as run_sasrec_student
+from slmrec.targets import SASREC_STUDENT, student_distill
 
 # The schema's SASRec settings with the demo's learning rate, and no early stopping within the timed epochs.
 CONFIG = {**schema_defaults("sasrec"), "lr": 0.005, "patience": 100}
@@ -59,6 +72,9 @@ BUILT = "built"  # the dataset name of artifacts built here rather than by the w
 ML100K_INPUTS = {name: Path(path) for name, path in layout.data_inputs("ml100k", ROOT / layout.RESULTS).items()}
 TARGET_NDCG = 36.0  # test NDCG@10 on ml-100k, as a reference SASRec reaches on the same protocol
 TARGET_SECONDS = 90.0  # wall seconds of the stage on 2 CPU cores
+STUDENT_TARGET = 1.5  # the SASRec student's seconds per epoch, at most this times plain SASRec's
+TEACHER_HIDDEN = 576  # the stand-in teacher's width: SmolLM2-135M's
+TEACHER_TARGETS = 10  # the teacher's training samples per user, as the score-distillation experiment's
 
 
 def write_artifacts(workdir: Path, result: Preprocessed, num_negatives: int, seed: int) -> dict[str, Path]:
@@ -126,6 +142,77 @@ def time_slmrec(paths: dict[str, Path], workdir: Path, epochs: int) -> dict[str,
     # Includes the per-epoch validation and checkpoint the stage does: a conservative figure for slmrec.
     per_epoch = row.train_seconds / log.height
     return {"epoch_seconds": per_epoch, "test": row.test, "valid_seconds": row.valid["seconds"]}
+
+
+def stand_in_teacher(paths: dict[str, Path], workdir: Path) -> dict[str, str]:
+    """A teacher's artifacts as the SASRec student reads them: cached final states of its training samples, its
+    output projection and the item table, with random values (only the student's cost is measured)."""
+    splits = pl.read_parquet(paths["splits"])
+    num_items = json.loads(paths["stats"].read_text())["items"]
+    samples = NextItemDataset(splits["train"].to_list(), schema_defaults("teacher")["max_len"], TEACHER_TARGETS)
+    generator = torch.Generator().manual_seed(0)
+    (workdir / "teacher").mkdir(parents=True, exist_ok=True)
+    files = {name: workdir / "teacher" / name for name in ("states.safetensors", "trainable.safetensors", "items")}
+    states = torch.randn(len(samples), 1, TEACHER_HIDDEN, generator=generator)
+    TeacherStates(states, 2, [2], samples_digest(samples.input_ids, samples.labels), {}).save(
+        files["states.safetensors"]
+    )
+    dim = CONFIG["hidden"]
+    head = {OUTPUT_WEIGHT: torch.randn(dim, TEACHER_HIDDEN, generator=generator) * 0.05, OUTPUT_BIAS: torch.zeros(dim)}
+    save_file(head, str(files["trainable.safetensors"]))
+    save_file({"item_embeddings": torch.randn(num_items + 1, dim, generator=generator)}, str(files["items"]))
+    return {
+        "teacher_states": str(files["states.safetensors"]),
+        "teacher_weights": str(files["trainable.safetensors"]),
+        "item_embeddings": str(files["items"]),
+    }
+
+
+def time_student(paths: dict[str, Path], workdir: Path, epochs: int, repeats: int) -> dict[str, float]:
+    """Seconds per epoch of plain SASRec and of the SASRec student (both score terms), each by its stage, best of
+    `repeats`, alternating so that both see the same machine."""
+    teacher = stand_in_teacher(paths, workdir)
+    sasrec = {**CONFIG, "epochs": epochs}
+    inputs = {name: str(paths[name]) for name in ("splits", "negatives", "stats")}
+    distill = student_distill(SASREC_STUDENT, schema_defaults("distill"))
+    samples = {"max_len": schema_defaults("teacher")["max_len"], "targets_per_user": TEACHER_TARGETS}
+    best = {"SASRec": float("inf"), "SASRec student": float("inf")}
+    for repeat in range(repeats):
+        for name in best:
+            out = workdir / f"{name.replace(' ', '_')}{repeat}"
+            output = {k: str(out / file) for k, file in {**layout.SASREC_FILES, "manifest": layout.MANIFEST}.items()}
+            common = {"evaluate": {"full_ranking": False}, "checkpoints": str(out / "checkpoints")}
+            with contextlib.redirect_stdout(sys.stderr):
+                if name == "SASRec":
+                    params = {"target": "sasrec", "sasrec": sasrec, "authors_protocol": False, **common}
+                    row = run_sasrec(StageCall("sasrec", inputs, output, params, {"eval_batch_size": 512}))
+                else:
+                    params = {"target": SASREC_STUDENT, "sasrec": sasrec, "samples": samples, "distill": distill}
+                    call = StageCall(
+                        "sasrec_student", {**inputs, **teacher}, output, {**params, **common}, {"eval_batch_size": 512}
+                    )
+                    row = run_sasrec_student(call)
+            epochs_run = pl.read_csv(out / layout.SASREC_FILES["train_log"]).height
+            best[name] = min(best[name], row.train_seconds / epochs_run)
+    return best
+
+
+def student(users: int, epochs: int, repeats: int) -> int:
+    """The SASRec student's training time against plain SASRec's; 0 if within `STUDENT_TARGET`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        paths = build_dataset(workdir, users, max(2000, users // 4))
+        best = time_student(paths, workdir, epochs, repeats)
+    ratio = best["SASRec student"] / best["SASRec"]
+    print(f"torch threads {torch.get_num_threads()}; {users} users, {epochs} epochs, best of {repeats}")
+    print(f"  plain SASRec:                   {best['SASRec']:.2f} s/epoch")
+    print(
+        f"  SASRec student (logits + rank KD, teacher width {TEACHER_HIDDEN}, up to {TEACHER_TARGETS} taught "
+        f"positions per user): {best['SASRec student']:.2f} s/epoch"
+    )
+    verdict = "PASS" if ratio <= STUDENT_TARGET else "FAIL"
+    print(f"  ratio {ratio:.2f}x (target <= {STUDENT_TARGET}x): {verdict}")
+    return 0 if ratio <= STUDENT_TARGET else 1
 
 
 def time_prefix_loop(paths: dict[str, Path], max_batches: int) -> float:
@@ -214,7 +301,11 @@ def main() -> int:
     parser.add_argument("--prefix-batches", type=int, default=300, help="batches timed in the prefix loop")
     parser.add_argument("--ml100k", action="store_true", help="quality and time of the defaults on ml-100k")
     parser.add_argument("--ml100k-child", nargs=2, type=Path, metavar=("SPLITS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--student", action="store_true", help="the SASRec student's time against plain SASRec's")
+    parser.add_argument("--repeats", type=int, default=2, help="with --student: runs of each, the best kept")
     args = parser.parse_args()
+    if args.student:
+        return student(args.users[0], args.epochs, args.repeats)
     if args.ml100k_child:
         ml100k_child(*args.ml100k_child)
         return 0

@@ -166,14 +166,15 @@ class SASRec(nn.Module):
             save_file({"item_embeddings": self.item_table.detach().contiguous()}, str(tmp), metadata=metadata)
 
     def forward(self, input_ids: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
-        """Next-item cross-entropy over all items at every real position (labels 0 = ignored)."""
+        """Next-item cross-entropy over all items at every real position (labels 0 = ignored); `logits` are those
+        positions' scores [real positions, items + 1], in row-major order of `labels > 0`."""
         hidden = self.encode(input_ids)
         if labels is None:
             return {"hidden": hidden}
         keep = labels > 0
         logits = hidden[keep] @ self.item_table.T  # [real positions, items + 1]
         logits[:, 0] = float("-inf")
-        return {"loss": F.cross_entropy(logits, labels[keep]), "hidden": hidden}
+        return {"loss": F.cross_entropy(logits, labels[keep]), "hidden": hidden, "logits": logits}
 
 
 def load_item_embeddings(path: str | os.PathLike, num_items: int) -> Tensor:

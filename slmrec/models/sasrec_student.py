@@ -50,11 +50,9 @@ class SASRecDistiller(nn.Module):
         weighted: dict[str, Tensor] = {}
         if self.weights.needs_scores:
             assert self.head is not None and teacher_index is not None  # checked in __init__; the dataset's
-            taught = teacher_index >= 0  # [B, L]
+            taught = teacher_index >= 0  # [B, L]; every taught position has a target
             if taught.any():
-                hidden = out["hidden"][taught]  # [P, d]: the positions the teacher scored
-                student_logits = hidden @ self.student.item_table.T  # [P, items + 1]
-                student_logits[:, 0] = float("-inf")
+                student_logits = out["logits"][taught[labels > 0]]  # [P, items + 1]: CE's own, not computed again
                 teacher_logits = self.head(self.final_states[teacher_index[taught]])  # [P, items + 1]
                 weighted = score_terms(student_logits, teacher_logits, self.weights, self.settings)
             else:  # a batch of old positions only: CE alone

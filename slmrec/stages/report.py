@@ -30,7 +30,12 @@ def run(call: StageCall) -> None:
         "negatives": {**call.params["settings"]["negatives"], "num_negatives": drawn},
     }
     ranks = {target: read_ranks(path) for target, path in zip(call.params["ranked"], call.input["ranks"], strict=True)}
-    models = {ablation_target("ce"): "CE-only twin", **{row["target"]: row["model"] for row in table["rows"]}}
+    variants = {ablation_target(row["variant"]): row["model"] for row in (ablation or {"rows": []})["rows"]}
+    models = {
+        **variants,
+        ablation_target("ce"): "CE-only twin",
+        **{row["target"]: row["model"] for row in table["rows"]},
+    }
     compared = [
         (f"{models.get(a, a)} − {models.get(b, b)}", compare_ranks([ranks[a]], [ranks[b]], COMPARED_METRICS))
         for a, b in call.params["comparisons"]
