@@ -385,6 +385,27 @@ def pair_comparisons(results: Path, pairs: Sequence[DistillPair], metrics: Seque
     return stats.comparison_table(compared, metrics)
 
 
+def arm_comparisons(
+    results: Path, arm: Arm, pairs: Sequence[tuple[Row, Row]], metrics: Sequence[str] = ("NDCG@10", "MRR")
+) -> str:
+    """Per user over the arm's seeds that have both models of a pair: A − B with its interval, p-value and verdict,
+    the rows labelled as in the accuracy tables."""
+    compared = []
+    for first, second in pairs:
+        seeds = [d for d in arm.datasets if all(model_ranks(results, d, r.target) is not None for r in (first, second))]
+        if not seeds:
+            continue
+        ranks = [[read_ranks(layout.model_file(r.target, "ranks", d, results)) for d in seeds] for r in (first, second)]
+        names = [
+            r.label.format(model=MetricsRow.read(layout.model_file(r.target, "metrics", seeds[0], results)).model)
+            for r in (first, second)
+        ]
+        compared.append((f"{names[0]} − {names[1]}", stats.compare_ranks(ranks[0], ranks[1], metrics)))
+    if not compared:
+        return "*No pair has both models in any seed yet.*\n"
+    return stats.comparison_table(compared, metrics)
+
+
 def benchmark_minutes(logs: Path, target: str) -> float:
     """Wall minutes of one job from its Snakemake `benchmark:` file."""
     jobs = benchmark_times(logs)
