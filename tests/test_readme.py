@@ -133,6 +133,7 @@ YAML_SECTIONS = {
     "Configuration": "an excerpt of config.yaml: merged over it, it changes nothing",
     "Your own data": "a --configfile adding datasets (tests/test_own_data.py runs each one)",
     "Comparing settings": "a variant added under datasets (tests/test_variants.py runs it)",
+    "Score distillation, and SASRec as the student": "a dataset's report gaining the SASRec student: it passes",
     "Real runs": "an edit of config.yaml's `backbone: &llama2` line (test_real_data_commands_dry_run applies it)",
 }
 # Blocks without a language, by README section.
