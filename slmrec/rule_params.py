@@ -49,6 +49,6 @@ def current(config: dict[str, Any], schema: dict[str, Any], dataset: str, stage:
         return teacher_layers(config, schema, dataset, target)
     if param not in schema["$defs"] or param not in schema["properties"]:
         return None
-    if stage == "student" and param == "distill":
+    if stage in ("student", "sasrec_student") and param == "distill":
         return student_distill(config, schema, dataset, target)
     return section(config, schema, dataset, param)

@@ -20,6 +20,7 @@ STAGE_MANIFESTS = {
     "popularity": "popularity/manifest.json",
     "teacher": "teacher/manifest.json",
     "student": "student/manifest.json",
+    "sasrec_student": "sasrec_student/manifest.json",
     "metrics": "manifest.json",
 }
 
@@ -58,7 +59,7 @@ def test_every_stage_writes_a_complete_manifest(finished_demo, stage):
 def test_provenance_prints_the_chain_behind_a_result(finished_demo):
     proc = provenance(finished_demo, "results/demo/metrics.json", "--configfile", "tiny.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for stage in ("metrics", "student", "teacher", "sasrec", "negatives", "preprocess", "synthesize"):
+    for stage in ("metrics", "student", "sasrec_student", "teacher", "sasrec", "negatives", "preprocess", "synthesize"):
         assert f"made by stage '{stage}'" in proc.stdout
     assert "up to date" in proc.stdout
     # Under the config that made them, no recorded setting differs (an ablation variant's switched-off terms
