@@ -23,10 +23,11 @@ would, and prints the test metrics, the training and wall seconds and PASS/FAIL 
 
 `--student` times the SASRec student (`slmrec.stages.sasrec_student`, both score terms) against plain SASRec
 (`slmrec.stages.sasrec`), both by their stages on the same demo-size data and epochs, alternating, the best of
-`--repeats` each. Its teacher is a stand-in with SmolLM2's width (576): cached final states for up to ten
-targets per user and an output projection, random, since only the student's cost is measured. PASS when the
-student's seconds per epoch are within `STUDENT_TARGET` of plain SASRec's: it reads the teacher's scores through
-one small product per taught position, and never runs the teacher.
+`--repeats` each. Its teacher is a stand-in with SmolLM2's width (576): cached final states for as many targets
+per user as the score-distillation experiment (its overlay's `targets_per_user`) and an output projection,
+random, since only the student's cost is measured. PASS when the student's training seconds per epoch (without
+the validation pass both share) are within `STUDENT_TARGET` of plain SASRec's: it reads the teacher's scores
+through one small product per taught position, and never runs the teacher.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ TARGET_NDCG = 36.0  # test NDCG@10 on ml-100k, as a reference SASRec reaches on 
 TARGET_SECONDS = 90.0  # wall seconds of the stage on 2 CPU cores
 STUDENT_TARGET = 1.5  # the SASRec student's seconds per epoch, at most this times plain SASRec's
 TEACHER_HIDDEN = 576  # the stand-in teacher's width: SmolLM2-135M's
-TEACHER_TARGETS = 10  # the teacher's training samples per user, as the score-distillation experiment's
+KD_OVERLAY = ROOT / "experiments" / "ml100k_kd.yaml"  # the score-distillation experiment, whose regime is timed
 
 
 def write_artifacts(workdir: Path, result: Preprocessed, num_negatives: int, seed: int) -> dict[str, Path]:
@@ -144,12 +145,18 @@ def time_slmrec(paths: dict[str, Path], workdir: Path, epochs: int) -> dict[str,
     return {"epoch_seconds": per_epoch, "test": row.test, "valid_seconds": row.valid["seconds"]}
 
 
+def teacher_targets() -> int:
+    """The teacher's training samples per user in the score-distillation experiment (its overlay's)."""
+    overlay = yaml.safe_load(KD_OVERLAY.read_text())
+    return int(overlay["datasets"]["ml100k_kd"]["teacher"]["targets_per_user"])
+
+
 def stand_in_teacher(paths: dict[str, Path], workdir: Path) -> dict[str, str]:
     """A teacher's artifacts as the SASRec student reads them: cached final states of its training samples, its
     output projection and the item table, with random values (only the student's cost is measured)."""
     splits = pl.read_parquet(paths["splits"])
     num_items = json.loads(paths["stats"].read_text())["items"]
-    samples = NextItemDataset(splits["train"].to_list(), schema_defaults("teacher")["max_len"], TEACHER_TARGETS)
+    samples = NextItemDataset(splits["train"].to_list(), schema_defaults("teacher")["max_len"], teacher_targets())
     generator = torch.Generator().manual_seed(0)
     (workdir / "teacher").mkdir(parents=True, exist_ok=True)
     files = {name: workdir / "teacher" / name for name in ("states.safetensors", "trainable.safetensors", "items")}
@@ -168,15 +175,18 @@ def stand_in_teacher(paths: dict[str, Path], workdir: Path) -> dict[str, str]:
     }
 
 
-def time_student(paths: dict[str, Path], workdir: Path, epochs: int, repeats: int) -> dict[str, float]:
+def time_student(
+    paths: dict[str, Path], workdir: Path, epochs: int, repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds per epoch of plain SASRec and of the SASRec student (both score terms), each by its stage, best of
-    `repeats`, alternating so that both see the same machine."""
+    `repeats`, alternating so that both see the same machine: with the epoch's validation pass, and without."""
     teacher = stand_in_teacher(paths, workdir)
     sasrec = {**CONFIG, "epochs": epochs}
     inputs = {name: str(paths[name]) for name in ("splits", "negatives", "stats")}
     distill = student_distill(SASREC_STUDENT, schema_defaults("distill"))
-    samples = {"max_len": schema_defaults("teacher")["max_len"], "targets_per_user": TEACHER_TARGETS}
+    samples = {"max_len": schema_defaults("teacher")["max_len"], "targets_per_user": teacher_targets()}
     best = {"SASRec": float("inf"), "SASRec student": float("inf")}
+    training = dict(best)  # the same without the per-epoch validation pass, which both share
     for repeat in range(repeats):
         for name in best:
             out = workdir / f"{name.replace(' ', '_')}{repeat}"
@@ -194,7 +204,8 @@ def time_student(paths: dict[str, Path], workdir: Path, epochs: int, repeats: in
                     row = run_sasrec_student(call)
             epochs_run = pl.read_csv(out / layout.SASREC_FILES["train_log"]).height
             best[name] = min(best[name], row.train_seconds / epochs_run)
-    return best
+            training[name] = min(training[name], row.train_seconds / epochs_run - row.valid["seconds"])
+    return best, training
 
 
 def student(users: int, epochs: int, repeats: int) -> int:
@@ -202,16 +213,20 @@ def student(users: int, epochs: int, repeats: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         paths = build_dataset(workdir, users, max(2000, users // 4))
-        best = time_student(paths, workdir, epochs, repeats)
-    ratio = best["SASRec student"] / best["SASRec"]
+        best, training = time_student(paths, workdir, epochs, repeats)
     print(f"torch threads {torch.get_num_threads()}; {users} users, {epochs} epochs, best of {repeats}")
-    print(f"  plain SASRec:                   {best['SASRec']:.2f} s/epoch")
     print(
-        f"  SASRec student (logits + rank KD, teacher width {TEACHER_HIDDEN}, up to {TEACHER_TARGETS} taught "
-        f"positions per user): {best['SASRec student']:.2f} s/epoch"
+        f"  the student: logits + rank KD from a teacher of width {TEACHER_HIDDEN}, up to {teacher_targets()} taught "
+        "positions per user"
     )
+    for what, times in (("with each epoch's validation", best), ("training alone", training)):
+        print(
+            f"  {what}: plain SASRec {times['SASRec']:.2f} s/epoch, the student {times['SASRec student']:.2f} s/epoch, "
+            f"{times['SASRec student'] / times['SASRec']:.2f}x"
+        )
+    ratio = training["SASRec student"] / training["SASRec"]
     verdict = "PASS" if ratio <= STUDENT_TARGET else "FAIL"
-    print(f"  ratio {ratio:.2f}x (target <= {STUDENT_TARGET}x): {verdict}")
+    print(f"  training alone within {STUDENT_TARGET}x of plain SASRec: {verdict}")
     return 0 if ratio <= STUDENT_TARGET else 1
 
 

@@ -167,13 +167,20 @@ def student_teacher_inputs(wildcards):
         inputs["teacher_states"] = layout.states(teacher, dataset=wildcards.dataset)
     if targets.needs_teacher_weights(chosen):
         inputs["teacher_weights"] = layout.model_file(teacher, "model", wildcards.dataset)
-        inputs["teacher_config"] = layout.model_file(teacher, "config", wildcards.dataset)
+        if not targets.is_sasrec_student(wildcards.student):  # an LLM student names its teacher's depth from it
+            inputs["teacher_config"] = layout.model_file(teacher, "config", wildcards.dataset)
     return inputs
 
 
 def states_samples(wildcards):
     """The students' training samples, which the cached teacher states are aligned with."""
     return settings("student", keys=("max_len", "targets_per_user"))(wildcards)
+
+
+def scored_samples(wildcards):
+    """What a SASRec student reads of the teacher's samples, to find them among its own positions: nothing when
+    no score term is on."""
+    return states_samples(wildcards) if targets.needs_offline_teacher(student_distill(wildcards)) else {}
 
 
 def states_distill(wildcards):
@@ -294,7 +301,9 @@ def report_settings(wildcards):
         "backbone": chosen("backbone"),
         "teacher": chosen("teacher", ("layers", "seed")),
         "student": chosen("student", ("layers", "seed")),
-        "distill": chosen("distill", ("blocks", "cos_weight", "l2_weight", "multi_supervision_weight")),
+        "distill": chosen(
+            "distill", ("blocks", *(key for t in targets.LOSS_TERMS for key in (t.weight_key, *t.settings)))
+        ),
         "report": chosen("report", ("layer_sweep",)),
     }
 

@@ -98,7 +98,7 @@ rule sasrec_student:
     params:
         target=lambda wildcards: wildcards.student,
         sasrec=settings("sasrec", drop=("authors_protocol",)),
-        samples=states_samples,
+        samples=scored_samples,
         distill=student_distill,
         evaluate=settings("evaluate"),
         checkpoints=checkpoints,

@@ -15,7 +15,7 @@ import polars as pl
 from slmrec import markdown
 from slmrec.io import atomic_path, read_artifact, read_json
 from slmrec.metrics import METRIC_NAMES, MetricsRow
-from slmrec.targets import CE_LOG_KEY, LOSS_TERMS, TEACHER, TEACHER_CE_LOG_KEY, variant_label
+from slmrec.targets import CE_LOG_KEY, LOSS_TERMS, TEACHER, TEACHER_CE_LOG_KEY, trained_label
 
 SWEEP_METRICS = ("HR@10", "NDCG@10", "MRR")
 
@@ -361,7 +361,7 @@ def gather_ablation(rows: dict[str, str | Path]) -> dict[str, Any]:
         out.append(
             {
                 "variant": variant,
-                "model": variant_label(variant),
+                "model": trained_label(variant, row.details.get("distill")),
                 "trained_as": row.model,
                 "distill": row.details.get("distill"),
                 "valid": row.valid,

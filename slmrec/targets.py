@@ -177,11 +177,10 @@ def student_distill(target: str, distill: dict[str, Any]) -> dict[str, Any]:
     """
     variant = student_variant(target, distill)
     kept = [term for term in LOSS_TERMS if term.name in variant.terms and distill[term.weight_key] > 0]
-    applicable = SCORE_TERMS if variant.sasrec else LOSS_TERMS  # the hidden-state terms need an LLM student
-    settings: dict[str, Any] = {t.weight_key: distill[t.weight_key] if t in kept else 0.0 for t in applicable}
+    settings: dict[str, Any] = {t.weight_key: distill[t.weight_key] if t in kept else 0.0 for t in LOSS_TERMS}
     settings |= {key: distill[key] for term in kept for key in term.settings}
-    if variant.sasrec:
-        return settings
+    if variant.sasrec:  # offline, fresh, and no hidden-state term (they need an LLM's width): constants
+        return settings | {"online": False, "init_from_teacher": False}
     online = target == STUDENT_ONLINE
     if online and variant.init_from_teacher:
         raise ValueError(
@@ -196,14 +195,14 @@ def student_distill(target: str, distill: dict[str, Any]) -> dict[str, Any]:
 
 def needs_offline_teacher(settings: dict[str, Any]) -> bool:
     """An offline student reads the trained teacher's cached states when a term compares it with the teacher."""
-    return not settings.get("online") and any(settings.get(f"{name}_weight", 0) > 0 for name in TEACHER_TERMS)
+    return not settings["online"] and any(settings[f"{name}_weight"] > 0 for name in TEACHER_TERMS)
 
 
 def needs_teacher_weights(settings: dict[str, Any]) -> bool:
     """An offline student reads the trained teacher's weights to start from them, or for its output projection,
     which turns the cached final states into the teacher's scores."""
-    scored = any(settings.get(f"{name}_weight", 0) > 0 for name in SCORE_TERM_NAMES)
-    return not settings.get("online") and (settings.get("init_from_teacher", False) or scored)
+    scored = any(settings[f"{name}_weight"] > 0 for name in SCORE_TERM_NAMES)
+    return not settings["online"] and (settings["init_from_teacher"] or scored)
 
 
 def student_name(target: str, student_layers: int, teacher_layers: int | None) -> str:
@@ -230,7 +229,19 @@ def terms_label(terms: tuple[str, ...]) -> str:
 def variant_label(variant: str) -> str:
     """Table 4's row label of an ablation variant, e.g. `CE + cos + MS`, `teacher init + CE + rank KD`,
     `SASRec: CE + logits KD`."""
-    spec = ABLATION_VARIANTS[variant]
+    return label_of(ABLATION_VARIANTS[variant])
+
+
+def trained_label(variant: str, settings: dict[str, Any] | None) -> str:
+    """The row label of what a student target trained with (its `distill` settings, None for plain SASRec): the
+    `all` row is the configured student, which may add score terms or start from its teacher."""
+    if settings is None:
+        return variant_label(variant)
+    terms = tuple(term.name for term in LOSS_TERMS if settings[term.weight_key] > 0)
+    return label_of(Variant(terms, settings["init_from_teacher"], ABLATION_VARIANTS[variant].sasrec))
+
+
+def label_of(spec: Variant) -> str:
     label = " + ".join(["CE", *([terms_label(spec.terms)] if spec.terms else [])])
     if spec.init_from_teacher:
         label = f"teacher init + {label}"

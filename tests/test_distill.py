@@ -60,7 +60,8 @@ LABELS = torch.tensor([11, 6, 9, 24])
 ITEMS = pad_left(HISTORIES, 12)
 TERM_OF = {term.name: term.log_key for term in LOSS_TERMS}
 DISTILL = schema_defaults("distill")
-PAPER_WEIGHTS = DistillWeights(**{t.name: DISTILL[t.weight_key] for t in HIDDEN_TERMS})  # λ1 = 1, λ2 = 0.1, λ3 = 1
+# λ1 = 1, λ2 = 0.1, λ3 = 1; the score terms off
+PAPER_WEIGHTS = DistillWeights(**{t.name: DISTILL[t.weight_key] if t in HIDDEN_TERMS else 0.0 for t in LOSS_TERMS})
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +149,11 @@ def test_invalid_block_configurations(teacher, student, blocks, message):
 def test_distiller_checks_blocks_and_teacher(pair):
     with pytest.raises(DistillConfigError, match="does not divide"):
         distiller(pair, blocks=4)  # a 2-layer student cannot be cut into 4 blocks
-    without = Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(1.0, 0.0, 0.0), teacher_layers=4)
+    without = Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(1.0, 0.0, 0.0, 0.0, 0.0), teacher_layers=4)
     with pytest.raises(DistillConfigError, match="read the teacher need its states or the teacher"):
         without(ITEMS, LABELS)  # neither cached states in the batch nor a live teacher
     with pytest.raises(DistillConfigError, match="online distillation .* needs the teacher"):
-        Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(0.0, 0.0, 0.0), online=True)
+        Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(0.0, 0.0, 0.0, 0.0, 0.0), online=True)
 
 
 def test_hidden_size_mismatch_is_a_config_error(pair, backbone, table):
@@ -216,7 +217,7 @@ def test_zero_weight_removes_exactly_its_term(pair, term):
 
 def test_all_weights_zero_is_plain_cross_entropy_without_teacher(pair):
     student = copy.deepcopy(pair.student).eval()
-    model = Distiller(student, None, 2, DistillWeights(0.0, 0.0, 0.0)).eval()
+    model = Distiller(student, None, 2, DistillWeights(0.0, 0.0, 0.0, 0.0, 0.0)).eval()
     assert len(model.adapters) == 0 and model.teacher is None
     with torch.no_grad():
         out = model(ITEMS, LABELS)
@@ -224,7 +225,7 @@ def test_all_weights_zero_is_plain_cross_entropy_without_teacher(pair):
     assert set(out["terms"]) == {"loss_ce"}
     assert torch.equal(out["loss"], plain)
     # Multiple supervision alone needs no teacher either.
-    alone = Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(0.0, 0.0, 0.1))
+    alone = Distiller(copy.deepcopy(pair.student), None, 2, DistillWeights(0.0, 0.0, 0.1, 0.0, 0.0))
     assert set(alone(ITEMS, LABELS)["terms"]) == {"loss_ce", "loss_ms"}
 
 
@@ -342,16 +343,12 @@ def test_student_targets_read_exactly_the_weights_they_keep():
         settings = student_distill(ablation_target(variant), base)
         sasrec = variant.startswith("sasrec")
         for term in LOSS_TERMS:
-            if sasrec and term.name in ("cos", "l2", "multi_supervision"):
-                assert term.weight_key not in settings, (variant, term)  # not applicable to SASRec
-                continue
             expected = base[term.weight_key] if term.name in terms else 0.0
             assert settings[term.weight_key] == expected, (variant, term)
             # A score term's own settings are read only where it is on: they rerun only the students that use it.
             assert all((key in settings) == (term.name in terms) for key in term.settings), (variant, term)
-        if not sasrec:
-            assert settings["online"] is False and settings["blocks"] == base["blocks"]
-            assert settings["init_from_teacher"] is variant.startswith("init")
+        assert settings["online"] is False and settings["init_from_teacher"] is variant.startswith("init")
+        assert ("blocks" in settings) is not sasrec  # SASRec has no blocks to align: its block map is not read
         # How the frozen teacher is loaded is the teacher_states rule's business: no student reruns for it.
         assert "teacher_quantization" not in settings
     assert ablation_target("all") == "student"  # the full variant is the student, never trained twice

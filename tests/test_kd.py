@@ -48,6 +48,7 @@ from slmrec.targets import SCORE_TERMS, ablation_target, student_distill
 
 DISTILL = {**schema_defaults("distill"), "blocks": 2}
 KD_ONLY = DistillWeights(0.0, 0.0, 0.0, kd_logits=1.0, kd_rank=0.8)
+OFF = DistillWeights(0.0, 0.0, 0.0, 0.0, 0.0)
 GAMMAS = (0.3, 0.5, 0.1)
 
 
@@ -161,8 +162,8 @@ def kd_distiller(env, cached, weights: DistillWeights) -> Distiller:
 
 @pytest.mark.parametrize("term", [t.name for t in SCORE_TERMS])
 def test_a_score_term_at_zero_weight_is_cross_entropy_exactly(env, cached, term):
-    on = kd_distiller(env, cached, DistillWeights(0.0, 0.0, 0.0, **{term: 1.0})).eval()
-    off = kd_distiller(env, cached, DistillWeights(0.0, 0.0, 0.0)).eval()
+    on = kd_distiller(env, cached, DistillWeights(**{**vars(OFF), term: 1.0})).eval()
+    off = kd_distiller(env, cached, OFF).eval()
     with torch.no_grad():
         with_term = on(cached.ids, cached.labels, teacher_states=cached.states)
         without = off(cached.ids, cached.labels, teacher_states=cached.states)
@@ -176,21 +177,35 @@ def test_a_score_term_at_zero_weight_is_cross_entropy_exactly(env, cached, term)
 def test_score_terms_train_only_the_student(env, cached):
     model = kd_distiller(env, cached, KD_ONLY)
     frozen = {name: b.clone() for name, b in model.head.named_buffers()}
-    states = cached.states.clone()
     student_before = {k: v.clone() for k, v in model.student.trainable_state_dict().items()}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
     model.train()
     for _ in range(2):
         optimizer.zero_grad()
-        out = model(cached.ids, cached.labels, teacher_states=states)
+        out = model(cached.ids, cached.labels, teacher_states=cached.states)
         out["loss"].backward()
         optimizer.step()
-    assert not states.requires_grad and states.grad is None
-    assert all(not b.requires_grad and torch.equal(b, frozen[name]) for name, b in model.head.named_buffers())
-    assert not any(p.requires_grad for p in model.head.parameters())
+    assert all(torch.equal(b, frozen[name]) for name, b in model.head.named_buffers())  # the teacher's head
     changed = model.student.trainable_state_dict()
     assert any(not torch.equal(changed[k], student_before[k]) for k in changed)  # the student learned
-    assert {"model.weight", "weight"}.isdisjoint(model.trainable_state_dict())  # the head is never saved
+    assert not any(key.startswith("head.") for key in model.state_dict())  # nor is the head ever saved
+
+
+def test_score_terms_never_train_an_online_teacher(env, cached):
+    """Online, the teacher trains alongside on its own CE; the score terms read its scores as fixed targets, so its
+    gradients are the same with them as without."""
+
+    def teacher_grads(weights: DistillWeights) -> dict[str, torch.Tensor]:
+        teacher = make_llmrec(env.backbone, env.table, layers=4, seed=1)
+        model = Distiller(
+            copy.deepcopy(cached.student), teacher, 2, weights, online=True, teacher_gradients=False, settings=DISTILL
+        ).train()
+        model(cached.ids, cached.labels)["loss"].backward()
+        return {n: p.grad.clone() for n, p in teacher.named_parameters() if p.grad is not None}
+
+    with_kd, without = teacher_grads(KD_ONLY), teacher_grads(OFF)
+    assert with_kd and with_kd.keys() == without.keys()
+    assert all(torch.equal(with_kd[n], without[n]) for n in with_kd)
 
 
 def test_the_live_teachers_scores_equal_the_cached_ones(env, cached):

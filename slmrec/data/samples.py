@@ -90,7 +90,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.labels = pad_left([seq[1:] for seq in sequences], max_len)  # [U, max_len], 0 = no target
         if last_only:
             self.labels[:, :-1] = 0
-        # [U, max_len]: at each position, the teacher's sample with the same history and target (-1: none)
+        # [U, max_len]: at each position, the teacher's sample with the same target after the same history (-1: none)
         self.teacher_index: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -135,7 +135,8 @@ def window_rows(sequences: list[list[int]], max_len: int) -> tuple[list[Window],
 
 def window_teacher_index(rows: list[Window], origins: list[tuple[int, int]], max_len: int) -> torch.Tensor:
     """For each row and position of a `SequenceDataset` of `rows`, the index of the teacher's training sample
-    (`NextItemDataset.origins`: user and history length) that has the same history and target, or -1."""
+    (`NextItemDataset.origins`: user and history length) with the same target after the same history, or -1.
+    Each reads that history's newest items, as many as its own `max_len` (and SASRec's window) holds."""
     sample_of = {origin: i for i, origin in enumerate(origins)}
     index = torch.full((len(rows), max_len), -1, dtype=torch.long)  # [rows, max_len]
     for r, row in enumerate(rows):

@@ -57,14 +57,13 @@ class DistillWeights:
     cos: float
     l2: float
     multi_supervision: float
-    kd_logits: float = 0.0
-    kd_rank: float = 0.0
+    kd_logits: float
+    kd_rank: float
 
     @classmethod
     def from_settings(cls, distill: dict[str, float]) -> DistillWeights:
-        """From a student's `<term>_weight` keys; a term they do not name (the hidden-state terms of a SASRec
-        student, to which they do not apply) is off."""
-        return cls(**{term.name: float(distill.get(term.weight_key, 0.0)) for term in LOSS_TERMS})
+        """From a student's `<term>_weight` keys (`slmrec.targets.student_distill`)."""
+        return cls(**{term.name: float(distill[term.weight_key]) for term in LOSS_TERMS})
 
     @property
     def needs_teacher(self) -> bool:
@@ -159,6 +158,19 @@ def rank_kd(student: Tensor, teacher: Tensor, k: int, gammas: tuple[float, float
     return (weights * nll).sum(1).mean()
 
 
+def rank_gammas(settings: dict[str, Any]) -> tuple[float, float, float]:
+    """kd_rank's (position, confidence, consistency) weights from a student's `distill` settings, checked."""
+    gamma_position, gamma_confidence, gamma_consistency = (
+        settings[f"kd_rank_gamma_{g}"] for g in ("position", "confidence", "consistency")
+    )
+    if not gamma_position + gamma_confidence + gamma_consistency > 0:
+        raise DistillConfigError(
+            "distill.kd_rank_gamma_position, kd_rank_gamma_confidence and kd_rank_gamma_consistency are all 0: "
+            "kd_rank's item weights need one of them positive"
+        )
+    return gamma_position, gamma_confidence, gamma_consistency
+
+
 def score_terms(
     student: Tensor, teacher: Tensor, weights: DistillWeights, settings: dict[str, Any]
 ) -> dict[str, Tensor]:
@@ -169,10 +181,7 @@ def score_terms(
     if weights.kd_logits > 0:
         terms["kd_logits"] = logits_kd(student, teacher, settings["kd_temperature"])
     if weights.kd_rank > 0:
-        gammas = tuple(settings[f"kd_rank_gamma_{g}"] for g in ("position", "confidence", "consistency"))
-        if not sum(gammas) > 0:
-            raise DistillConfigError("kd_rank: the three kd_rank_gamma_* weights are all 0; one must be positive")
-        terms["kd_rank"] = rank_kd(student, teacher, settings["kd_rank_k"], cast(tuple[float, float, float], gammas))
+        terms["kd_rank"] = rank_kd(student, teacher, settings["kd_rank_k"], rank_gammas(settings))
     return terms
 
 
@@ -237,6 +246,8 @@ class Distiller(nn.Module):
         self.settings = settings or {}
         if weights.needs_scores and head is None and teacher is None:
             raise DistillConfigError("the score terms need the teacher's output projection (its weights file)")
+        if weights.kd_rank > 0:
+            rank_gammas(self.settings)  # a bad setting fails before training, not at its first step
         hidden = student.backbone.config.hidden_size
         teacher_layers = teacher.num_layers if teacher is not None else teacher_layers or student.num_layers
         if teacher is not None and teacher.backbone.config.hidden_size != hidden:
@@ -272,11 +283,13 @@ class Distiller(nn.Module):
         weighted: dict[str, Tensor] = {}  # by LossTerm.name
         s_states = [student["layer_states"][:, s - 1] for _, s in self.boundaries]  # n x [B, H]
         t_states: tuple[Tensor, ...] = ()
+        teacher_logits: Tensor | None = None  # [B, items + 1]
         if self.weights.needs_teacher or self.online:
             if self.online:
                 assert self.teacher is not None  # an online Distiller is always built with its teacher
                 teacher = self.teacher(input_ids, labels, output_layer_states=True)
                 unweighted[TEACHER_CE_LOG_KEY] = teacher["loss"]
+                teacher_logits = teacher["logits"]  # its own scores, as its CE read them (detached by score_terms)
                 teacher_states = teacher["layer_states"][:, [t - 1 for t, _ in self.boundaries]]
             elif teacher_states is None:
                 if self.teacher is None:
@@ -298,9 +311,9 @@ class Distiller(nn.Module):
                 else student["loss"].new_zeros(())
             )
         if self.weights.needs_scores:
-            student_logits = self.student.scores(student["user"])  # [B, items + 1]
-            teacher_logits = self._teacher_scores(t_states[-1])  # [B, items + 1], from the final state
-            weighted |= score_terms(student_logits, teacher_logits, self.weights, self.settings)
+            if teacher_logits is None:
+                teacher_logits = self._teacher_scores(t_states[-1])  # from the final state
+            weighted |= score_terms(student["logits"], teacher_logits, self.weights, self.settings)
         return {**weighted_loss(unweighted, weighted, self.weights), "user": student["user"]}
 
     @torch.no_grad()

@@ -310,8 +310,9 @@ class LLMRec(nn.Module):
     ) -> dict[str, Any]:
         """`input_ids` are left-padded item ids [B, L]; `labels` the next item [B].
 
-        Returns the user vectors and, with `output_layer_states`, the last-position hidden state after
-        every decoder layer ([B, layers, hidden]; the last one final-normed), which distillation aligns.
+        Returns the user vectors, with `labels` the scores and the CE loss, and, with `output_layer_states`, the
+        last-position hidden state after every decoder layer ([B, layers, hidden]; the last one final-normed),
+        which distillation aligns.
         """
         with autocast(self.precision, input_ids.device.type):
             return self._forward(input_ids, labels, output_layer_states)
@@ -334,7 +335,8 @@ class LLMRec(nn.Module):
         if output_layer_states:
             result["layer_states"] = torch.stack([h[:, -1].float() for h in out.hidden_states[1:]], dim=1)
         if labels is not None:
-            result["loss"] = F.cross_entropy(self.scores(user), labels)
+            result["logits"] = self.scores(user)  # [B, items + 1]
+            result["loss"] = F.cross_entropy(result["logits"], labels)
         return result
 
     def scores(self, user: Tensor) -> Tensor:

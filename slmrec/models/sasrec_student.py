@@ -3,8 +3,15 @@
 The teacher's scores come from its cached final states (`TeacherStates.final`) through its output projection
 (`TeacherHead`): the LLM is never loaded, so the student trains at close to SASRec's own cost. SASRec is trained
 on every position of every window, the teacher on the last `targets_per_user` prefixes of each user; a position
-whose history and target is one of the teacher's samples gets the score terms (`window_teacher_index`), the rest
-CE alone. The hidden-state terms do not apply: SASRec's width is not the LLM's.
+whose target, after the same history, is one of the teacher's samples gets the score terms (`window_teacher_index`;
+SASRec reads that history from its window, the teacher its newest `max_len` items), the rest CE alone. The
+hidden-state terms do not apply: SASRec's width is not the LLM's.
+
+    L = mean over positions of CE + λ · (mean over the taught positions of the score term)
+
+Each mean is a batch's, as the LLM student's terms are means over its samples: λ weighs the teacher's term
+against CE whatever share of SASRec's positions the teacher covers (a tenth, on ml-100k with ten targets per
+user). A batch without a taught position trains on CE alone.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from slmrec.models.distill import DistillWeights, TeacherHead, score_terms, weighted_loss
+from slmrec.models.distill import DistillWeights, TeacherHead, rank_gammas, score_terms, weighted_loss
 from slmrec.models.sasrec import SASRec
 from slmrec.targets import CE_LOG_KEY, SCORE_TERM_NAMES
 
@@ -34,6 +41,8 @@ class SASRecDistiller(nn.Module):
         super().__init__()
         if weights.needs_scores and (head is None or final_states is None):
             raise ValueError("the score terms need the teacher's head and its cached final states")
+        if weights.kd_rank > 0:
+            rank_gammas(settings)  # a bad setting fails before training, not at its first step
         self.student = student
         self.weights = weights
         self.settings = settings

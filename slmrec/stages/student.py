@@ -38,7 +38,8 @@ def run(call: StageCall) -> MetricsRow | None:
     if needs_teacher_weights(distill):
         if "teacher_weights" not in call.input:
             raise ValueError(
-                "a student that starts from its teacher, or learns its scores, needs the teacher's weights"
+                "distill.student_init: teacher, or a score term's weight (distill.kd_*_weight) above 0, needs the "
+                "teacher's weights: the rule's teacher_weights input"
             )
         path = call.input["teacher_weights"]
         if distill["init_from_teacher"]:
