@@ -40,12 +40,16 @@ def rows() -> dict[str, Row]:
 
 
 def comparisons(results: Path) -> str:
-    """Each KD row against its twin; the SASRec student against plain SASRec; the teacher against both twins
-    (the gap there is to pass on)."""
+    """Each KD row against its twin; the SASRec student against plain SASRec; what the teacher's initialisation
+    adds to each score term; the teacher against both twins (the gap there is to pass on), and the SASRec students
+    against the teacher."""
     table = rows()
-    pairs = [(table[ablation_target(v)], table[ablation_target(KD_TWINS[v])]) for v in KD_TWINS]
+    row = {v: table[ablation_target(v)] for v in KD_VARIANTS if v != SASREC} | {"ce": table[ablation_target("ce")]}
+    pairs = [(row[v], table[ablation_target(KD_TWINS[v])]) for v in KD_TWINS]
     pairs += [(table[SASREC_STUDENT], table[SASREC])]
-    pairs += [(table[TEACHER], table[ablation_target("ce")]), (table[TEACHER], table[SASREC])]
+    pairs += [(row["init_logits"], row["ce_logits"]), (row["init_rank"], row["ce_rank"])]
+    pairs += [(table[TEACHER], row["ce"]), (table[TEACHER], table[SASREC])]
+    pairs += [(row[v], table[TEACHER]) for v in ("sasrec_logits", "sasrec_rank")]
     return arm_comparisons(results, KD, pairs)
 
 
