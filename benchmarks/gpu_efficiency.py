@@ -34,6 +34,7 @@ from slmrec.config import schema_defaults
 from slmrec.data.samples import EvalSplit
 from slmrec.models.distill import Distiller, DistillWeights
 from slmrec.models.llmrec import DTYPES, LLMRec, LLMRecConfig, add_lora
+from slmrec.targets import STUDENT, student_distill
 
 SHAPES: dict[str, dict[str, Any]] = {
     "llama2-7b": {
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[tuple[int, bool], dict[str, Measured]] = {}
     params: dict[int, dict[str, int]] = {}
-    weights = DistillWeights.from_settings(schema_defaults("distill"))
+    weights = DistillWeights.from_settings(student_distill(STUDENT, schema_defaults("distill")))
     for n in layers:
         model = build(setup, n, table.to(device))
         params[n] = model.parameter_counts()

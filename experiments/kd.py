@@ -10,6 +10,8 @@ comparison per user, pooled over the seeds that have both models.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from slmrec.io import atomic_path
@@ -53,23 +55,27 @@ def comparisons(results: Path) -> str:
     return arm_comparisons(results, KD, pairs)
 
 
+def kd_blocks(results: Path) -> dict[str, Callable[[], str]]:
+    """The section's blocks of docs/experiments.md (experiments/summarize.py fills them with the others)."""
+    models = list(rows().values())
+    trained = [row for row in models if row.target != SASREC]
+    return {
+        "kd_valid": partial(accuracy_table, results, models, "valid"),
+        "kd_test": partial(accuracy_table, results, models, "test"),
+        "kd_comparisons": partial(comparisons, results),
+        "kd_curves": partial(validation_curves, results, [r for r in trained if "SASRec" not in r.label]),
+        "kd_walltimes": partial(wall_times, results, KD.datasets),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--doc", type=Path, default=Path("docs/experiments.md"))
     args = parser.parse_args()
-    models = list(rows().values())
-    trained = [row for row in models if row.target != SASREC]
-    blocks = {
-        "kd_valid": accuracy_table(args.results, models, "valid"),
-        "kd_test": accuracy_table(args.results, models, "test"),
-        "kd_comparisons": comparisons(args.results),
-        "kd_curves": validation_curves(args.results, [r for r in trained if "SASRec" not in r.label]),
-        "kd_walltimes": wall_times(args.results, KD.datasets),
-    }
     document = args.doc.read_text()
-    for name, text in blocks.items():
-        document = fill_block(document, name, text)
+    for name, make in kd_blocks(args.results).items():
+        document = fill_block(document, name, make())
     with atomic_path(args.doc) as tmp:
         tmp.write_text(document)
 

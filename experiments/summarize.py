@@ -13,6 +13,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from kd import kd_blocks
+
 from slmrec import layout
 from slmrec.io import atomic_path
 from slmrec.summary import (
@@ -113,6 +115,7 @@ def main() -> None:
     blocks = {
         "precision": partial(precision_table, results, PRECISION),
         **fair_blocks(results),
+        **kd_blocks(results),
         "table2": lambda: accuracy_table(
             results,
             [

@@ -37,11 +37,14 @@ EXPECTED = {
     "popularity": ("4000M", "00:30:00", "1"),
     "backbone": ("2000M", "00:10:00", "1"),
     "sasrec": ("1000M", "04:00:00", "2"),
+    "sasrec_student": ("1000M", "04:00:00", "2"),
     "teacher": ("2000M", "1-00:00:00", "2"),
     "teacher_states": ("2000M", "02:00:00", "2"),
     "student": ("2000M", "1-00:00:00", "2"),
     "metrics": ("1000M", "00:05:00", "1"),
 }
+# The rules the shipped profile sends to the GPU partition.
+GPU_RULES = {"sasrec", "sasrec_student", "teacher", "teacher_states", "student"}
 # Its first job is cancelled while it runs, as the scheduler would kill it (off the DAG's critical path).
 KILLED_RULE = "backbone"
 # A ratings file whose every user and item falls to the 5-core filter: preprocess fails with a DataError.
@@ -127,7 +130,7 @@ def slurm_demo(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) 
 
 def test_every_rule_is_a_job_with_the_profiles_memory_time_and_cpus(slurm_demo):
     metrics = json.loads((slurm_demo["workdir"] / TARGET).read_text())
-    assert {"sasrec", "teacher", "student"} <= {row["target"] for row in metrics["rows"]}
+    assert {"sasrec", "sasrec_student", "teacher", "student"} <= {row["target"] for row in metrics["rows"]}
     first_attempts: dict[str, dict[str, str]] = {}
     for job in slurm_demo["jobs"]:
         first_attempts.setdefault(rule_of(job), job)
@@ -135,7 +138,7 @@ def test_every_rule_is_a_job_with_the_profiles_memory_time_and_cpus(slurm_demo):
     for rule, job in first_attempts.items():
         asked = (job["MinMemoryNode"], job["TimeLimit"], job["NumCPUs"])
         assert asked == EXPECTED[rule], rule
-        assert job["Partition"] == ("gpu" if rule in {"sasrec", "teacher", "teacher_states", "student"} else "cpu")
+        assert job["Partition"] == ("gpu" if rule in GPU_RULES else "cpu")
         assert job["Account"] == "slmrec"
     states = {(rule_of(job), job["JobState"]) for job in slurm_demo["jobs"]}
     assert states == {(rule, "COMPLETED") for rule in EXPECTED} | {(KILLED_RULE, "CANCELLED")}
