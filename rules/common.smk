@@ -93,7 +93,7 @@ def check_dir_name(name, key, value):
 
 
 def converted_backbone(dataset):
-    """(name, source, settings) of the backbone the `convert_backbone` rule writes for a dataset, or None.
+    """(name, inputs, settings) of the backbone the `convert_backbone` rule writes for a dataset, or None.
 
     A GGUF file or a GGUF preset is converted; so is any backbone with `init: random` (the control).
     The name says what it is, e.g. `smollm2-135m` or `smollm2-135m-random0`, and is shared by datasets.
@@ -106,15 +106,21 @@ def converted_backbone(dataset):
             return None
         name = f"{path.stem if presets.is_gguf(path) else path.name}{suffix}"
         check_dir_name(name, f"datasets.{dataset}.backbone.path", chosen["path"])
-        return name, lambda: configured_backbone(dataset, chosen), chosen
+        return name, lambda: {"source": configured_backbone(dataset, chosen)}, chosen
     if chosen["preset"] in presets.GGUF_PRESETS:
-        return f"{chosen['preset']}{suffix}", lambda: str(presets.preset_gguf(chosen["preset"])), chosen
+        return f"{chosen['preset']}{suffix}", lambda: presets.preset_gguf(chosen["preset"]), chosen
     return None
 
 
 CONVERTED_BACKBONES = {
     name: (source, chosen) for name, source, chosen in filter(None, map(converted_backbone, DATASETS))
 }
+
+
+def conversion_inputs(wildcards):
+    """The `convert_backbone` rule's inputs: `source` (a GGUF file, its chunks, or a checkpoint directory) and, for a
+    chunked preset, `sha256sums`."""
+    return CONVERTED_BACKBONES[wildcards.backbone][0]()
 
 
 def backbone_dir(wildcards):

