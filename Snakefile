@@ -35,6 +35,7 @@ include: "rules/sasrec.smk"
 include: "rules/llm.smk"
 include: "rules/student.smk"
 include: "rules/report.smk"
+include: "rules/recommend.smk"
 
 
 # Before the first job is submitted (never in a dry run): no CHANGE_ME placeholder left in the resources, a

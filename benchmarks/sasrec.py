@@ -76,6 +76,7 @@ TARGET_SECONDS = 90.0  # wall seconds of the stage on 2 CPU cores
 STUDENT_TARGET = 1.5  # the SASRec student's seconds per epoch, at most this times plain SASRec's
 TEACHER_HIDDEN = 576  # the stand-in teacher's width: SmolLM2-135M's
 KD_OVERLAY = ROOT / "experiments" / "ml100k_kd.yaml"  # the score-distillation experiment, whose regime is timed
+RESOURCES = {"eval_batch_size": 512, "report_to": "none"}  # the rule's resources; no tracker adds to the time
 
 
 def write_artifacts(workdir: Path, result: Preprocessed, num_negatives: int, seed: int) -> dict[str, Path]:
@@ -133,7 +134,7 @@ def run_stage(paths: dict[str, Path], out: Path, sasrec: dict[str, Any], full_ra
         "checkpoints": str(out / "checkpoints"),
     }
     with contextlib.redirect_stdout(sys.stderr):  # Trainer's per-epoch dicts are progress, not results
-        return run_sasrec(StageCall("sasrec", inputs, output, params, {"eval_batch_size": 512}))
+        return run_sasrec(StageCall("sasrec", inputs, output, params, RESOURCES))
 
 
 def time_slmrec(paths: dict[str, Path], workdir: Path, epochs: int) -> dict[str, float]:
@@ -195,12 +196,10 @@ def time_student(
             with contextlib.redirect_stdout(sys.stderr):
                 if name == "SASRec":
                     params = {"target": "sasrec", "sasrec": sasrec, "authors_protocol": False, **common}
-                    row = run_sasrec(StageCall("sasrec", inputs, output, params, {"eval_batch_size": 512}))
+                    row = run_sasrec(StageCall("sasrec", inputs, output, params, RESOURCES))
                 else:
                     params = {"target": SASREC_STUDENT, "sasrec": sasrec, "samples": samples, "distill": distill}
-                    call = StageCall(
-                        "sasrec_student", {**inputs, **teacher}, output, {**params, **common}, {"eval_batch_size": 512}
-                    )
+                    call = StageCall("sasrec_student", {**inputs, **teacher}, output, {**params, **common}, RESOURCES)
                     row = run_sasrec_student(call)
             epochs_run = pl.read_csv(out / layout.SASREC_FILES["train_log"]).height
             best[name] = min(best[name], row.train_seconds / epochs_run)

@@ -10,19 +10,13 @@ Every figure comes from the models' own `ranks.parquet` and `metrics.json`; the 
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from summarize import FAIR_PAIRS, fair_blocks
 
-from slmrec.io import atomic_path
-from slmrec.summary import fill_block, gate_passed, gate_table
+from slmrec.summary import fill_document, gate_passed, gate_table, section_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--doc", type=Path, default=Path("docs/experiments.md"))
+    parser = section_parser(__doc__)
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--gate", action="store_true", help="print the gate table")
     what.add_argument("--targets", action="store_true", help="print the passing pairs' metrics.json targets")
@@ -34,11 +28,7 @@ def main() -> None:
         passed = [pair for pair in FAIR_PAIRS if gate_passed(args.results, pair)]
         print(" ".join(f"results/{d}/{t}/metrics.json" for p in passed for d in p.arm.datasets for t in p.targets()))
         return
-    document = args.doc.read_text()
-    for name, make in fair_blocks(args.results).items():
-        document = fill_block(document, name, make())
-    with atomic_path(args.doc) as tmp:
-        tmp.write_text(document)
+    fill_document(args.doc, fair_blocks(args.results))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ each seed's figures, and bf16 − float32 per user with its paired bootstrap int
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,11 +21,11 @@ from summarize import PRECISION
 from slmrec import layout
 from slmrec.data.samples import load_training_data
 from slmrec.evaluate import user_ranks
-from slmrec.io import atomic_path, read_json, write_parquet
+from slmrec.io import read_json, write_parquet
 from slmrec.metrics import METRIC_NAMES, metrics_from_ranks
 from slmrec.models.llmrec import load_llmrec
 from slmrec.models.sasrec import load_item_embeddings
-from slmrec.summary import fill_block, precision_table
+from slmrec.summary import fill_document, precision_table, section_parser
 
 TOLERANCE = 1e-6  # percent points: the ranks' metrics against metrics.json's, the same protocol twice
 # bf16 scoring of the same weights in another process reproduced the job's ranks but for one user of 938 (rounding
@@ -68,9 +67,7 @@ def model_max_len(results: Path, dataset: str, target: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--doc", type=Path, default=Path("docs/experiments.md"))
+    parser = section_parser(__doc__)
     parser.add_argument(
         "--eval-batch-size",
         type=int,
@@ -90,9 +87,7 @@ def main() -> None:
                 print(f"scoring {dataset}/{PRECISION.target}", file=sys.stderr)
                 write_parquet(path, score(args.results, dataset, PRECISION.target, args.eval_batch_size))
     table = precision_table(args.results, PRECISION)
-    document = fill_block(args.doc.read_text(), "precision", table)
-    with atomic_path(args.doc) as tmp:
-        tmp.write_text(document)
+    fill_document(args.doc, {"precision": lambda: table})
     print(table)
 
 

@@ -8,11 +8,11 @@ experiment's figures (the report rule's Figure 2 and training curves) are copied
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from gemma3 import gemma3_blocks
 from kd import kd_blocks
 
 from slmrec import layout
@@ -34,6 +34,7 @@ from slmrec.summary import (
     paired_difference,
     precision_table,
     replace_generated,
+    section_parser,
     validation_curves,
     wall_times,
 )
@@ -95,10 +96,7 @@ def fair_blocks(results: Path) -> dict[str, Callable[[], str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--doc", type=Path, default=Path("docs/experiments.md"))
-    args = parser.parse_args()
+    args = section_parser(__doc__).parse_args()
     results = args.results
     ce_only = ablation_target("ce")
     probe_rows = [  # the probes recompute SASRec: the table their E4SRec_2 reads (see docs/experiments.md)
@@ -116,6 +114,7 @@ def main() -> None:
         "precision": partial(precision_table, results, PRECISION),
         **fair_blocks(results),
         **kd_blocks(results),
+        **gemma3_blocks(results),
         "table2": lambda: accuracy_table(
             results,
             [

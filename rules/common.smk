@@ -211,6 +211,25 @@ def headline_pair(wildcards):
     return [student, targets.student_teacher(student)]
 
 
+def recommended_model(wildcards):
+    """What a model row is read from: its weights, and an LLM's config, item table and backbone; nothing for
+    popularity, which counts the training items."""
+    target, dataset = wildcards.model, wildcards.dataset
+    if target == layout.POPULARITY:
+        return {}
+    files = {"model": layout.model_file(target, "model", dataset)}
+    if layout.is_llm(target):
+        files["config"] = layout.model_file(target, "config", dataset)
+        files["item_embeddings"] = layout.item_embeddings(dataset)
+        files["backbone"] = backbone_dir(wildcards)
+    return files
+
+
+def recommend_precision(wildcards):
+    """How an LLM row computes (`backbone.precision`); the other rows read nothing of the backbone."""
+    return settings("backbone", keys=("precision",))(wildcards) if layout.is_llm(wildcards.model) else {}
+
+
 def result_rows(wildcards):
     """The metrics rows behind one dataset's table, by target."""
     authors = ["sasrec_authors"] if dataset_settings(wildcards.dataset, "report")["sasrec_authors"] else []
@@ -323,6 +342,12 @@ def random_backbone(wildcards):
     return "init" if chosen["init"] == "random" else ""
 
 
+def report_to(wildcards):
+    """A training job's experiment tracker (`training.report_to`). A resource, not a param: it changes no result, so
+    switching it reruns nothing, and a killed run resumes under another."""
+    return dataset_settings(wildcards.dataset, "training")["report_to"]
+
+
 def sasrec_resources(rule):
     """SASRec's resources; `try_number` names the rule, whose bad-input records it reads."""
     return {
@@ -331,4 +356,5 @@ def sasrec_resources(rule):
         "runtime": 240,
         "gpu": 1,
         "eval_batch_size": 512,
+        "report_to": report_to,
     }

@@ -75,6 +75,7 @@ rule teacher:
         gpu=1,
         eval_batch_size=512,
         per_device_batch_size=0,
+        report_to=report_to,
     params:
         target=lambda wildcards: wildcards.teacher,
         # `layers` comes from the target (teacher_l{n}), so teacher.layers reruns only `teacher`.

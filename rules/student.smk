@@ -62,6 +62,7 @@ rule student:
         gpu=1,
         eval_batch_size=512,
         per_device_batch_size=0,
+        report_to=report_to,
     params:
         target=lambda wildcards: wildcards.student,
         student=settings("student"),

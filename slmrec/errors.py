@@ -48,6 +48,10 @@ class CompareError(ValueError):
     """A dataset to compare has no results yet; the message says how to make them."""
 
 
+class HistoryError(ValueError):
+    """A history to recommend for names an item the model does not know, or none at all; the message names it."""
+
+
 class NotRetried(RuntimeError):
     """A job failed on bad input; running it again would fail the same way."""
 

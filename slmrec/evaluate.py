@@ -9,7 +9,7 @@ product of the two.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,10 +63,8 @@ def user_ranks(
     start = time.perf_counter()
     sampled = torch.empty(len(split), dtype=torch.int64)
     full = torch.empty(len(split), dtype=torch.int64) if full_ranking else None
-    lengths = np.array([min(len(history), max_len) for history in split.histories])
-    for rows in length_batches(lengths, batch_size, bucket):
-        histories = [split.histories[row] for row in rows]
-        users = encode(pad_left(histories, max_len).to(device)).float()
+    batches = history_batches(split.histories, max_len, batch_size, bucket)
+    for rows, histories, users in encoded_batches(encode, split.histories, batches, max_len, device):
         table = item_table.to(users.device, torch.float32)
         targets = torch.tensor(split.targets[rows], device=users.device)
         negatives = torch.tensor(split.negatives[rows], device=users.device)
@@ -76,11 +74,32 @@ def user_ranks(
         sampled[index] = sampled_ranks(pos, neg).cpu()
         if full is not None:
             scores = users @ table.T
-            seen = torch.zeros_like(scores, dtype=torch.bool)
-            for row, history in enumerate(histories):
-                seen[row, history] = True
-            full[index] = full_ranks(scores, targets, seen).cpu()
+            full[index] = full_ranks(scores, targets, seen_mask(histories, scores.shape[1], scores.device)).cpu()
     return UserRanks(sampled, full, time.perf_counter() - start)
+
+
+def history_batches(histories: list[list[int]], max_len: int, batch_size: int, bucket: bool = True) -> list[np.ndarray]:
+    """Row indices of `histories` in batches; with `bucket`, by the length a model reads (at most `max_len`)."""
+    lengths = np.array([min(len(history), max_len) for history in histories])
+    return length_batches(lengths, batch_size, bucket)
+
+
+def encoded_batches(
+    encode: Encoder, histories: list[list[int]], batches: list[np.ndarray], max_len: int, device: torch.device | str
+) -> Iterator[tuple[np.ndarray, list[list[int]], Tensor]]:
+    """Each batch's rows, their histories and the user vectors ([B, d], float32) of the histories' newest `max_len`
+    items, left-padded."""
+    for rows in batches:
+        chosen = [histories[row] for row in rows]
+        yield rows, chosen, encode(pad_left(chosen, max_len).to(device)).float()
+
+
+def seen_mask(histories: list[list[int]], columns: int, device: torch.device | str = "cpu") -> Tensor:
+    """[B, columns] bool: True at each row's history items (the items a full ranking leaves out)."""
+    seen = torch.zeros(len(histories), columns, dtype=torch.bool, device=device)
+    for row, history in enumerate(histories):
+        seen[row, history] = True
+    return seen
 
 
 def ranks_frame(split: EvalSplit, ranks: UserRanks) -> pl.DataFrame:

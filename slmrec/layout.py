@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slmrec.targets import is_sasrec_student
+from slmrec.targets import LLM_STUDENT_PATTERN, STUDENT_PATTERN, TEACHER_PATTERN, is_sasrec_student
 
 RESULTS = "results"
 DATASET = "{dataset}"
@@ -39,6 +39,20 @@ DATA_FILES = {
 NEGATIVES = "negatives.parquet"
 SYNTHETIC_FILE = "synthetic_5.json.gz"  # the demo's generated review file, in the Amazon 2018 layout
 FIGURES = ("training_curves", "layer_sweep")  # the report's plots, results/<dataset>/<name>.png
+# Every model row a metrics table may hold (what `recommend` takes), and the LLM ones among them (what `export` takes).
+MODEL_PATTERN = "|".join([POPULARITY, *SASREC_TARGETS, TEACHER_PATTERN, STUDENT_PATTERN])
+LLM_PATTERN = f"{TEACHER_PATTERN}|{LLM_STUDENT_PATTERN}"
+RECOMMENDATIONS = "recommendations"  # results/<dataset>/recommendations/<target>.parquet, and its shards
+EXPORT_VARIANTS = ("float32", "bf16", "int8", "4bit")  # how an export stores the decoder's weights
+# An export, results/<dataset>/export/<target>/<variant>/: one flat directory that `slmrec.export.load_export` reads
+# alone. The decoder (the kept layers, LoRA merged, and the prompt's embedding rows) is a Hugging Face checkpoint,
+# config.json and weights, beside the tokenizer's files; the int8 variant keeps its weights in a file of its own.
+EXPORT_FILES = {
+    "int8": "decoder.int8.safetensors",  # int8 variant: int8 linear weights with per-row scales, the rest float32
+    "recommender": "recommender.safetensors",  # item table, projections, the prompt's token ids and their rows
+    "settings": "recommender.json",  # the model's settings, the variant, what it was exported from
+    "items": DATA_FILES["item_ids"],  # internal item id -> raw item id
+}
 
 
 def dataset_dir(dataset: str = DATASET, root: str | Path = RESULTS) -> str:
@@ -67,6 +81,11 @@ def model_files(target: str) -> dict[str, str]:
     if target in SASREC_TARGETS or is_sasrec_student(target):
         return SASREC_FILES
     return SCORED if target == POPULARITY else LLM_FILES
+
+
+def is_llm(target: str) -> bool:
+    """Whether `target` is an LLM model (a teacher or an LLM student), whose directory holds `LLM_FILES`."""
+    return model_files(target) is LLM_FILES
 
 
 def model_file(target: str, name: str, dataset: str = DATASET, root: str | Path = RESULTS) -> str:
@@ -113,6 +132,23 @@ def ablation(name: str = "metrics", dataset: str = DATASET) -> str:
     return f"{dataset_dir(dataset)}/ablation/{MANIFEST if name == 'manifest' else 'metrics.json'}"
 
 
+def recommendations(target: str, dataset: str = DATASET, name: str = "parquet") -> str:
+    """A model's top-k for every user (`parquet`) or its `manifest`."""
+    suffix = {"parquet": ".parquet", "manifest": ".manifest.json"}[name]
+    return f"{dataset_dir(dataset)}/{RECOMMENDATIONS}/{target}{suffix}"
+
+
+def recommendation_shard(target: str, shard: str, dataset: str = DATASET, name: str = "parquet") -> str:
+    """One shard's part of `recommendations` (`parquet`) or its `manifest`; `shard` is Snakemake's `2-of-3`."""
+    suffix = {"parquet": ".parquet", "manifest": ".manifest.json"}[name]
+    return f"{dataset_dir(dataset)}/{RECOMMENDATIONS}/shards/{target}/{shard}{suffix}"
+
+
+def export(target: str, variant: str, dataset: str = DATASET, root: str | Path = RESULTS) -> str:
+    """The self-contained directory of an LLM model for serving (`EXPORT_FILES`, a tokenizer, a manifest)."""
+    return f"{dataset_dir(dataset, root)}/export/{target}/{variant}"
+
+
 def raw(file: str, dataset: str = DATASET, manifest: bool = False) -> str:
     """A downloaded (or synthetic) review file, or its manifest."""
     return f"{dataset_dir(dataset)}/raw/{file}{'.manifest.json' if manifest else ''}"
@@ -135,6 +171,12 @@ def logs_dir(dataset: str, root: str | Path = RESULTS) -> Path:
 def checkpoints(target: str, dataset: str = DATASET) -> str:
     """A training job's checkpoints: not an output, so that a killed job resumes from them."""
     return f"{dataset_dir(dataset)}/checkpoints/{target}"
+
+
+def runs(model_dir: str | Path) -> str:
+    """The experiment tracker's logs of the model trained into `model_dir` (`training.report_to`), beside its files:
+    not an output, so Snakemake neither waits for them nor removes them."""
+    return f"{Path(model_dir).as_posix()}/runs"
 
 
 def backbone(dataset: str = DATASET) -> str:

@@ -9,6 +9,7 @@ this module's markdown into `docs/experiments.md`; every number comes from the p
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import statistics
@@ -422,6 +423,37 @@ def replace_generated(document: str, blocks: dict[str, Callable[[], str]]) -> st
     if orphans:
         raise ValueError(f"the document's blocks {orphans} have nothing to fill them")
     return document
+
+
+def arm_section(
+    name: str, results: Path, arm: Arm, models: list[Row], pairs: list[tuple[Row, Row]], curves: list[Row]
+) -> dict[str, Callable[[], str]]:
+    """The blocks of an experiment section on one arm, `<name>_valid` … `<name>_walltimes` in docs/experiments.md:
+    its models on each split, its pairs per user, the validation curves of `curves`, and its datasets' wall times."""
+    return {
+        f"{name}_valid": partial(accuracy_table, results, models, "valid"),
+        f"{name}_test": partial(accuracy_table, results, models, "test"),
+        f"{name}_comparisons": partial(arm_comparisons, results, arm, pairs),
+        f"{name}_curves": partial(validation_curves, results, curves),
+        f"{name}_walltimes": partial(wall_times, results, arm.datasets),
+    }
+
+
+def fill_document(doc: Path, blocks: dict[str, Callable[[], str]]) -> None:
+    """Fill some of `doc`'s blocks (one section's), written atomically: a block that fails leaves the file as it was."""
+    document = doc.read_text()
+    for name, make in blocks.items():
+        document = fill_block(document, name, make())
+    with atomic_path(doc) as tmp:
+        tmp.write_text(document)
+
+
+def section_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every experiments/ script shares: the results it reads and the document it fills."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--doc", type=Path, default=Path("docs/experiments.md"))
+    return parser
 
 
 def fill_block(document: str, name: str, text: str) -> str:

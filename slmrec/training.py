@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from slmrec import layout, trackers
 from slmrec.call import RunIdentity, StageCall
 from slmrec.data.samples import EvalSplit, NextItemDataset, TrainingData
 from slmrec.errors import DiskFullError, NonFiniteLossError
@@ -228,7 +229,7 @@ def base_arguments(output_dir: str | Path, seed: int, **overrides: Any) -> Train
         "output_dir": str(output_dir),
         "seed": seed,
         "data_seed": seed,
-        "report_to": [],
+        "report_to": [],  # none of Trainer's own: `training.report_to` adds its tracker (slmrec.trackers)
         "metric_for_best_model": "mrr",
         "greater_is_better": True,
         "load_best_model_at_end": True,
@@ -397,9 +398,11 @@ def fit_and_save(
     """Train (`trained`, or the recommender itself), keep the best validation MRR, score, write everything.
 
     `trained` is the module whose loss trains the recommender when they differ (the distiller around a
-    student). Only the main process writes; the others return None.
+    student). Only the main process writes; the others return None. The experiment tracker of the rule's `report_to`
+    logs to `runs/` beside the model; a fresh run removes what an earlier one left there, a resumed one adds to it.
     """
     checkpoint_dir = Path(cast(str, fit.args.output_dir))
+    runs = layout.runs(Path(call.output["metrics"]).parent)
     log = TrainLog()
     trainer = RankingTrainer(
         model=trained if trained is not None else recommender,
@@ -407,10 +410,12 @@ def fit_and_save(
         train_dataset=fit.dataset,
         eval_dataset=fit.splits["valid"],
         evaluator=lambda: validate(recommender, fit),
-        callbacks=[log, *fit.callbacks],
+        callbacks=[log, *fit.callbacks, *trackers.callbacks(call.resources["report_to"], runs)],
     )
     main = trainer.is_world_process_zero()
     last = resume_point(checkpoint_dir, call.identity(), main, trainer.args.world_size > 1)
+    if main and not last:
+        shutil.rmtree(runs, ignore_errors=True)  # the curves of another run (another model)
     if last:
         logger.info("resuming from %s", last)
         log.restore(last)

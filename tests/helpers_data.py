@@ -16,7 +16,12 @@ from slmrec.io import write_json
 from slmrec.targets import student_distill
 
 # Runtime resources the training rules declare (rules/*.smk); small evaluation batches for tests.
-RESOURCES = {"eval_batch_size": 64, "per_device_batch_size": 0, "gpu": 1}
+RESOURCES = {
+    "eval_batch_size": 64,
+    "per_device_batch_size": 0,
+    "gpu": 1,
+    "report_to": schema_defaults("training")["report_to"],
+}
 
 
 def stage_call(

@@ -88,8 +88,9 @@ def distill_env(root: Path, backbone: str) -> SimpleNamespace:
     return env
 
 
-def run_student(env: SimpleNamespace, target: str, distill: dict, states: Path | None) -> dict:
-    """Run the student stage as the rule calls it for `target`; return its metrics row as written."""
+def run_student(env: SimpleNamespace, target: str, distill: dict, states: Path | None, **resources: Any) -> dict:
+    """Run the student stage as the rule calls it for `target` (with the rule's `resources` changed); return its
+    metrics row as written."""
     params = {
         "target": target,
         "student": llm_config(layers=2, max_steps=4, eval_steps=2),
@@ -108,5 +109,5 @@ def run_student(env: SimpleNamespace, target: str, distill: dict, states: Path |
             "teacher_weights": env.teacher / "trainable.safetensors",
             "teacher_config": env.teacher / "config.json",
         }
-    student_stage.run(stage_call("student", inputs, llm_outputs(env.root / target), params))
+    student_stage.run(stage_call("student", inputs, llm_outputs(env.root / target), params, **resources))
     return json.loads((env.root / target / "metrics.json").read_text())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_tiny_config
+from helpers_data import INTERVAL
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_efficiency.py"
@@ -77,3 +78,26 @@ def test_demo_benchmark_names_a_missing_overlay(tmp_path):
     )
     assert done.returncode == 2
     assert f"--configfile {tmp_path / 'nope.yaml'}: no such file" in done.stderr
+
+
+@pytest.mark.e2e
+def test_recommend_benchmark_smoke_on_the_tiny_demo(served_demo):
+    """benchmarks/recommend.py on the tiny demo's trained student and teacher, a few users: every figure is there."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "recommend.py"), "--results", str(served_demo / "results")]
+        + ["--dataset", "demo", "--users", "40", "--repeats", "1", "--resamples", "99", "--batch-size", "16"]
+        + ["--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for model, target in (("SLMRec 2←4", "student"), ("E4SRec_4", "teacher")):
+        assert re.search(rf"^\| {model} \| {target} \| [\d.]+ \|$", out, flags=re.M), out
+    assert re.search(r"^SLMRec 2←4 over E4SRec_4: [\d.]+x users/s$", out, flags=re.M), out
+    assert "## Exports of SLMRec 2←4 (student): 40 test users, top 20" in out
+    assert re.search(r"^\| float32 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| \(reference\) \| 100\.0% \|$", out, flags=re.M)
+    for variant in ("bf16", "int8", "4bit"):
+        row = rf"^\| {variant} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| {INTERVAL} \| [\d.]+% \|$"
+        assert re.search(row, out, flags=re.M), (variant, out)

@@ -400,6 +400,16 @@ def test_contradicting_settings_fail_the_dry_run(tmp_path, config):
     assert not (tmp_path / "results").exists()
 
 
+def test_the_shard_count_is_refused_under_a_dataset(tmp_path, config):
+    """Snakemake's scattergather has one count per workflow: a dataset's own `recommend.shards` would be ignored."""
+    config["datasets"]["demo"]["recommend"] = {"k": 5, "shards": 2}
+    proc = dry_run(copy_workflow(tmp_path), config)
+    assert proc.returncode != 0
+    message = "config key datasets.demo.recommend.shards: the shard count is one for the whole workflow"
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_a_dataset_used_only_for_its_data_is_not_refused(config, schema):
     """Layer counts are checked for the jobs that read them, not for a dataset's data stages."""
     config["datasets"]["demo"]["teacher"]["layers"] = 12

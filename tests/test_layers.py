@@ -23,7 +23,7 @@ LAYERS = (
         "slmrec.markdown",
     ),
     ("slmrec.data",),
-    ("slmrec.metrics", "slmrec.stats", "slmrec.evaluate", "slmrec.models"),
+    ("slmrec.metrics", "slmrec.stats", "slmrec.evaluate", "slmrec.models", "slmrec.recommend", "slmrec.export"),
     (
         "slmrec.config",
         "slmrec.rule_params",

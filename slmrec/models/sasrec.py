@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from slmrec.errors import DataError
+from slmrec.errors import ArtifactError, DataError
 from slmrec.io import atomic_path, read_artifact
 
 
@@ -175,6 +176,21 @@ class SASRec(nn.Module):
         logits = hidden[keep] @ self.item_table.T  # [real positions, items + 1]
         logits[:, 0] = float("-inf")
         return {"loss": F.cross_entropy(logits, labels[keep]), "hidden": hidden, "logits": logits}
+
+
+def load_sasrec(path: str | os.PathLike) -> SASRec:
+    """A trained SASRec from its `model.safetensors`, rebuilt from the config saved in the file's metadata."""
+    metadata = read_artifact(str(path), _metadata)
+    if "config" not in metadata:
+        raise ArtifactError(f"{path}: no SASRec config in its metadata; rerun the stage that wrote it")
+    model = SASRec(SASRecConfig(**json.loads(metadata["config"])))
+    model.load_state_dict(read_artifact(str(path), load_file))
+    return model
+
+
+def _metadata(path: str) -> dict[str, str]:
+    with safe_open(path, "pt") as handle:
+        return handle.metadata() or {}
 
 
 def load_item_embeddings(path: str | os.PathLike, num_items: int) -> Tensor:
