@@ -1,6 +1,6 @@
 """Time the demo DAG from nothing, as `make demo` runs it, against its budget: under 10 minutes on 2 CPU cores.
 
-    .venv/bin/python benchmarks/demo.py                  # the whole demo, about 7 minutes on 2 idle cores
+    .venv/bin/python benchmarks/demo.py                  # the whole demo, about 5.5 minutes on 2 idle cores
     .venv/bin/python benchmarks/demo.py --cores 4 --budget-min 5
 
 Snakemake runs the demo in a fresh temporary copy of the workflow, so nothing in the checkout's results/ is

@@ -13,8 +13,9 @@ On the results of a finished run (`--results`, the directory that holds `<datase
    `slmrec.evaluate.user_ranks`), variant − float32 with its paired bootstrap interval and randomization p-value
    (`slmrec.stats`), and the mean overlap of the two top-10 lists.
 
-Everything computes in float32 (`--precision`), so the variants differ in how their weights are stored alone (bf16
-weights compute in bf16). Users/s is the best of `--repeats` timed passes, after a warm-up batch.
+Everything computes in float32 (`--precision`) except where a variant decides otherwise: bf16 weights compute in
+bf16, and int8 (torch's dynamic quantization) also rounds each linear layer's input to int8.
+Users/s is the best of `--repeats` timed passes, after a warm-up batch.
 """
 
 from __future__ import annotations

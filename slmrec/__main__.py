@@ -39,6 +39,14 @@ def current_config(configfiles: list[str]) -> tuple[dict[str, Any] | None, str]:
         return None, ""
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1, or argparse's own usage error naming the argument."""
+    value = int(text) if text.lstrip("-").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slmrec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         help='a file of histories: JSON lines (a list of ids, or {"user": ..., "history": [...]}) or Parquet '
         "(a list column `history`, optionally `user`)",
     )
-    rec.add_argument("-k", type=int, default=10, help="items per history (default: 10)")
+    rec.add_argument("-k", type=positive_int, default=10, help="items per history (default: 10)")
     rec.add_argument("--json", action="store_true", help="print JSON lines, one object per history")
     rec.add_argument(
         "--skip-unknown", action="store_true", help="drop item ids the model does not know (named on stderr)"

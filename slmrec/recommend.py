@@ -197,6 +197,10 @@ def read_histories(path: str | Path) -> list[History]:
         frame = read_artifact(path, pl.read_parquet)
         if "history" not in frame.columns:
             raise HistoryError(f"{path}: no `history` column (a list of item ids per row); it has {frame.columns}")
+        if not isinstance(frame.schema["history"], pl.List):
+            raise HistoryError(
+                f"{path}: column `history` is {frame.schema['history']}; expected a list of item ids per row"
+            )
         users = frame["user"].cast(pl.String).to_list() if "user" in frame.columns else [None] * frame.height
         rows = zip(users, frame["history"].to_list(), strict=True)
         return [History(n, [str(i) for i in items or []], user) for n, (user, items) in enumerate(rows, 1)]

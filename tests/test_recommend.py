@@ -153,6 +153,17 @@ def test_a_file_of_histories_in_json_lines_or_parquet(export, history, served_de
     (tmp_path / "bad.jsonl").write_text('{"items": ["x"]}\n')
     code, _, err = recommend(capsys, str(export), "--histories", str(tmp_path / "bad.jsonl"))
     assert code == 2 and "bad.jsonl, line 1: expected a JSON list of item ids, or an object with a `history`" in err
+    pl.DataFrame({"history": [",".join(history)]}).write_parquet(tmp_path / "text.parquet")
+    code, _, err = recommend(capsys, str(export), "--histories", str(tmp_path / "text.parquet"))
+    assert code == 2 and "text.parquet: column `history` is String; expected a list of item ids per row" in err
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "two"])
+def test_k_below_one_is_a_usage_error(export, history, capsys, k):
+    with pytest.raises(SystemExit) as stop:
+        recommend(capsys, str(export), "--history", ",".join(history), "-k", k)
+    assert stop.value.code == 2
+    assert f"argument -k: expected a whole number of at least 1, got '{k}'" in capsys.readouterr().err
 
 
 def test_a_directory_that_is_no_export_is_named(tmp_path, capsys):
