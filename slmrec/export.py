@@ -81,7 +81,9 @@ def export_llmrec(
     if variant == "int8":
         save_int8(decoder, directory)
     elif variant == "4bit":
-        with tempfile.TemporaryDirectory(dir=directory.parent) as merged:  # quantized as it loads
+        # Quantized as it loads. The merged copy sits inside the output's own temporary directory, so a killed
+        # export leaves nothing that atomic_dir's cleanup does not remove.
+        with tempfile.TemporaryDirectory(dir=directory) as merged:
             decoder.save_pretrained(merged)
             AutoModel.from_pretrained(merged, quantization_config=nf4_config(), device_map={"": "cpu"}).save_pretrained(
                 directory

@@ -113,6 +113,8 @@ def test_quantized_variants_load_and_run(served_demo, exports, tmp_path, monkeyp
         assert top.items.shape == (len(known.ids), 10) and bool(torch.isfinite(top.scores).all()), variant
         assert 1 <= int(top.items.min()) and int(top.items.max()) <= len(export.items), variant
         sizes[variant] = export_bytes(export.directory)
+        assert all(path.is_file() for path in exports[variant].iterdir()), variant  # no scratch left inside
+    assert not [p.name for p in exports["4bit"].parent.iterdir() if p.name.startswith("tmp")]  # nor beside it
     assert sizes["int8"] < sizes["bf16"] < sizes["float32"] and sizes["4bit"] < sizes["float32"], sizes
     with pytest.raises(ValueError, match="an int8 export computes in float32 on the CPU"):
         load_export(exports["int8"], precision="bf16")
