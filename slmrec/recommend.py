@@ -177,16 +177,19 @@ def load_model(
 
 @dataclass
 class History:
-    """A history to recommend for, as given: raw item ids, oldest first; its number in the input (from 1) and, if
-    given, whose it is."""
+    """A history to recommend for, as given: raw item ids, oldest first; its number in the input (from 1), where a
+    file gave it ("FILE, line N" or "FILE, row N") and, if given, whose it is."""
 
     number: int
     items: list[str]
     user: str | None = None
+    where: str | None = None
 
     @property
     def label(self) -> str:
-        return f"user {self.user}" if self.user is not None else f"history {self.number}"
+        """How notes and errors name it: where it was given, and whose (or which) history it is."""
+        who = f"user {self.user}" if self.user is not None else f"history {self.number}"
+        return f"{self.where} ({who})" if self.where else who
 
 
 def read_histories(path: str | Path) -> list[History]:
@@ -202,8 +205,8 @@ def read_histories(path: str | Path) -> list[History]:
                 f"{path}: column `history` is {frame.schema['history']}; expected a list of item ids per row"
             )
         users = frame["user"].cast(pl.String).to_list() if "user" in frame.columns else [None] * frame.height
-        rows = zip(users, frame["history"].to_list(), strict=True)
-        return [History(n, [str(i) for i in items or []], user) for n, (user, items) in enumerate(rows, 1)]
+        rows = enumerate(zip(users, frame["history"].to_list(), strict=True), 1)
+        return [History(n, [str(i) for i in items or []], user, f"{path}, row {n}") for n, (user, items) in rows]
     histories: list[History] = []
     for line_number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -218,7 +221,8 @@ def read_histories(path: str | Path) -> list[History]:
                 f"{path}, line {line_number}: expected a JSON list of item ids, or an object with a `history` list"
             )
         user = None if value.get("user") is None else str(value["user"])
-        histories.append(History(len(histories) + 1, [str(i) for i in value["history"]], user))
+        items = [str(i) for i in value["history"]]
+        histories.append(History(len(histories) + 1, items, user, f"{path}, line {line_number}"))
     return histories
 
 

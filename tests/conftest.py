@@ -15,7 +15,7 @@ import yaml
 from filelock import FileLock
 
 from slmrec import layout
-from slmrec.config import deep_merge
+from slmrec.config import deep_merge, schema_defaults
 from slmrec.models.presets import GGUF_PRESETS
 from slmrec.workflow import copy_workflow as copy_from_checkout
 
@@ -162,6 +162,7 @@ SERVED_TARGETS = (
     layout.export("student", "float32", "demo"),
 )
 SMALL_BATCHES = ("--set-resources", "recommend_shard:eval_batch_size=16")
+RECOMMEND_K = schema_defaults("recommend")["k"]  # the demo's recommendations were made with the default k
 
 
 def float32_env() -> dict[str, str]:

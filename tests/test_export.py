@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from conftest import RECOMMEND_K
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer
 
@@ -22,7 +23,6 @@ from slmrec.models.sasrec import load_item_embeddings
 from slmrec.recommend import IdMap, KnownUsers, recommendations_frame
 from slmrec.stages import export as export_stage
 
-K = 20  # recommend.k's default, as the demo's recommendations were made
 pytestmark = pytest.mark.e2e
 
 
@@ -66,7 +66,7 @@ def test_an_export_loads_alone_and_gives_the_pipelines_top_k(served_demo, export
     rows) recommends every user the very items the `recommend` rule wrote for the trained student, at its scores."""
     known, users = known_users(served_demo)
     export = load_export(moved(exports["float32"], tmp_path, monkeypatch), precision="float32")
-    top = export.recommend(known.histories, K, batch_size=16)
+    top = export.recommend(known.histories, RECOMMEND_K, batch_size=16)
     ours = recommendations_frame(users.raw[known.ids[top.rows]], top, export.items)
     pipeline = pl.read_parquet(served_demo / layout.recommendations("student", "demo"))
     assert ours.select("user", "rank", "item").equals(pipeline.select("user", "rank", "item"))

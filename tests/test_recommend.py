@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
 import pytest
-from conftest import SMALL_BATCHES, run_snakemake
+from conftest import RECOMMEND_K, SMALL_BATCHES, run_snakemake
 
 from slmrec import layout
 from slmrec.__main__ import main
+from slmrec.call import StageCall
 from slmrec.recommend import RECOMMENDATION_SCHEMA, IdMap, KnownUsers, shard_batches
+from slmrec.stages import recommend_shard
 
-K = 20  # recommend.k's default
 pytestmark = pytest.mark.e2e
 
 
@@ -37,7 +39,7 @@ def test_every_user_gets_k_raw_items_ranked_by_score_none_of_their_history(serve
     known, users, items = data(served_demo)
     assert table["user"].unique(maintain_order=True).to_list() == list(users.raw[known.ids])  # every user, in order
     for (user,), rows in table.group_by("user", maintain_order=True):
-        assert rows["rank"].to_list() == list(range(1, K + 1)), user
+        assert rows["rank"].to_list() == list(range(1, RECOMMEND_K + 1)), user
         assert rows["score"].is_sorted(descending=True), user
         history = {items.raw[i] for i in known.histories[users.internal[user] - 1]}
         assert set(rows["item"]) <= set(items.raw[1:]) and not set(rows["item"]) & history, user
@@ -45,9 +47,34 @@ def test_every_user_gets_k_raw_items_ranked_by_score_none_of_their_history(serve
     assert manifest["stage"] == "recommend" and len(manifest["inputs"]) == 1  # the gather step, of one shard
     shard = layout.recommendation_shard(target, "1-of-1", "demo", name="manifest")
     config = json.loads((served_demo / shard).read_text())["config"]
-    assert config["recommend"] == {"exclude_history": True, "k": K}
+    assert config["recommend"] == {"exclude_history": True, "k": RECOMMEND_K}
     assert (config["target"], config["shard"]) == (target, "1-of-1")
     assert config["backbone"] == ({"precision": "auto"} if target == "student" else {})  # an LLM's setting alone
+
+
+def test_exclude_history_false_lets_a_users_own_items_back(served_demo, tmp_path):
+    """`recommend.exclude_history: false`: the shard stage, run on the demo's SASRec with every item asked for, ranks
+    the users' own items too, in the order of the default run's items once those are dropped."""
+    results = served_demo / "results" / "demo"
+    known, users, items = data(served_demo)
+    inputs = {
+        "model": served_demo / layout.model_file("sasrec", "model", "demo"),
+        **{name: results / "data" / layout.DATA_FILES[name] for name in ("splits", "user_ids", "item_ids")},
+    }
+    tables = {}
+    for exclude in (True, False):
+        output = tmp_path / f"exclude_{exclude}.parquet"
+        params = {"target": "sasrec", "shard": "1-of-1", "backbone": {}}
+        params["recommend"] = {"exclude_history": exclude, "k": len(items)}
+        outputs = {"parquet": str(output), "manifest": str(output.with_suffix(".json"))}
+        call = StageCall("recommend_shard", {k: str(v) for k, v in inputs.items()}, outputs, params)
+        recommend_shard.run(replace(call, resources={"eval_batch_size": 16}))
+        tables[exclude] = pl.read_parquet(output)
+    for (user,), rows in tables[False].group_by("user", maintain_order=True):
+        history = {items.raw[i] for i in known.histories[users.internal[user] - 1]}
+        assert rows.height == len(items) and history <= set(rows["item"]), user  # every item, the history's too
+        others = rows.filter(~pl.col("item").is_in(list(history)))["item"].to_list()
+        assert others == tables[True].filter(pl.col("user") == user)["item"].to_list(), user
 
 
 def test_shards_split_whole_batches_each_once_in_order():
@@ -125,6 +152,20 @@ def test_an_empty_history_is_refused(export, capsys, given):
         assert "empty once its unknown ids are dropped" in err
 
 
+def test_include_history_lets_the_historys_own_items_back(export, history, served_demo, capsys):
+    """With every item asked for, the default leaves out the history's items and --include-history ranks them too;
+    the other items keep their order."""
+    every = len(data(served_demo)[2])
+    asked = [str(export), "--history", ",".join(history), "-k", str(every), "--json"]
+    code, out, _ = recommend(capsys, *asked)
+    excluded = json.loads(out)["items"]
+    assert code == 0 and len(excluded) == every - len(history) and not set(excluded) & set(history)
+    code, out, _ = recommend(capsys, *asked, "--include-history")
+    included = json.loads(out)["items"]
+    assert code == 0 and len(included) == every and set(history) <= set(included)
+    assert [item for item in included if item not in history] == excluded
+
+
 def test_a_repeated_id_is_kept_once_at_its_first_place(export, history, capsys):
     repeated = [history[0], history[1], history[0], history[2], history[1]]
     code, out, err = recommend(capsys, str(export), "--history", ",".join(repeated), "--json")
@@ -150,6 +191,12 @@ def test_a_file_of_histories_in_json_lines_or_parquet(export, history, served_de
     assert (first["history"], first["user"], other["history"], "user" in other) == (1, "u1", 2, False)
     alone = json.loads(recommend(capsys, str(export), "--history", ",".join(second), "--json")[1])
     assert other["items"] == alone["items"]
+    lines.write_text(json.dumps(history) + "\n\n" + json.dumps({"user": "u2", "history": ["NOPE"]}) + "\n")
+    code, _, err = recommend(capsys, str(export), "--histories", str(lines))
+    assert code == 2 and f"{lines}, line 3 (user u2): unknown item id 'NOPE'" in err  # the line, not the count
+    pl.DataFrame({"history": [history, ["NOPE"]]}).write_parquet(table)
+    code, _, err = recommend(capsys, str(export), "--histories", str(table))
+    assert code == 2 and f"{table}, row 2 (history 2): unknown item id 'NOPE'" in err
     (tmp_path / "bad.jsonl").write_text('{"items": ["x"]}\n')
     code, _, err = recommend(capsys, str(export), "--histories", str(tmp_path / "bad.jsonl"))
     assert code == 2 and "bad.jsonl, line 1: expected a JSON list of item ids, or an object with a `history`" in err
