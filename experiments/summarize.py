@@ -31,9 +31,9 @@ from slmrec.summary import (
     linked_figure,
     loss_balance,
     pair_comparisons,
-    paired_difference,
     precision_table,
     replace_generated,
+    row_comparisons,
     section_parser,
     validation_curves,
     wall_times,
@@ -128,20 +128,18 @@ def main() -> None:
                 Row(RANDOM, STUDENT, "{model}, random init"),
             ],
         ),
-        "comparisons": lambda: (
-            "\n".join(
-                f"- {paired_difference(results, a, b)}"
-                for a, b in [
-                    (Row(PRETRAINED, STUDENT), Row(PRETRAINED, ce_only)),
-                    (Row(PRETRAINED, student_of(SHALLOW)), Row(PRETRAINED, ce_only)),
-                    (Row(PRETRAINED, TEACHER), Row(PRETRAINED, "sasrec")),
-                    (probe_rows[-1], probe_rows[0]),
-                    (students_rows[2], students_rows[3]),
-                    (Row(PRETRAINED, TEACHER), Row(RANDOM, TEACHER, "{model}, random init")),
-                    (Row(PRETRAINED, STUDENT), Row(RANDOM, STUDENT, "{model}, random init")),
-                ]
-            )
-            + "\n"
+        "comparisons": partial(
+            row_comparisons,
+            results,
+            [
+                (Row(PRETRAINED, STUDENT), Row(PRETRAINED, ce_only)),
+                (Row(PRETRAINED, student_of(SHALLOW)), Row(PRETRAINED, ce_only)),
+                (Row(PRETRAINED, TEACHER), Row(PRETRAINED, "sasrec")),
+                (probe_rows[-1], probe_rows[0]),
+                (students_rows[2], students_rows[3]),
+                (Row(PRETRAINED, TEACHER), Row(RANDOM, TEACHER, "{model}, random init")),
+                (Row(PRETRAINED, STUDENT), Row(RANDOM, STUDENT, "{model}, random init")),
+            ],
         ),
         **{  # each probe on test, and on validation, where its choices were made
             f"{probe}{suffix}": partial(accuracy_table, results, rows, split)

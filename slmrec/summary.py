@@ -150,37 +150,6 @@ def model_ranks(results: Path, dataset: str, target: str) -> pl.DataFrame | None
     return read_ranks(path) if path.exists() else None
 
 
-def paired_difference(results: Path, first: Row, second: Row, metrics: Sequence[str] = ("NDCG@10", "MRR")) -> str:
-    """`first − second` user by user over the seeds (the i-th dataset of each row's arm paired) where both have
-    per-user ranks: each metric's mean difference, 95% paired-bootstrap interval and randomization p-value on
-    validation and test, and the verdict on the first metric. Seeds whose models predate the ranks give the
-    mean ± sd over seeds of the difference of their metrics.json instead, and say so."""
-    pairs, ranked = [], []
-    for dataset_a, dataset_b in zip(first.arm.datasets, second.arm.datasets, strict=True):
-        a, b = read_row(results, dataset_a, first.target), read_row(results, dataset_b, second.target)
-        if a is not None and b is not None:
-            pairs.append((a, b))
-            ranked.append(
-                (model_ranks(results, dataset_a, first.target), model_ranks(results, dataset_b, second.target))
-            )
-    if not pairs:
-        named = (f"{row.label.format(model=row.target)} ({row.arm.name})" for row in (first, second))
-        return " − ".join(named) + ": not run yet"
-    names = " − ".join(
-        row.label.format(model=model.model) for row, model in zip((first, second), pairs[0], strict=True)
-    )
-    seeds = f"{len(pairs)} seed{'s' if len(pairs) > 1 else ''}"
-    complete = [(a, b) for a, b in ranked if a is not None and b is not None]
-    if len(complete) < len(ranked):
-        cells = [f"{m} {mean_std([a.test[m] - b.test[m] for a, b in pairs])}" for m in metrics]
-        return f"{names}: " + ", ".join(cells) + f" (test, {seeds}; no per-user ranks: made before they were written)"
-    diffs = stats.compare_ranks([a for a, _ in complete], [b for _, b in complete], metrics)
-    cells = [f"{m} valid {diffs['valid'][m].text()}, test {diffs['test'][m].text()}" for m in metrics]
-    users = diffs["test"][metrics[0]].users
-    verdict = stats.verdict(diffs["valid"][metrics[0]], diffs["test"][metrics[0]])
-    return f"{names} ({seeds} × {users} users): " + "; ".join(cells) + f". {metrics[0]}: {verdict}"
-
-
 def loss_balance(results: Path, dataset: str, target: str = STUDENT) -> str:
     """Each distillation term raw and weighted at the first and the last logged step, and its share of
     the weighted total: whether a term can steer training depends on the share, not on its weight."""
@@ -386,25 +355,36 @@ def pair_comparisons(results: Path, pairs: Sequence[DistillPair], metrics: Seque
     return stats.comparison_table(compared, metrics)
 
 
-def arm_comparisons(
-    results: Path, arm: Arm, pairs: Sequence[tuple[Row, Row]], metrics: Sequence[str] = ("NDCG@10", "MRR")
+def seed_ranks(results: Path, rows: Sequence[Row], datasets: Sequence[str]) -> list[pl.DataFrame] | None:
+    """Each row's per-user ranks on its dataset of one seed, or None where one of them has none."""
+    found = [model_ranks(results, d, row.target) for row, d in zip(rows, datasets, strict=True)]
+    return None if any(ranks is None for ranks in found) else [ranks for ranks in found if ranks is not None]
+
+
+def row_comparisons(
+    results: Path, pairs: Sequence[tuple[Row, Row]], metrics: Sequence[str] = ("NDCG@10", "MRR")
 ) -> str:
-    """Per user over the arm's seeds that have both models of a pair: A − B with its interval, p-value and verdict,
-    the rows labelled as in the accuracy tables."""
-    compared = []
-    for first, second in pairs:
-        seeds = [d for d in arm.datasets if all(model_ranks(results, d, r.target) is not None for r in (first, second))]
-        if not seeds:
-            continue
-        ranks = [[read_ranks(layout.model_file(r.target, "ranks", d, results)) for d in seeds] for r in (first, second)]
-        names = [
-            r.label.format(model=MetricsRow.read(layout.model_file(r.target, "metrics", seeds[0], results)).model)
-            for r in (first, second)
+    """Per user, A − B for each pair of rows, over the seeds where both models have ranks (the i-th dataset of
+    each row's arm paired: a seed against the same seed of another arm): the interval, p-value and verdict, the
+    rows labelled as in the accuracy tables. A pair with no such seed yet is named as not run."""
+    compared, missing = [], []
+    for rows in pairs:
+        seeds = [
+            (datasets, ranks)
+            for datasets in zip(*(row.arm.datasets for row in rows), strict=True)
+            if (ranks := seed_ranks(results, rows, datasets)) is not None
         ]
-        compared.append((f"{names[0]} − {names[1]}", stats.compare_ranks(ranks[0], ranks[1], metrics)))
-    if not compared:
-        return "*No pair has both models in any seed yet.*\n"
-    return stats.comparison_table(compared, metrics)
+        if not seeds:
+            missing.append(" − ".join(f"{row.label.format(model=row.target)} ({row.arm.name})" for row in rows))
+            continue
+        names = [
+            row.label.format(model=MetricsRow.read(layout.model_file(row.target, "metrics", d, results)).model)
+            for row, d in zip(rows, seeds[0][0], strict=True)
+        ]
+        first, second = ([ranks[i] for _, ranks in seeds] for i in (0, 1))
+        compared.append((f"{names[0]} − {names[1]}", stats.compare_ranks(first, second, metrics)))
+    table = stats.comparison_table(compared, metrics) if compared else ""
+    return table + "".join(f"\n*{pair}: not run yet.*\n" for pair in missing)
 
 
 def benchmark_minutes(logs: Path, target: str) -> float:
@@ -433,7 +413,7 @@ def arm_section(
     return {
         f"{name}_valid": partial(accuracy_table, results, models, "valid"),
         f"{name}_test": partial(accuracy_table, results, models, "test"),
-        f"{name}_comparisons": partial(arm_comparisons, results, arm, pairs),
+        f"{name}_comparisons": partial(row_comparisons, results, pairs),
         f"{name}_curves": partial(validation_curves, results, curves),
         f"{name}_walltimes": partial(wall_times, results, arm.datasets),
     }

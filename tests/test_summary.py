@@ -29,9 +29,9 @@ from slmrec.summary import (
     linked_figure,
     loss_balance,
     mean_std,
-    paired_difference,
     precision_table,
     replace_generated,
+    row_comparisons,
     validation_curves,
     wall_times,
 )
@@ -75,45 +75,54 @@ def test_seeds_are_mean_and_sample_sd_and_missing_seeds_are_counted(tmp_path):
     assert mean_std([1.0]) == "1.00"
 
 
-def test_paired_difference_pairs_seeds_in_order(tmp_path):
-    pretrained, random = Arm("p", ("a", "a_s2")), Arm("r", ("b", "b_s2"))
-    for dataset, mrr in (("a", 20.0), ("a_s2", 30.0), ("b", 10.0), ("b_s2", 14.0)):
-        write_row(tmp_path, dataset, "teacher", "E4SRec_8", mrr)
-    random_teacher = Row(random, "teacher", "{model}, random init")
-    line = paired_difference(tmp_path, Row(pretrained, "teacher"), random_teacher, metrics=("MRR",))
-    old = "no per-user ranks: made before they were written"
-    assert line == (
-        f"E4SRec_8 − E4SRec_8, random init: MRR 13.00 ± {statistics.stdev([10.0, 16.0]):.2f} (test, 2 seeds; {old})"
+def write_ranks(results: Path, dataset: str, target: str, ranks: np.ndarray) -> None:
+    """A model's ranks table: the same 0-based ranks of the same users on both splits."""
+    users = np.arange(len(ranks))
+    frame = pl.concat(
+        pl.DataFrame({"split": s, "user": users, "item": users, "rank": ranks, "full_rank": None}, schema=RANK_SCHEMA)
+        for s in ("valid", "test")
     )
-    one = paired_difference(tmp_path, Row(Arm("p", ("a",)), "teacher"), Row(Arm("r", ("b",)), "teacher"), ("MRR",))
-    assert one == f"E4SRec_8 − E4SRec_8: MRR 10.00 (test, 1 seed; {old})"
-    missing = paired_difference(tmp_path, Row(pretrained, "student"), random_teacher)
-    assert missing == "student (p) − teacher, random init (r): not run yet"
+    frame.write_parquet(results / dataset / target / "ranks.parquet")
 
 
-def test_paired_difference_reads_the_per_user_ranks_where_they_exist(tmp_path):
-    """With ranks, the line carries each split's interval and p-value, and the verdict on the first metric."""
+def test_row_comparisons_pair_each_seed_with_the_same_seed_of_the_other_arm(tmp_path):
+    """Seed 2 of the control has no ranks, so seed 2 of the other arm is left out too: the difference is of the
+    per-user means over seeds 1 and 3 alone. A pair with no seed ranked is named as not run."""
+    pretrained, random = Arm("p", ("a", "a_s2", "a_s3")), Arm("r", ("b", "b_s2", "b_s3"))
+    rng = np.random.default_rng(0)
+    ranks = {dataset: rng.integers(0, 100, size=400) for dataset in ("a", "a_s2", "a_s3", "b", "b_s3")}
+    ranks["a_s2"][:] = 0  # the seed that must not count: every user's item first
+    for dataset in (*pretrained.datasets, *random.datasets):
+        write_row(tmp_path, dataset, "teacher", "E4SRec_8", 10.0)
+        if dataset in ranks:
+            write_ranks(tmp_path, dataset, "teacher", ranks[dataset])
+    control = Row(random, "teacher", "{model}, random init")
+    table = row_comparisons(tmp_path, [(Row(pretrained, "teacher"), control), (Row(pretrained, "student"), control)])
+    mrr = {dataset: 100 / (r + 1) for dataset, r in ranks.items()}  # a user's MRR in points, from a 0-based rank
+    expected = np.mean((mrr["a"] + mrr["a_s3"]) / 2 - (mrr["b"] + mrr["b_s3"]) / 2)
+    row = table.splitlines()[2]
+    assert row.startswith("| E4SRec_8 − E4SRec_8, random init | 2 × 400 | "), table
+    assert re.fullmatch(rf"(\| {INTERVAL} ){{4}}\| .+ \|", row.split(" | 2 × 400 ")[1]), row
+    assert row.split(" | ")[4].startswith(f"{expected:+.2f} [")  # valid MRR, the 5th column
+    assert "*student (p) − teacher, random init (r): not run yet.*" in table
+
+
+def test_row_comparisons_give_the_verdict_on_the_first_metric(tmp_path):
+    """Half the users get their item first under A on every seed and split: A − B holds; B − A is reversed."""
     pretrained, random = Arm("p", ("a", "a_s2")), Arm("r", ("b", "b_s2"))
     rng = np.random.default_rng(0)
     for dataset in (*pretrained.datasets, *random.datasets):
         write_row(tmp_path, dataset, "teacher", "E4SRec_8", 10.0)
         ranks = rng.integers(0, 100, size=400)
         if dataset.startswith("a"):
-            ranks[:200] = 0  # half the users get their item first
-        frame = pl.concat(
-            pl.DataFrame(
-                {"split": split, "user": np.arange(400), "item": np.arange(400), "rank": ranks, "full_rank": None},
-                schema=RANK_SCHEMA,
-            )
-            for split in ("valid", "test")
-        )
-        frame.write_parquet(tmp_path / dataset / "teacher" / "ranks.parquet")
-    line = paired_difference(tmp_path, Row(pretrained, "teacher"), Row(random, "teacher", "{model}, random init"))
-    expected = (
-        rf"E4SRec_8 − E4SRec_8, random init \(2 seeds × 400 users\): NDCG@10 valid {INTERVAL}, test {INTERVAL}; "
-        rf"MRR valid {INTERVAL}, test {INTERVAL}\. NDCG@10: holds"
-    )
-    assert re.fullmatch(expected, line), line
+            ranks[:200] = 0
+        write_ranks(tmp_path, dataset, "teacher", ranks)
+    better, worse = Row(pretrained, "teacher"), Row(random, "teacher", "{model}, random init")
+    lines = row_comparisons(tmp_path, [(better, worse), (worse, better)]).splitlines()
+    assert lines[0] == "| A − B | seeds × users | valid NDCG@10 | test NDCG@10 | valid MRR | test MRR | verdict |"
+    assert lines[2].startswith("| E4SRec_8 − E4SRec_8, random init | 2 × 400 | +") and lines[2].endswith("| holds |")
+    assert lines[3].startswith("| E4SRec_8, random init − E4SRec_8 | 2 × 400 | -")
+    assert lines[3].endswith("| reversed: B beats A |")
 
 
 def test_ablation_table_takes_the_full_variant_from_the_student(tmp_path):
