@@ -101,8 +101,14 @@ def export_llmrec(
     save_file(
         {key: value.detach().cpu().contiguous() for key, value in tensors.items()}, str(directory / file("recommender"))
     )
-    # int8 runs float32 activations (torch's quantized kernels take no bf16): it computes in float32 wherever it runs.
-    settings = {**asdict(model.config), "precision": "float32" if variant == "int8" else model.config.precision}
+    # As the export holds it: its own directory is the backbone, in the variant's dtype (int8 and 4-bit keep their
+    # other weights float32); int8 runs float32 activations (torch's quantized kernels take no bf16) wherever it runs.
+    settings = {
+        **asdict(model.config),
+        "backbone": ".",
+        "dtype": "bfloat16" if variant == "bf16" else "float32",
+        "precision": "float32" if variant == "int8" else model.config.precision,
+    }
     write_json(directory / file("settings"), {"variant": variant, "model": settings, "exported_from": source})
     shutil.copyfile(item_ids, directory / file("items"))
 

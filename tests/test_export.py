@@ -53,8 +53,8 @@ def exports(served_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 def moved(export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of an export, away from the run, in a working directory with no results/ (the config it records names
-    the backbone there)."""
+    """A copy of an export, away from the run, in a working directory with no results/ (where the run's relative
+    paths would lead)."""
     copy = tmp_path / "elsewhere" / export.name
     shutil.copytree(export, copy)
     monkeypatch.chdir(tmp_path)
@@ -92,6 +92,7 @@ def test_the_export_holds_the_kept_layers_merged_and_only_the_prompts_embedding_
     prefix = tokenizer(settings["model"]["prompt_prefix"], add_special_tokens=False)["input_ids"]
     assert prefix == recommender["prompt_ids"].tolist()
     assert settings["variant"] == "float32" and settings["exported_from"] == {"dataset": "demo", "target": "student"}
+    assert (settings["model"]["backbone"], settings["model"]["dtype"]) == (".", "float32")  # itself, not the run's
     assert json.loads((directory / layout.MANIFEST).read_text())["stage"] == "export"
     items = pl.read_parquet(directory / "items.parquet")
     assert items.equals(pl.read_parquet(served_demo / layout.data_file("item_ids", "demo")))
@@ -109,6 +110,8 @@ def test_quantized_variants_load_and_run(served_demo, exports, tmp_path, monkeyp
     for variant in layout.EXPORT_VARIANTS:
         export = load_export(moved(exports[variant], tmp_path, monkeypatch), precision="float32")
         assert export.variant == variant
+        stored = json.loads((export.directory / layout.EXPORT_FILES["settings"]).read_text())["model"]
+        assert stored["dtype"] == ("bfloat16" if variant == "bf16" else "float32"), variant
         top = export.recommend(known.histories, 10)
         assert top.items.shape == (len(known.ids), 10) and bool(torch.isfinite(top.scores).all()), variant
         assert 1 <= int(top.items.min()) and int(top.items.max()) <= len(export.items), variant
