@@ -124,6 +124,27 @@ def test_alignment_puts_distilled_students_closer_to_their_teacher_than_the_ce_c
     assert not list((finished_demo / "results" / "demo").glob("alignment.json"))  # --out: the demo is untouched
 
 
+@pytest.mark.e2e
+def test_rescore_gives_a_finished_runs_ranks_back_and_counts_the_users_that_moved(finished_demo, monkeypatch, capsys):
+    """experiments/rescore.py on the tiny demo: SASRec and the LLM student score as when they ran (exit 0); ranks
+    that differ are counted by split."""
+    monkeypatch.chdir(finished_demo)  # as documented: run where the results were computed
+    monkeypatch.setattr(sys, "argv", ["rescore.py", "--dataset", "demo", "sasrec", "student"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / "experiments" / "rescore.py"), run_name="__main__")
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.splitlines() == ["sasrec: the same ranks", "student: the same ranks"]
+    import polars as pl
+
+    moved_users = runpy.run_path(str(ROOT / "experiments" / "rescore.py"))["moved_users"]
+    ranks = pl.read_parquet(finished_demo / "results" / "demo" / "student" / "ranks.parquet")
+    assert moved_users(ranks, ranks) == {}
+    shifted = ranks.with_columns(
+        pl.when((pl.col("split") == "test") & (pl.col("user") <= 3)).then(pl.col("rank") + 1).otherwise("rank")
+    )
+    assert moved_users(shifted, ranks) == {"test": 3}
+
+
 def test_summarize_fills_every_block_of_the_page_even_before_any_result(tmp_path, monkeypatch):
     doc = tmp_path / "experiments.md"
     doc.write_text((ROOT / "docs" / "experiments.md").read_text())
