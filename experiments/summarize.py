@@ -38,7 +38,7 @@ from slmrec.summary import (
     validation_curves,
     wall_times,
 )
-from slmrec.targets import STUDENT, TEACHER, ablation_target, student_of, sweep_teacher
+from slmrec.targets import PAPER_VARIANTS, STUDENT, TEACHER, ablation_target, student_of, sweep_teacher, variant_label
 
 BASE = "ml100k"
 SEEDS = ("", "_s2", "_s3")
@@ -134,6 +134,8 @@ def main() -> None:
             [
                 (Row(PRETRAINED, STUDENT), Row(PRETRAINED, ce_only)),
                 (Row(PRETRAINED, student_of(SHALLOW)), Row(PRETRAINED, ce_only)),
+                (Row(PRETRAINED, TEACHER), Row(PRETRAINED, ce_only)),  # the gaps the students could close
+                (Row(PRETRAINED, sweep_teacher(SHALLOW)), Row(PRETRAINED, ce_only)),
                 (Row(PRETRAINED, TEACHER), Row(PRETRAINED, "sasrec")),
                 (probe_rows[-1], probe_rows[0]),
                 (students_rows[2], students_rows[3]),
@@ -160,6 +162,15 @@ def main() -> None:
         ),
         "students_probe_curves": lambda: validation_curves(results, students_rows),
         "table4": lambda: ablation_table(results, PRETRAINED),
+        "table4_comparisons": partial(  # each variant against CE alone, over the seeds that have both
+            row_comparisons,
+            results,
+            [
+                (Row(PRETRAINED, ablation_target(v), variant_label(v)), Row(PRETRAINED, ce_only, variant_label("ce")))
+                for v in PAPER_VARIANTS
+                if v != "ce"
+            ],
+        ),
         "table5": lambda: efficiency_table(
             results, BASE, ["sasrec", TEACHER, sweep_teacher(SHALLOW), student_of(SHALLOW), STUDENT]
         ),
@@ -168,6 +179,9 @@ def main() -> None:
             BASE,
             [*(sweep_teacher(n) for n in SWEEP), TEACHER],
             Path(layout.direct_inference("table", TEACHER, BASE, results)),
+        ),
+        "figure2_comparisons": partial(  # each depth trained alone against the deep teacher (seed 1)
+            row_comparisons, results, [(Row(SEED1, sweep_teacher(n)), Row(SEED1, TEACHER)) for n in SWEEP]
         ),
         "balance": lambda: loss_balance(results, BASE),
         "alignment": lambda: alignment_table(results / BASE / "alignment.json"),
