@@ -136,11 +136,15 @@ def main() -> None:
                 (Row(PRETRAINED, student_of(SHALLOW)), Row(PRETRAINED, ce_only)),
                 (Row(PRETRAINED, TEACHER), Row(PRETRAINED, ce_only)),  # the gaps the students could close
                 (Row(PRETRAINED, sweep_teacher(SHALLOW)), Row(PRETRAINED, ce_only)),
+                (Row(PRETRAINED, STUDENT), Row(PRETRAINED, TEACHER)),  # how close each student comes
+                (Row(PRETRAINED, student_of(SHALLOW)), Row(PRETRAINED, sweep_teacher(SHALLOW))),
                 (Row(PRETRAINED, TEACHER), Row(PRETRAINED, "sasrec")),
+                (probe_rows[2], probe_rows[1]),  # ten targets against one, seed 1
                 (probe_rows[-1], probe_rows[0]),
                 (students_rows[2], students_rows[3]),
                 (Row(PRETRAINED, TEACHER), Row(RANDOM, TEACHER, "{model}, random init")),
                 (Row(PRETRAINED, STUDENT), Row(RANDOM, STUDENT, "{model}, random init")),
+                (Row(RANDOM, STUDENT, "{model}, random init"), Row(RANDOM, TEACHER, "{model}, random init")),
             ],
         ),
         **{  # each probe on test, and on validation, where its choices were made
